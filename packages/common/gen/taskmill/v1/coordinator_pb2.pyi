@@ -1,0 +1,70 @@
+from taskmill.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegisterWorkerRequest(_message.Message):
+    __slots__ = ("address", "capacity", "hostname", "version", "handlers")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HANDLERS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    capacity: int
+    hostname: str
+    version: str
+    handlers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, address: _Optional[str] = ..., capacity: _Optional[int] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RegisterWorkerResponse(_message.Message):
+    __slots__ = ("worker_id", "heartbeat_interval_seconds")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    heartbeat_interval_seconds: float
+    def __init__(self, worker_id: _Optional[str] = ..., heartbeat_interval_seconds: _Optional[float] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("worker_id", "free_slots", "running_task_ids")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    free_slots: int
+    running_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, worker_id: _Optional[str] = ..., free_slots: _Optional[int] = ..., running_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("cancel_task_ids",)
+    CANCEL_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    cancel_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cancel_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReportTaskStatusesRequest(_message.Message):
+    __slots__ = ("worker_id", "reports")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    reports: _containers.RepeatedCompositeFieldContainer[_common_pb2.StatusReport]
+    def __init__(self, worker_id: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[_common_pb2.StatusReport, _Mapping]]] = ...) -> None: ...
+
+class ReportTaskStatusesResponse(_message.Message):
+    __slots__ = ("applied",)
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    applied: int
+    def __init__(self, applied: _Optional[int] = ...) -> None: ...
+
+class DeregisterWorkerRequest(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
+
+class DeregisterWorkerResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

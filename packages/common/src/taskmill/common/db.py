@@ -1,0 +1,249 @@
+"""The database edge: the only module that talks to pg8000.
+
+``Database`` keeps a small pool of connections. A connection is lent to one thread at a time
+(``with db.connection() as conn``) and every query is run by name from the ``.sql`` files.
+pg8000's exceptions are wrapped here, and nowhere else, into taskmill's own errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pg8000.exceptions
+import pg8000.native
+
+from taskmill.common.errors import DatabaseError, DatabaseUnavailable
+from taskmill.common.queries import query
+from taskmill.common.settings import DatabaseSettings
+
+logger = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+#: SQLSTATE classes that mean the server or the connection went away, not that the query was bad.
+_UNAVAILABLE_SQLSTATES = ("08", "57P")
+
+
+class QueryError(DatabaseError):
+    """The database rejected a query."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+    @property
+    def is_unique_violation(self) -> bool:
+        """Whether the query broke a unique constraint."""
+        return self.sqlstate == "23505"
+
+
+def _wrap(exc: Exception) -> DatabaseError:
+    if isinstance(exc, pg8000.exceptions.DatabaseError) and exc.args:
+        info = exc.args[0] if isinstance(exc.args[0], dict) else {}
+        sqlstate = str(info.get("C", ""))
+        message = str(info.get("M", exc))
+        if sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return DatabaseUnavailable(f"database unavailable: {message}")
+        return QueryError(message, sqlstate)
+    return DatabaseUnavailable(f"database unavailable: {exc}")
+
+
+class Connection:
+    """One database connection, used by one thread at a time.
+
+    Attributes:
+        broken: Set when the connection failed and must not be reused.
+    """
+
+    def __init__(self, raw: pg8000.native.Connection) -> None:
+        self._raw = raw
+        self.broken = False
+        self._in_transaction = False
+
+    def run(self, query_name: str, /, **params: Any) -> list[list[Any]]:
+        """Runs a named query and returns its rows as lists."""
+        return self.execute(query(query_name), **params)
+
+    def rows(self, query_name: str, /, **params: Any) -> list[Row]:
+        """Runs a named query and returns its rows as dicts keyed by column name."""
+        values = self.run(query_name, **params)
+        names = [column["name"] for column in self._raw.columns or ()]
+        return [dict(zip(names, row, strict=True)) for row in values]
+
+    def row(self, query_name: str, /, **params: Any) -> Row | None:
+        """Runs a named query and returns its first row, or ``None`` when it returned none."""
+        rows = self.rows(query_name, **params)
+        return rows[0] if rows else None
+
+    def scalar(self, query_name: str, /, **params: Any) -> Any:
+        """Runs a named query and returns the first column of its first row."""
+        values = self.run(query_name, **params)
+        return values[0][0] if values else None
+
+    def execute(self, sql: str, /, **params: Any) -> list[list[Any]]:
+        """Runs SQL text given by the caller, such as a migration file's statement."""
+        try:
+            return self._raw.run(sql, **params) or []
+        except (TimeoutError, pg8000.exceptions.InterfaceError, OSError) as exc:
+            self.broken = True
+            raise _wrap(exc) from exc
+        except pg8000.exceptions.DatabaseError as exc:
+            wrapped = _wrap(exc)
+            if isinstance(wrapped, DatabaseUnavailable):
+                self.broken = True
+            raise wrapped from exc
+
+    def execute_script(self, sql: str) -> None:
+        """Runs several statements at once (simple query protocol, no parameters)."""
+        try:
+            self._raw.execute_simple(sql)
+        except (pg8000.exceptions.InterfaceError, OSError) as exc:
+            self.broken = True
+            raise _wrap(exc) from exc
+        except pg8000.exceptions.DatabaseError as exc:
+            raise _wrap(exc) from exc
+
+    @property
+    def row_count(self) -> int:
+        """The number of rows the last statement changed or returned."""
+        return int(self._raw.row_count)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """Runs the block in one transaction: committed on success, rolled back on error."""
+        if self._in_transaction:
+            raise RuntimeError("transactions do not nest")
+        self.execute("BEGIN")
+        self._in_transaction = True
+        try:
+            yield self
+        except BaseException:
+            self._in_transaction = False
+            if not self.broken:
+                try:
+                    self.execute("ROLLBACK")
+                except DatabaseError:
+                    logger.warning("rollback failed; dropping the connection")
+                    self.broken = True
+            raise
+        self._in_transaction = False
+        self.execute("COMMIT")
+
+    @property
+    def notifications(self) -> Any:
+        """The pg8000 deque of ``(pid, channel, payload)`` notifications received so far."""
+        return self._raw.notifications
+
+    def wait_readable(self, timeout: float) -> bool:
+        """Waits until the server sends something (a notification), for at most ``timeout``."""
+        import select
+
+        sock = self._raw._usock  # pg8000 exposes no public way to wait on its socket
+        readable, _, _ = select.select([sock], [], [], max(timeout, 0.0))
+        return bool(readable)
+
+    def poll_notifications(self) -> None:
+        """Reads notifications the server has sent, without blocking for long."""
+        self.execute("SELECT 1")
+
+    def close(self) -> None:
+        """Closes the connection, ignoring errors from a connection already gone."""
+        try:
+            self._raw.close()
+        except (pg8000.exceptions.InterfaceError, OSError):
+            pass
+
+
+class Database:
+    """A pool of connections to one PostgreSQL database.
+
+    Args:
+        settings: Where to connect.
+        max_connections: How many connections may be open at once; callers beyond that wait.
+        application_name: Shown in ``pg_stat_activity``.
+        connect_timeout: Seconds to wait for a new connection.
+    """
+
+    def __init__(
+        self,
+        settings: DatabaseSettings,
+        *,
+        max_connections: int = 10,
+        application_name: str = "taskmill",
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self._application_name = application_name
+        self._connect_timeout = connect_timeout
+        self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._closed = False
+
+    def connect(self) -> Connection:
+        """Opens a new connection outside the pool (for LISTEN or long-held sessions).
+
+        Raises:
+            DatabaseUnavailable: The server cannot be reached or refused the login.
+        """
+        try:
+            raw = pg8000.native.Connection(
+                self.settings.user,
+                host=self.settings.host,
+                port=self.settings.port,
+                database=self.settings.database,
+                password=self.settings.password,
+                application_name=self._application_name,
+                timeout=self._connect_timeout,
+            )
+        except (pg8000.exceptions.InterfaceError, OSError) as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {self.settings.host}:{self.settings.port}: {exc}"
+            ) from exc
+        except pg8000.exceptions.DatabaseError as exc:
+            raise DatabaseUnavailable(
+                f"PostgreSQL at {self.settings.host}:{self.settings.port} refused: {_wrap(exc)}"
+            ) from exc
+        # The connect timeout would otherwise also bound every later query.
+        raw._usock.settimeout(None)
+        return Connection(raw)
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Lends a pooled connection to the calling thread for the block."""
+        if self._closed:
+            raise DatabaseUnavailable("the database pool is closed")
+        self._slots.acquire()
+        try:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = self.connect()
+            try:
+                yield conn
+            finally:
+                if conn.broken or self._closed:
+                    conn.close()
+                else:
+                    self._idle.put(conn)
+        finally:
+            self._slots.release()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """Lends a pooled connection with a transaction open for the block."""
+        with self.connection() as conn, conn.transaction():
+            yield conn
+
+    def close(self) -> None:
+        """Closes every idle connection; connections in use close when they are returned."""
+        self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return

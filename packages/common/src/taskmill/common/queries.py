@@ -1,0 +1,53 @@
+"""Named SQL queries, loaded once from the ``.sql`` files beside this module.
+
+A file holds blocks that each start with a ``-- name: <query_name>`` line; the block's text up to
+the next name line is the query. Parameters use pg8000's ``:name`` style.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+_NAME_LINE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_QUERY_FILES = ("tasks.sql", "workers.sql", "migrations.sql")
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    """Splits the text of a ``.sql`` file into its named queries.
+
+    Raises:
+        ValueError: A name appears twice.
+    """
+    queries: dict[str, str] = {}
+    matches = list(_NAME_LINE.finditer(text))
+    for match, following in zip(matches, [*matches[1:], None], strict=True):
+        end = following.start() if following else len(text)
+        name = match.group(1)
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice")
+        queries[name] = text[match.end() : end].strip()
+    return queries
+
+
+@cache
+def all_queries() -> dict[str, str]:
+    """Every named query of the package, by name."""
+    queries: dict[str, str] = {}
+    sql_dir = resources.files("taskmill.common") / "sql"
+    for filename in _QUERY_FILES:
+        for name, sql in parse_queries((sql_dir / filename).read_text("utf-8")).items():
+            if name in queries:
+                raise ValueError(f"query {name!r} is defined twice")
+            queries[name] = sql
+    return queries
+
+
+def query(name: str) -> str:
+    """Returns the SQL text of a named query.
+
+    Raises:
+        KeyError: No query has this name.
+    """
+    return all_queries()[name]

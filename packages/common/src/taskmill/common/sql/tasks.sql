@@ -1,0 +1,186 @@
+-- Queries on the tasks table. Every status change is a conditional UPDATE on the expected
+-- status (and attempt), so a late, duplicated or reordered change matches no row.
+
+-- name: insert_tasks
+INSERT INTO tasks (
+    id, command, payload, queue, priority, max_attempts, timeout_seconds, scheduled_at,
+    idempotency_key, request_hash, trace_context
+)
+SELECT
+    t.id, t.command, CAST(t.payload AS jsonb), t.queue, t.priority, t.max_attempts,
+    t.timeout_seconds, coalesce(t.scheduled_at, now() + make_interval(secs => t.delay_seconds)),
+    t.idempotency_key, t.request_hash, t.trace_context
+FROM unnest(
+    CAST(:ids AS uuid[]), CAST(:commands AS text[]), CAST(:payloads AS text[]),
+    CAST(:queues AS text[]), CAST(:priorities AS int[]), CAST(:max_attempts AS int[]),
+    CAST(:timeouts AS float8[]), CAST(:scheduled_ats AS timestamptz[]),
+    CAST(:delays AS float8[]), CAST(:idempotency_keys AS text[]),
+    CAST(:request_hashes AS text[]), CAST(:trace_contexts AS text[])
+) WITH ORDINALITY AS t(
+    id, command, payload, queue, priority, max_attempts, timeout_seconds, scheduled_at,
+    delay_seconds, idempotency_key, request_hash, trace_context, n
+)
+ORDER BY t.n
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING *
+
+-- name: notify_submitted
+SELECT pg_notify('taskmill_submitted', '')
+
+-- name: notify_cancel_requested
+SELECT pg_notify('taskmill_cancel', CAST(:task_id AS text))
+
+-- name: get_task
+SELECT * FROM tasks WHERE id = :id
+
+-- name: get_tasks_by_idempotency_keys
+SELECT * FROM tasks WHERE idempotency_key = ANY(CAST(:keys AS text[]))
+
+-- name: list_tasks
+SELECT * FROM tasks
+WHERE (CAST(:status AS text) IS NULL OR status = :status)
+  AND (CAST(:command AS text) IS NULL OR command = :command)
+  AND (CAST(:queue AS text) IS NULL OR queue = :queue)
+  AND (CAST(:before_seq AS bigint) IS NULL OR seq < :before_seq)
+ORDER BY seq DESC
+LIMIT :limit
+
+-- name: cancel_scheduled_task
+UPDATE tasks SET status = 'cancelled', finished_at = now(), cancel_requested_at = now()
+WHERE id = :id AND status = 'scheduled'
+RETURNING *
+
+-- name: request_task_cancel
+UPDATE tasks SET cancel_requested_at = coalesce(cancel_requested_at, now())
+WHERE id = :id AND status IN ('dispatched', 'running')
+RETURNING *
+
+-- name: claim_due_tasks
+-- Claims due tasks for the given slots, one task per entry of :worker_ids in that order, so
+-- the caller decides the spread (round robin over workers with room).
+WITH due AS (
+    SELECT id, row_number() OVER (ORDER BY priority DESC, scheduled_at, seq) AS n
+    FROM (
+        SELECT id, priority, scheduled_at, seq FROM tasks
+        WHERE status = 'scheduled' AND scheduled_at <= now()
+        ORDER BY priority DESC, scheduled_at, seq
+        LIMIT cardinality(CAST(:worker_ids AS text[]))
+        FOR UPDATE SKIP LOCKED
+    ) AS locked
+)
+UPDATE tasks SET
+    status = 'dispatched',
+    worker_id = slot.worker_id,
+    attempt = tasks.attempt + 1,
+    dispatched_at = now(),
+    lease_expires_at = now() + make_interval(secs => :lease_seconds)
+FROM due
+JOIN unnest(CAST(:worker_ids AS text[])) WITH ORDINALITY AS slot(worker_id, n) USING (n)
+WHERE tasks.id = due.id
+RETURNING tasks.*
+
+-- name: next_due_at
+SELECT min(scheduled_at) FROM tasks WHERE status = 'scheduled'
+
+-- name: release_tasks
+-- Gives back tasks a worker never received: assignment failures do not use up an attempt.
+UPDATE tasks SET
+    status = 'scheduled', attempt = attempt - 1, worker_id = NULL, dispatched_at = NULL,
+    lease_expires_at = NULL
+WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'dispatched' AND worker_id = :worker_id
+RETURNING id
+
+-- name: mark_running
+UPDATE tasks SET status = 'running', started_at = r.at
+FROM unnest(
+    CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:ats AS timestamptz[])
+) AS r(id, attempt, at)
+WHERE tasks.id = r.id AND tasks.attempt = r.attempt AND tasks.status = 'dispatched'
+RETURNING tasks.id
+
+-- name: mark_succeeded
+UPDATE tasks SET
+    status = 'succeeded', result = CAST(r.result AS jsonb), finished_at = r.at,
+    started_at = coalesce(tasks.started_at, r.at), lease_expires_at = NULL
+FROM unnest(
+    CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:results AS text[]),
+    CAST(:ats AS timestamptz[])
+) AS r(id, attempt, result, at)
+WHERE tasks.id = r.id AND tasks.attempt = r.attempt
+  AND tasks.status IN ('dispatched', 'running')
+RETURNING tasks.id
+
+-- name: mark_failed
+-- Fails the attempts, or schedules them again after an exponential backoff with jitter when
+-- the error is retryable and attempts remain.
+UPDATE tasks SET
+    status = CASE WHEN r.retryable AND tasks.attempt < tasks.max_attempts
+        THEN 'scheduled' ELSE 'failed' END,
+    error = CAST(r.error AS jsonb),
+    finished_at = CASE WHEN r.retryable AND tasks.attempt < tasks.max_attempts
+        THEN NULL ELSE r.at END,
+    scheduled_at = CASE WHEN r.retryable AND tasks.attempt < tasks.max_attempts
+        THEN now() + make_interval(secs => least(
+            :backoff_max, :backoff_base * power(2, tasks.attempt - 1)
+        ) * (0.5 + random() / 2))
+        ELSE tasks.scheduled_at END,
+    worker_id = CASE WHEN r.retryable AND tasks.attempt < tasks.max_attempts
+        THEN NULL ELSE tasks.worker_id END,
+    lease_expires_at = NULL
+FROM unnest(
+    CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:errors AS text[]),
+    CAST(:retryable AS bool[]), CAST(:ats AS timestamptz[])
+) AS r(id, attempt, error, retryable, at)
+WHERE tasks.id = r.id AND tasks.attempt = r.attempt
+  AND tasks.status IN ('dispatched', 'running')
+RETURNING tasks.id, tasks.status
+
+-- name: mark_cancelled
+UPDATE tasks SET status = 'cancelled', finished_at = r.at, lease_expires_at = NULL
+FROM unnest(
+    CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:ats AS timestamptz[])
+) AS r(id, attempt, at)
+WHERE tasks.id = r.id AND tasks.attempt = r.attempt
+  AND tasks.status IN ('dispatched', 'running')
+RETURNING tasks.id
+
+-- name: extend_leases
+UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+WHERE worker_id = :worker_id AND status IN ('dispatched', 'running')
+
+-- name: cancel_requested_for_worker
+SELECT id FROM tasks
+WHERE worker_id = :worker_id AND status IN ('dispatched', 'running')
+  AND cancel_requested_at IS NOT NULL
+
+-- name: requeue_lost_unstarted
+-- Tasks a lost worker (or an expired lease) held but had not started go back to scheduled
+-- without using up an attempt; those whose cancellation was requested end cancelled.
+UPDATE tasks SET
+    status = CASE WHEN cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
+    finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
+    attempt = CASE WHEN cancel_requested_at IS NULL THEN attempt - 1 ELSE attempt END,
+    worker_id = NULL, dispatched_at = NULL, lease_expires_at = NULL
+WHERE status = 'dispatched'
+  AND (worker_id = ANY(CAST(:worker_ids AS text[])) OR lease_expires_at < now())
+RETURNING id, status
+
+-- name: fail_lost_running
+-- Running tasks of a lost worker fail with worker_lost, or are retried when attempts remain.
+UPDATE tasks SET
+    status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+        WHEN attempt < max_attempts THEN 'scheduled' ELSE 'failed' END,
+    error = CAST(:error AS jsonb),
+    finished_at = CASE WHEN cancel_requested_at IS NULL AND attempt < max_attempts
+        THEN NULL ELSE now() END,
+    scheduled_at = CASE WHEN cancel_requested_at IS NULL AND attempt < max_attempts
+        THEN now() + make_interval(secs => least(
+            :backoff_max, :backoff_base * power(2, attempt - 1)
+        ) * (0.5 + random() / 2))
+        ELSE scheduled_at END,
+    worker_id = CASE WHEN cancel_requested_at IS NULL AND attempt < max_attempts
+        THEN NULL ELSE worker_id END,
+    lease_expires_at = NULL
+WHERE status = 'running'
+  AND (worker_id = ANY(CAST(:worker_ids AS text[])) OR lease_expires_at < now())
+RETURNING id, status

@@ -1,0 +1,35 @@
+-- Queries on the workers table.
+
+-- name: register_worker
+INSERT INTO workers (id, address, hostname, version, capacity, free_slots, handlers, coordinator_id)
+VALUES (
+    :id, :address, :hostname, :version, :capacity, :capacity, CAST(:handlers AS text[]),
+    :coordinator_id
+)
+RETURNING *
+
+-- name: heartbeat_worker
+UPDATE workers SET last_heartbeat_at = now(), free_slots = :free_slots
+WHERE id = :id AND state <> 'dead'
+RETURNING *
+
+-- name: set_worker_state
+UPDATE workers SET state = :state WHERE id = :id RETURNING *
+
+-- name: delete_worker
+DELETE FROM workers WHERE id = :id RETURNING id
+
+-- name: reap_dead_workers
+DELETE FROM workers
+WHERE last_heartbeat_at < now() - make_interval(secs => :dead_after)
+RETURNING id
+
+-- name: list_workers
+SELECT * FROM workers WHERE state <> 'dead' ORDER BY registered_at, id
+
+-- name: get_worker
+SELECT * FROM workers WHERE id = :id
+
+-- name: workers_of_coordinator
+SELECT * FROM workers WHERE coordinator_id = :coordinator_id AND state = 'active'
+ORDER BY registered_at, id

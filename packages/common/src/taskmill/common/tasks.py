@@ -1,0 +1,300 @@
+"""The task store: every read and state change of the ``tasks`` table, as named queries.
+
+Each change is one conditional ``UPDATE ... WHERE status = <expected>``; a change that matches no
+row (stale, duplicated or reordered) changes nothing and is reported to the caller by the ids it
+returns, so callers can tell "applied" from "ignored".
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from taskmill.common.db import Connection, Database
+from taskmill.common.errors import InvalidTransition, TaskNotFound
+from taskmill.common.models import Task, TaskError, TaskStatus
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to insert.
+
+    Attributes:
+        command: The handler name.
+        payload: Any JSON value.
+        queue: The queue name.
+        priority: Higher runs first.
+        max_attempts: How many execution attempts the task may have.
+        timeout_seconds: Bound on one attempt's run time, or ``None``.
+        scheduled_at: When the task becomes due; ``None`` means ``delay_seconds`` from now.
+        delay_seconds: Used when ``scheduled_at`` is ``None``; measured by the database clock.
+        idempotency_key: Makes the submit safe to repeat.
+        request_hash: Identifies the submitted body, to tell a retry from a reused key.
+        trace_context: The W3C ``traceparent`` of the submitting span.
+        id: The new task's id.
+    """
+
+    command: str
+    payload: Any = field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 1
+    timeout_seconds: float | None = None
+    scheduled_at: datetime | None = None
+    delay_seconds: float = 0.0
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    trace_context: str | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A worker's report of how one attempt ended (or that it started).
+
+    Attributes:
+        task_id: The task.
+        attempt: The attempt the report is about.
+        status: ``RUNNING``, ``SUCCEEDED``, ``FAILED`` or ``CANCELLED``.
+        at: When it happened.
+        result: The JSON result of a succeeded attempt.
+        error: The error of a failed attempt.
+        retryable: Whether a failed attempt may be retried when attempts remain.
+    """
+
+    task_id: uuid.UUID
+    attempt: int
+    status: TaskStatus
+    at: datetime
+    result: Any = None
+    error: TaskError | None = None
+    retryable: bool = True
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff between execution attempts: ``base * 2**(attempt-1)``, capped at
+    ``maximum``, times a random factor in [0.5, 1]."""
+
+    base: float = 1.0
+    maximum: float = 300.0
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class TaskStore:
+    """Reads and changes tasks.
+
+    Methods that take a ``conn`` run inside the caller's transaction; the others lend a pooled
+    connection for the one statement they run.
+    """
+
+    def __init__(self, db: Database, backoff: Backoff | None = None) -> None:
+        self._db = db
+        self._backoff = backoff or Backoff()
+
+    # -- submitting and reading -----------------------------------------------------------
+
+    def insert(self, conn: Connection, tasks: Sequence[NewTask]) -> list[Task]:
+        """Inserts tasks in one statement and notifies coordinators at commit.
+
+        Tasks whose idempotency key is already taken are skipped; the caller finds the
+        existing ones with ``by_idempotency_keys``. Returns the inserted tasks in input order.
+        """
+        rows = conn.rows(
+            "insert_tasks",
+            ids=[t.id for t in tasks],
+            commands=[t.command for t in tasks],
+            payloads=[_json(t.payload) for t in tasks],
+            queues=[t.queue for t in tasks],
+            priorities=[t.priority for t in tasks],
+            max_attempts=[t.max_attempts for t in tasks],
+            timeouts=[t.timeout_seconds for t in tasks],
+            scheduled_ats=[t.scheduled_at for t in tasks],
+            delays=[t.delay_seconds for t in tasks],
+            idempotency_keys=[t.idempotency_key for t in tasks],
+            request_hashes=[t.request_hash for t in tasks],
+            trace_contexts=[t.trace_context for t in tasks],
+        )
+        if rows:
+            conn.run("notify_submitted")
+        by_id = {row["id"]: Task.from_row(row) for row in rows}
+        return [by_id[t.id] for t in tasks if t.id in by_id]
+
+    def by_idempotency_keys(self, conn: Connection, keys: Sequence[str]) -> dict[str, Task]:
+        """The tasks holding these idempotency keys, by key."""
+        rows = conn.rows("get_tasks_by_idempotency_keys", keys=list(keys))
+        return {row["idempotency_key"]: Task.from_row(row) for row in rows}
+
+    def get(self, task_id: uuid.UUID) -> Task:
+        """Returns one task.
+
+        Raises:
+            TaskNotFound: No task has this id.
+        """
+        with self._db.connection() as conn:
+            row = conn.row("get_task", id=task_id)
+        if row is None:
+            raise TaskNotFound(f"no task has id {task_id}")
+        return Task.from_row(row)
+
+    def page(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        command: str | None = None,
+        queue: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 100,
+    ) -> list[Task]:
+        """Lists tasks newest first, optionally filtered, starting below ``before_seq``."""
+        with self._db.connection() as conn:
+            rows = conn.rows(
+                "list_tasks",
+                status=None if status is None else str(status),
+                command=command,
+                queue=queue,
+                before_seq=before_seq,
+                limit=limit,
+            )
+        return [Task.from_row(row) for row in rows]
+
+    # -- cancellation ----------------------------------------------------------------------
+
+    def cancel(self, task_id: uuid.UUID) -> Task:
+        """Cancels a scheduled task at once, or asks for a dispatched or running one to stop.
+
+        Raises:
+            TaskNotFound: No task has this id.
+            InvalidTransition: The task already finished.
+        """
+        with self._db.transaction() as conn:
+            row = conn.row("cancel_scheduled_task", id=task_id)
+            if row is None:
+                row = conn.row("request_task_cancel", id=task_id)
+                if row is not None:
+                    conn.run("notify_cancel_requested", task_id=str(task_id))
+        if row is not None:
+            return Task.from_row(row)
+        task = self.get(task_id)
+        raise InvalidTransition(f"task {task_id} already finished as {task.status}")
+
+    def cancel_requested(self, worker_id: str) -> list[uuid.UUID]:
+        """Tasks held by a worker whose cancellation was requested."""
+        with self._db.connection() as conn:
+            return [row[0] for row in conn.run("cancel_requested_for_worker", worker_id=worker_id)]
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def claim(self, slots: Sequence[str], lease_seconds: float) -> list[Task]:
+        """Claims due tasks, one per entry of ``slots`` (worker ids, in the order to fill).
+
+        The claim commits before it returns, so the caller sends the tasks outside any
+        transaction. Each claimed task's attempt is incremented and its lease set.
+        """
+        if not slots:
+            return []
+        with self._db.connection() as conn:
+            rows = conn.rows("claim_due_tasks", worker_ids=list(slots), lease_seconds=lease_seconds)
+        tasks = [Task.from_row(row) for row in rows]
+        tasks.sort(key=lambda task: (-task.priority, task.scheduled_at, task.seq))
+        return tasks
+
+    def next_due_at(self) -> datetime | None:
+        """When the earliest scheduled task is due, or ``None`` when none is scheduled."""
+        with self._db.connection() as conn:
+            value: datetime | None = conn.scalar("next_due_at")
+        return value
+
+    def release(self, worker_id: str, task_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Returns tasks a worker never received to ``scheduled``, without using an attempt."""
+        with self._db.connection() as conn:
+            return [
+                row[0] for row in conn.run("release_tasks", ids=list(task_ids), worker_id=worker_id)
+            ]
+
+    def extend_leases(self, worker_id: str, lease_seconds: float) -> None:
+        """Extends the leases of every task a worker holds."""
+        with self._db.connection() as conn:
+            conn.run("extend_leases", worker_id=worker_id, lease_seconds=lease_seconds)
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    def apply(self, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
+        """Applies workers' reports in one transaction, a batched UPDATE per kind.
+
+        Returns the ids of the tasks that changed; the others were stale or duplicates.
+        A task's "running" report is applied before its final report in the same batch.
+        """
+        changed: set[uuid.UUID] = set()
+        by_status: dict[TaskStatus, list[Outcome]] = {}
+        for outcome in outcomes:
+            by_status.setdefault(outcome.status, []).append(outcome)
+        with self._db.transaction() as conn:
+            for status in (
+                TaskStatus.RUNNING,
+                TaskStatus.SUCCEEDED,
+                TaskStatus.FAILED,
+                TaskStatus.CANCELLED,
+            ):
+                batch = by_status.pop(status, [])
+                if batch:
+                    changed.update(self._apply_batch(conn, status, batch))
+        if by_status:
+            raise InvalidTransition(f"a worker cannot report {', '.join(by_status)}")
+        return changed
+
+    def _apply_batch(
+        self, conn: Connection, status: TaskStatus, batch: list[Outcome]
+    ) -> list[uuid.UUID]:
+        common: dict[str, Any] = {
+            "ids": [o.task_id for o in batch],
+            "attempts": [o.attempt for o in batch],
+            "ats": [o.at for o in batch],
+        }
+        if status is TaskStatus.RUNNING:
+            rows = conn.run("mark_running", **common)
+        elif status is TaskStatus.SUCCEEDED:
+            rows = conn.run("mark_succeeded", results=[_json(o.result) for o in batch], **common)
+        elif status is TaskStatus.FAILED:
+            rows = conn.run(
+                "mark_failed",
+                errors=[_json((o.error or TaskError("error", "")).to_json()) for o in batch],
+                retryable=[o.retryable for o in batch],
+                backoff_base=self._backoff.base,
+                backoff_max=self._backoff.maximum,
+                **common,
+            )
+        else:
+            rows = conn.run("mark_cancelled", **common)
+        return [row[0] for row in rows]
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def recover_lost(self, dead_worker_ids: Sequence[str]) -> dict[uuid.UUID, TaskStatus]:
+        """Recovers tasks of dead workers and tasks whose lease expired.
+
+        Unstarted tasks go back to ``scheduled`` (their attempt not counted); running ones fail
+        with ``worker_lost``, or are scheduled again when attempts remain. Returns each recovered
+        task's new status.
+        """
+        error = TaskError("worker_lost", "the worker running the task stopped responding")
+        with self._db.transaction() as conn:
+            unstarted = conn.run("requeue_lost_unstarted", worker_ids=list(dead_worker_ids))
+            running = conn.run(
+                "fail_lost_running",
+                worker_ids=list(dead_worker_ids),
+                error=_json(error.to_json()),
+                backoff_base=self._backoff.base,
+                backoff_max=self._backoff.maximum,
+            )
+            recovered = {row[0]: TaskStatus(row[1]) for row in [*unstarted, *running]}
+            if any(status is TaskStatus.SCHEDULED for status in recovered.values()):
+                conn.run("notify_submitted")
+        return recovered

@@ -1,0 +1,82 @@
+"""The worker registry: the ``workers`` table every coordinator and the HTTP API share."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from taskmill.common.db import Database
+from taskmill.common.models import Worker, WorkerState
+
+
+class WorkerStore:
+    """Registers workers, records heartbeats and finds the dead."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def register(
+        self,
+        *,
+        address: str,
+        capacity: int,
+        coordinator_id: str,
+        hostname: str = "",
+        version: str = "",
+        handlers: Sequence[str] = (),
+    ) -> Worker:
+        """Records a new worker under a fresh unique id."""
+        with self._db.connection() as conn:
+            row = conn.row(
+                "register_worker",
+                id=f"w-{uuid.uuid4().hex[:12]}",
+                address=address,
+                hostname=hostname,
+                version=version,
+                capacity=capacity,
+                handlers=list(handlers),
+                coordinator_id=coordinator_id,
+            )
+        assert row is not None  # an INSERT ... RETURNING always returns its row
+        return Worker.from_row(row)
+
+    def heartbeat(self, worker_id: str, free_slots: int) -> Worker | None:
+        """Records a heartbeat; ``None`` when the worker is unknown (it must register again)."""
+        with self._db.connection() as conn:
+            row = conn.row("heartbeat_worker", id=worker_id, free_slots=free_slots)
+        return None if row is None else Worker.from_row(row)
+
+    def set_state(self, worker_id: str, state: WorkerState) -> Worker | None:
+        """Changes a worker's state; ``None`` when the worker is unknown."""
+        with self._db.connection() as conn:
+            row = conn.row("set_worker_state", id=worker_id, state=str(state))
+        return None if row is None else Worker.from_row(row)
+
+    def remove(self, worker_id: str) -> bool:
+        """Removes a worker; ``False`` when it was already gone."""
+        with self._db.connection() as conn:
+            return bool(conn.run("delete_worker", id=worker_id))
+
+    def reap_dead(self, dead_after: float) -> list[str]:
+        """Removes workers silent for ``dead_after`` seconds and returns their ids."""
+        with self._db.connection() as conn:
+            return [row[0] for row in conn.run("reap_dead_workers", dead_after=dead_after)]
+
+    def live(self) -> list[Worker]:
+        """Every live worker, oldest registration first."""
+        with self._db.connection() as conn:
+            return [Worker.from_row(row) for row in conn.rows("list_workers")]
+
+    def get(self, worker_id: str) -> Worker | None:
+        """One worker, or ``None``."""
+        with self._db.connection() as conn:
+            row = conn.row("get_worker", id=worker_id)
+        return None if row is None else Worker.from_row(row)
+
+    def of_coordinator(self, coordinator_id: str) -> list[Worker]:
+        """The active workers registered with one coordinator."""
+        with self._db.connection() as conn:
+            return [
+                Worker.from_row(row)
+                for row in conn.rows("workers_of_coordinator", coordinator_id=coordinator_id)
+            ]

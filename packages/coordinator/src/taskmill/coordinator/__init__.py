@@ -1,0 +1,1 @@
+"""taskmill coordinator."""
