@@ -41,7 +41,7 @@ class _Worker(worker_pb2_grpc.WorkerServiceServicer):
         self._held: set[str] = set()
         self._lock = threading.Lock()
 
-    def AssignTasks(  # noqa: N802 - gRPC method name
+    def AssignTasks(
         self, request: worker_pb2.AssignTasksRequest, context: grpc.ServicerContext
     ) -> worker_pb2.AssignTasksResponse:
         if request.worker_id != self._worker_id:
@@ -56,7 +56,7 @@ class _Worker(worker_pb2_grpc.WorkerServiceServicer):
             self._held.update(a.task_id for a in request.assignments)
             return worker_pb2.AssignTasksResponse(free_slots=self._free_slots)
 
-    def CancelTask(  # noqa: N802 - gRPC method name
+    def CancelTask(
         self, request: worker_pb2.CancelTaskRequest, context: grpc.ServicerContext
     ) -> worker_pb2.CancelTaskResponse:
         with self._lock:
@@ -71,7 +71,7 @@ class _Coordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self._workers: list[str] = []
         self._lock = threading.Lock()
 
-    def RegisterWorker(  # noqa: N802 - gRPC method name
+    def RegisterWorker(
         self, request: coordinator_pb2.RegisterWorkerRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.RegisterWorkerResponse:
         with self._lock:
@@ -81,19 +81,19 @@ class _Coordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
             worker_id=worker_id, heartbeat_interval_seconds=2.5
         )
 
-    def Heartbeat(  # noqa: N802 - gRPC method name
+    def Heartbeat(
         self, request: coordinator_pb2.HeartbeatRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.HeartbeatResponse:
         return coordinator_pb2.HeartbeatResponse()
 
-    def ReportTaskStatuses(  # noqa: N802 - gRPC method name
+    def ReportTaskStatuses(
         self, request: coordinator_pb2.ReportTaskStatusesRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.ReportTaskStatusesResponse:
         with self._lock:
             self.reports.extend(request.reports)
         return coordinator_pb2.ReportTaskStatusesResponse(applied=len(request.reports))
 
-    def DeregisterWorker(  # noqa: N802 - gRPC method name
+    def DeregisterWorker(
         self, request: coordinator_pb2.DeregisterWorkerRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.DeregisterWorkerResponse:
         return coordinator_pb2.DeregisterWorkerResponse()

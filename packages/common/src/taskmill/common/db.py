@@ -7,6 +7,7 @@ pg8000's exceptions are wrapped here, and nowhere else, into taskmill's own erro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -153,10 +154,8 @@ class Connection:
 
     def close(self) -> None:
         """Closes the connection, ignoring errors from a connection already gone."""
-        try:
+        with contextlib.suppress(pg8000.exceptions.InterfaceError, OSError):
             self._raw.close()
-        except (pg8000.exceptions.InterfaceError, OSError):
-            pass
 
 
 class Database:
@@ -199,6 +198,8 @@ class Database:
                 password=self.settings.password,
                 application_name=self._application_name,
                 timeout=self._connect_timeout,
+                # No SSL probe: pg8000 leaks its socket when that probe times out.
+                ssl_context=False,
             )
         except (pg8000.exceptions.InterfaceError, OSError) as exc:
             raise DatabaseUnavailable(

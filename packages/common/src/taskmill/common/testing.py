@@ -1,0 +1,126 @@
+"""Pytest fixtures for tests against a real PostgreSQL, one fresh database per test.
+
+Activated from the root ``conftest.py`` with ``pytest_plugins = ["taskmill.common.testing"]``.
+The server is, in order of preference: ``TASKMILL_TEST_DATABASE_URL`` (a superuser URL, e.g.
+``postgresql://postgres@127.0.0.1:5432/postgres``); a server at 127.0.0.1:5432 that lets
+``postgres`` in without a password; a throwaway :class:`PostgresServer` started for the session.
+
+The migrated schema is built once per session in a template database; each test gets a copy,
+which PostgreSQL makes far faster than migrating again.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import pg8000.exceptions
+import pg8000.native
+import pytest
+
+from taskmill.common.pgserver import PostgresServer
+from taskmill.common.settings import DatabaseSettings
+
+LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+URL_VARIABLE = "TASKMILL_TEST_DATABASE_URL"
+
+
+@contextmanager
+def _admin(url: str) -> Iterator[pg8000.native.Connection]:
+    settings = DatabaseSettings.from_url(url)
+    connection = pg8000.native.Connection(
+        settings.user,
+        host=settings.host,
+        port=settings.port,
+        database=settings.database,
+        password=settings.password,
+    )
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def _local_server_answers() -> bool:
+    """Whether a server at 127.0.0.1:5432 lets ``postgres`` in without a password."""
+    try:
+        # No SSL probe: pg8000 leaks the socket when that probe times out.
+        connection = pg8000.native.Connection(
+            "postgres", host="127.0.0.1", port=5432, timeout=1, ssl_context=False
+        )
+    except (pg8000.exceptions.InterfaceError, pg8000.exceptions.DatabaseError, OSError):
+        return False
+    connection.close()
+    return True
+
+
+def _url_of(url: str, database: str) -> str:
+    """The same server as ``url``, another database."""
+    return urlsplit(url)._replace(path=f"/{database}").geturl()
+
+
+def _create_database(admin_url: str, name: str, template: str | None) -> None:
+    # Identifiers cannot be bound as parameters; identifier() quotes them.
+    sql = f"CREATE DATABASE {pg8000.native.identifier(name)}"
+    if template:
+        sql += f" TEMPLATE {pg8000.native.identifier(template)}"
+    with _admin(admin_url) as admin:
+        admin.run(sql)
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    with _admin(admin_url) as admin:
+        # FORCE (PostgreSQL 13+) ends the sessions a test left open.
+        admin.run(f"DROP DATABASE IF EXISTS {pg8000.native.identifier(name)} WITH (FORCE)")
+
+
+@contextmanager
+def _database(admin_url: str, kind: str, template: str | None = None) -> Iterator[str]:
+    """Creates a uniquely named database for the block and drops it after."""
+    # The pid and a random suffix keep parallel runs against one server apart.
+    name = f"taskmill_{kind}_{os.getpid()}_{secrets.token_hex(4)}"
+    _create_database(admin_url, name, template)
+    try:
+        yield name
+    finally:
+        _drop_database(admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A superuser URL of a running PostgreSQL server, for the whole session."""
+    configured = os.environ.get(URL_VARIABLE)
+    if configured:
+        yield configured
+    elif _local_server_answers():
+        yield LOCAL_URL
+    else:
+        with PostgresServer() as server:
+            yield server.url
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_url: str) -> Iterator[str]:
+    """The name of a database migrated to the latest schema, to clone tests' databases from."""
+    from taskmill.common.migrate import migrate
+
+    with _database(postgres_url, "template") as name:
+        migrate(_url_of(postgres_url, name))
+        yield name
+
+
+@pytest.fixture
+def database_url(postgres_url: str, template_database: str) -> Iterator[str]:
+    """The URL of a fresh, migrated database of the test's own, dropped after it."""
+    with _database(postgres_url, "test", template_database) as name:
+        yield _url_of(postgres_url, name)
+
+
+@pytest.fixture
+def empty_database_url(postgres_url: str) -> Iterator[str]:
+    """The URL of a fresh database without any schema, dropped after the test."""
+    with _database(postgres_url, "empty") as name:
+        yield _url_of(postgres_url, name)
