@@ -298,3 +298,28 @@ class TaskStore:
             if any(status is TaskStatus.SCHEDULED for status in recovered.values()):
                 conn.run("notify_submitted")
         return recovered
+
+    # -- coordinator helpers (appended for the coordinator's dispatch loop and heartbeats) ---
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the earliest scheduled task is due, by the database clock.
+
+        Negative when a task is already due; ``None`` when no task is scheduled.
+        """
+        with self._db.connection() as conn:
+            value = conn.scalar("next_due_in")
+        return None if value is None else float(value)
+
+    def extend_held_leases(
+        self, worker_id: str, task_ids: Sequence[uuid.UUID], lease_seconds: float
+    ) -> None:
+        """Extends the leases of the tasks a worker says it holds, and of no others."""
+        if not task_ids:
+            return
+        with self._db.connection() as conn:
+            conn.run(
+                "extend_held_leases",
+                worker_id=worker_id,
+                ids=list(task_ids),
+                lease_seconds=lease_seconds,
+            )

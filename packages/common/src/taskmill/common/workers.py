@@ -80,3 +80,9 @@ class WorkerStore:
                 Worker.from_row(row)
                 for row in conn.rows("workers_of_coordinator", coordinator_id=coordinator_id)
             ]
+
+    def adopt(self, worker_id: str, coordinator_id: str) -> Worker | None:
+        """Moves a worker to another coordinator (one restarted under a new id)."""
+        with self._db.connection() as conn:
+            row = conn.row("adopt_worker", id=worker_id, coordinator_id=coordinator_id)
+        return None if row is None else Worker.from_row(row)

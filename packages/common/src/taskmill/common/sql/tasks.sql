@@ -184,3 +184,17 @@ UPDATE tasks SET
 WHERE status = 'running'
   AND (worker_id = ANY(CAST(:worker_ids AS text[])) OR lease_expires_at < now())
 RETURNING id, status
+
+-- name: next_due_in
+-- Seconds from now, by the database clock, until the earliest scheduled task is due (negative
+-- when one is already due; NULL when none is scheduled). The coordinator sleeps this long, so
+-- its own clock never decides when a task may start.
+SELECT CAST(extract(epoch FROM min(scheduled_at) - clock_timestamp()) AS float8)
+FROM tasks WHERE status = 'scheduled'
+
+-- name: extend_held_leases
+-- Extends the leases of the tasks a worker says it holds; tasks it no longer holds (an
+-- assignment that never arrived) keep their lease, which expires and lets them be recovered.
+UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+WHERE worker_id = :worker_id AND id = ANY(CAST(:ids AS uuid[]))
+  AND status IN ('dispatched', 'running')

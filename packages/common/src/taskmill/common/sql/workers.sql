@@ -33,3 +33,8 @@ SELECT * FROM workers WHERE id = :id
 -- name: workers_of_coordinator
 SELECT * FROM workers WHERE coordinator_id = :coordinator_id AND state = 'active'
 ORDER BY registered_at, id
+
+-- name: adopt_worker
+-- A restarted coordinator takes over a worker that still heartbeats under its old id.
+UPDATE workers SET coordinator_id = :coordinator_id WHERE id = :id AND state <> 'dead'
+RETURNING *

@@ -1,0 +1,165 @@
+"""Conversions between taskmill's domain types and the ``taskmill.v1`` protobuf messages.
+
+Written once here so the coordinator and the worker agree on every field: timestamps are UTC,
+JSON travels as compact UTF-8 text, an unset timeout is ``0``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from taskmill.common.models import Task, TaskError, TaskStatus
+from taskmill.common.tasks import Outcome
+from taskmill.v1 import common_pb2
+
+#: Report statuses that are outcomes of an attempt, and the task status each one leads to.
+_OUTCOME_STATUSES: dict[int, TaskStatus] = {
+    common_pb2.TASK_STATUS_RUNNING: TaskStatus.RUNNING,
+    common_pb2.TASK_STATUS_SUCCEEDED: TaskStatus.SUCCEEDED,
+    common_pb2.TASK_STATUS_FAILED: TaskStatus.FAILED,
+    common_pb2.TASK_STATUS_CANCELLED: TaskStatus.CANCELLED,
+}
+_REPORT_STATUSES: dict[TaskStatus, common_pb2.TaskStatus] = {
+    TaskStatus.RUNNING: common_pb2.TASK_STATUS_RUNNING,
+    TaskStatus.SUCCEEDED: common_pb2.TASK_STATUS_SUCCEEDED,
+    TaskStatus.FAILED: common_pb2.TASK_STATUS_FAILED,
+    TaskStatus.CANCELLED: common_pb2.TASK_STATUS_CANCELLED,
+}
+
+
+def to_json_text(value: Any) -> str:
+    """Encodes a JSON value as compact UTF-8 JSON text."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def to_timestamp(value: datetime) -> Timestamp:
+    """Converts an aware (or naive UTC) datetime to a protobuf ``Timestamp``."""
+    timestamp = Timestamp()
+    timestamp.FromDatetime(value)
+    return timestamp
+
+
+def from_timestamp(value: Timestamp) -> datetime | None:
+    """Converts a protobuf ``Timestamp`` to an aware UTC datetime; unset (zero) gives ``None``."""
+    if value.seconds == 0 and value.nanos == 0:
+        return None
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def to_assignment(task: Task, *, traceparent: str | None = None) -> common_pb2.Assignment:
+    """Builds the assignment that hands a claimed task to a worker.
+
+    Args:
+        task: A task as returned by the claim (status ``dispatched``, attempt counted).
+        traceparent: The dispatch span's W3C trace context; defaults to the task's own.
+    """
+    assignment = common_pb2.Assignment(
+        task_id=str(task.id),
+        command=task.command,
+        payload_json=to_json_text(task.payload),
+        attempt=task.attempt,
+        max_attempts=task.max_attempts,
+        timeout_seconds=task.timeout_seconds or 0.0,
+        queue=task.queue,
+        traceparent=traceparent or task.trace_context or "",
+        scheduled_at=to_timestamp(task.scheduled_at),
+    )
+    if task.lease_expires_at is not None:
+        assignment.lease_expires_at.CopyFrom(to_timestamp(task.lease_expires_at))
+    return assignment
+
+
+def error_to_proto(error: TaskError) -> common_pb2.TaskError:
+    """Converts a task error to its message."""
+    return common_pb2.TaskError(type=error.type, message=error.message, traceback=error.traceback)
+
+
+def error_from_proto(error: common_pb2.TaskError) -> TaskError:
+    """Converts a ``TaskError`` message to the domain type."""
+    return TaskError(error.type, error.message, error.traceback)
+
+
+def is_rejection(report: common_pb2.StatusReport) -> bool:
+    """Whether a report gives an unstarted task back (it is not an outcome)."""
+    return report.status == common_pb2.TASK_STATUS_REJECTED
+
+
+def outcome_from_report(report: common_pb2.StatusReport) -> Outcome:
+    """Converts a worker's status report to an outcome for ``TaskStore.apply``.
+
+    A missing ``occurred_at`` means now; an empty ``result_json`` means ``null``.
+
+    Raises:
+        ValueError: The report is a rejection or has no valid status, task id or result JSON.
+    """
+    status = _OUTCOME_STATUSES.get(report.status)
+    if status is None:
+        raise ValueError(f"report status {report.status} is not an outcome")
+    task_id = uuid.UUID(report.task_id)
+    result: Any = None
+    if status is TaskStatus.SUCCEEDED and report.result_json:
+        try:
+            result = json.loads(report.result_json)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"result_json of task {task_id} is not JSON: {exc}") from None
+    error = None
+    if status is TaskStatus.FAILED:
+        error = error_from_proto(report.error) if report.HasField("error") else None
+        error = error or TaskError("error", "the worker reported a failure without details")
+    return Outcome(
+        task_id=task_id,
+        attempt=report.attempt,
+        status=status,
+        at=from_timestamp(report.occurred_at) or datetime.now(UTC),
+        result=result,
+        error=error,
+    )
+
+
+def to_report(
+    task_id: uuid.UUID | str,
+    attempt: int,
+    status: TaskStatus | None,
+    *,
+    result: Any = None,
+    error: TaskError | None = None,
+    at: datetime | None = None,
+    traceparent: str = "",
+) -> common_pb2.StatusReport:
+    """Builds a status report; ``status=None`` builds a rejection (an unstarted task given back).
+
+    Args:
+        task_id: The task.
+        attempt: The attempt the report is about.
+        status: ``RUNNING``, ``SUCCEEDED``, ``FAILED``, ``CANCELLED``, or ``None`` to reject.
+        result: The JSON result of a succeeded attempt.
+        error: The error of a failed attempt.
+        at: When it happened; defaults to now.
+        traceparent: The execution span's W3C trace context.
+
+    Raises:
+        ValueError: ``status`` is not one a worker reports.
+    """
+    if status is None:
+        proto_status = common_pb2.TASK_STATUS_REJECTED
+    elif status in _REPORT_STATUSES:
+        proto_status = _REPORT_STATUSES[status]
+    else:
+        raise ValueError(f"a worker cannot report {status}")
+    report = common_pb2.StatusReport(
+        task_id=str(task_id),
+        attempt=attempt,
+        status=proto_status,
+        occurred_at=to_timestamp(at or datetime.now(UTC)),
+        traceparent=traceparent,
+    )
+    if status is TaskStatus.SUCCEEDED:
+        report.result_json = to_json_text(result)
+    if error is not None:
+        report.error.CopyFrom(error_to_proto(error))
+    return report

@@ -1,0 +1,125 @@
+"""Task <-> proto conversion (taskmill.common.convert), used by the coordinator and the worker."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from taskmill.common.convert import (
+    from_timestamp,
+    is_rejection,
+    outcome_from_report,
+    to_assignment,
+    to_report,
+    to_timestamp,
+)
+from taskmill.common.models import Task, TaskError, TaskStatus
+from taskmill.v1 import common_pb2
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+
+def _task(**changes: object) -> Task:
+    values: dict[str, object] = {
+        "id": uuid.uuid4(),
+        "seq": 1,
+        "command": "echo",
+        "payload": {"n": 1, "text": "é"},
+        "status": TaskStatus.DISPATCHED,
+        "queue": "q",
+        "priority": 0,
+        "attempt": 2,
+        "max_attempts": 3,
+        "timeout_seconds": 1.5,
+        "created_at": NOW,
+        "scheduled_at": NOW,
+        "dispatched_at": NOW,
+        "started_at": None,
+        "finished_at": None,
+        "worker_id": "w-1",
+        "lease_expires_at": NOW + timedelta(seconds=15),
+        "cancel_requested_at": None,
+        "result": None,
+        "error": None,
+        "idempotency_key": None,
+        "trace_context": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+    }
+    values.update(changes)
+    return Task(**values)  # type: ignore[arg-type]
+
+
+def test_assignment_carries_every_field() -> None:
+    task = _task()
+    assignment = to_assignment(task)
+    assert assignment.task_id == str(task.id)
+    assert assignment.command == "echo"
+    assert assignment.payload_json == '{"n":1,"text":"é"}'
+    assert (assignment.attempt, assignment.max_attempts) == (2, 3)
+    assert assignment.timeout_seconds == 1.5
+    assert assignment.queue == "q"
+    assert assignment.traceparent == task.trace_context
+    assert from_timestamp(assignment.scheduled_at) == NOW
+    assert from_timestamp(assignment.lease_expires_at) == NOW + timedelta(seconds=15)
+
+
+def test_assignment_without_timeout_or_trace_sends_zero_and_empty() -> None:
+    assignment = to_assignment(_task(timeout_seconds=None, trace_context=None))
+    assert assignment.timeout_seconds == 0
+    assert assignment.traceparent == ""
+
+
+def test_report_round_trips_to_outcome() -> None:
+    task_id = uuid.uuid4()
+    succeeded = outcome_from_report(to_report(task_id, 1, TaskStatus.SUCCEEDED, result=[1], at=NOW))
+    assert (succeeded.task_id, succeeded.attempt, succeeded.status) == (
+        task_id,
+        1,
+        TaskStatus.SUCCEEDED,
+    )
+    assert succeeded.result == [1]
+    assert succeeded.at == NOW
+    failed = outcome_from_report(
+        to_report(task_id, 2, TaskStatus.FAILED, error=TaskError("ValueError", "bad", "tb"))
+    )
+    assert failed.error == TaskError("ValueError", "bad", "tb")
+
+
+def test_failed_report_without_error_still_has_one() -> None:
+    report = common_pb2.StatusReport(
+        task_id=str(uuid.uuid4()), attempt=1, status=common_pb2.TASK_STATUS_FAILED
+    )
+    outcome = outcome_from_report(report)
+    assert outcome.error is not None and outcome.error.type == "error"
+    assert outcome.at.tzinfo is not None
+
+
+def test_rejection_is_not_an_outcome() -> None:
+    report = to_report(uuid.uuid4(), 1, None)
+    assert is_rejection(report)
+    with pytest.raises(ValueError, match="not an outcome"):
+        outcome_from_report(report)
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        common_pb2.StatusReport(task_id="nope", attempt=1, status=common_pb2.TASK_STATUS_RUNNING),
+        common_pb2.StatusReport(task_id=str(uuid.uuid4()), attempt=1),
+        common_pb2.StatusReport(
+            task_id=str(uuid.uuid4()),
+            attempt=1,
+            status=common_pb2.TASK_STATUS_SUCCEEDED,
+            result_json="{",
+        ),
+    ],
+)
+def test_malformed_reports_are_refused(report: common_pb2.StatusReport) -> None:
+    with pytest.raises(ValueError):
+        outcome_from_report(report)
+
+
+def test_timestamps_are_utc_and_zero_is_unset() -> None:
+    assert from_timestamp(to_timestamp(NOW)) == NOW
+    assert from_timestamp(common_pb2.Assignment().scheduled_at) is None
