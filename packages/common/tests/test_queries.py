@@ -1,0 +1,72 @@
+"""Every named query is valid SQL against the migrated schema, and the loader rejects mistakes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pg8000.native
+import pytest
+
+from taskmill.common.queries import all_queries, parse_queries, query
+from taskmill.common.settings import DatabaseSettings
+
+
+@pytest.fixture
+def raw_connection(database_url: str) -> Iterator[pg8000.native.Connection]:
+    # Direct pg8000 on purpose: prepare() has the server parse and plan a query without running it.
+    settings = DatabaseSettings.from_url(database_url)
+    connection = pg8000.native.Connection(
+        settings.user,
+        host=settings.host,
+        port=settings.port,
+        database=settings.database,
+        password=settings.password,
+    )
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def test_queries_are_loaded_from_every_file() -> None:
+    names = set(all_queries())
+
+    # One query from each of tasks.sql, workers.sql and migrations.sql.
+    assert {"claim_due_tasks", "register_worker", "record_migration"} <= names
+    assert all(sql.strip() for sql in all_queries().values())
+
+
+def test_every_named_query_prepares_against_the_migrated_schema(
+    raw_connection: pg8000.native.Connection,
+) -> None:
+    # One database for all queries; a failure names every query that did not prepare.
+    failures: dict[str, str] = {}
+    for name, sql in sorted(all_queries().items()):
+        try:
+            raw_connection.prepare(sql).close()
+        except pg8000.native.DatabaseError as exc:
+            failures[name] = str(exc)
+
+    assert failures == {}
+
+
+def test_parse_queries_splits_named_blocks() -> None:
+    text = (
+        "-- a header comment belongs to no query\n"
+        "-- name: first\nSELECT 1\n\n"
+        "-- name: second\n-- explains why\nSELECT :x\n"
+    )
+
+    assert parse_queries(text) == {"first": "SELECT 1", "second": "-- explains why\nSELECT :x"}
+
+
+def test_parse_queries_rejects_a_duplicate_name() -> None:
+    text = "-- name: same\nSELECT 1\n-- name: other\nSELECT 2\n-- name: same\nSELECT 3\n"
+
+    with pytest.raises(ValueError, match="'same' is defined twice"):
+        parse_queries(text)
+
+
+def test_unknown_query_name_is_a_key_error() -> None:
+    with pytest.raises(KeyError):
+        query("no_such_query")
