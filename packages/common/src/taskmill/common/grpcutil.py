@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.instrumentation.grpc import client_interceptor, server_interceptor
 
 from taskmill.common.errors import ConfigError
 
@@ -132,7 +133,7 @@ def create_server(
         register: Adds the service's servicers to the server.
         security: Token and TLS settings.
         max_workers: Size of the server's thread pool.
-        interceptors: Further server interceptors (tracing), run after the token check.
+        interceptors: Further server interceptors, run after the token check and tracing.
 
     Returns:
         The started server, the bound port, and the health servicer (set to SERVING).
@@ -143,6 +144,8 @@ def create_server(
     chain: list[grpc.ServerInterceptor] = []
     if security.cluster_token:
         chain.append(_TokenCheck(security.cluster_token))
+    # The OpenTelemetry interceptor continues the caller's trace in a server span.
+    chain.append(server_interceptor())
     chain.extend(interceptors)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
@@ -187,6 +190,8 @@ def create_channel(target: str, security: GrpcSecurity) -> grpc.Channel:
         channel = grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
     else:
         channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+    # The OpenTelemetry interceptor opens a client span and sends its traceparent.
+    channel = grpc.intercept_channel(channel, client_interceptor())
     if security.cluster_token:
         channel = grpc.intercept_channel(channel, _TokenAttach(security.cluster_token))
     return channel

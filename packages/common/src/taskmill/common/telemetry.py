@@ -1,0 +1,133 @@
+"""OpenTelemetry set-up shared by every service, configured only by the standard ``OTEL_*``
+variables, and log records that carry the current trace and span ids.
+
+With nothing configured, spans are still created (so a task's trace id exists and logs carry
+it) but nothing is exported. ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``, or
+``OTEL_TRACES_EXPORTER=otlp``) turns on OTLP/gRPC export; ``OTEL_TRACES_EXPORTER=none`` turns it
+off; ``console`` prints spans, for debugging.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Span attribute names shared by every service.
+TASK_ID = "taskmill.task.id"
+TASK_COMMAND = "taskmill.task.command"
+TASK_ATTEMPT = "taskmill.task.attempt"
+WORKER_ID = "taskmill.worker.id"
+QUEUE = "taskmill.queue"
+
+_LOG_FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s"
+)
+
+
+def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
+    choice = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if choice == "none" or (not choice and not endpoint):
+        return None
+    if choice == "console":
+        return ConsoleSpanExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def setup_tracing(service_name: str, version: str, env: Mapping[str, str]) -> TracerProvider:
+    """Installs the global tracer provider for a service.
+
+    Args:
+        service_name: ``service.name`` unless ``OTEL_SERVICE_NAME`` or
+            ``OTEL_RESOURCE_ATTRIBUTES`` names another.
+        version: ``service.version`` unless the environment names another.
+        env: The process environment (the SDK also reads its ``OTEL_*`` variables itself).
+
+    Returns:
+        The provider; call ``shutdown()`` on it at exit to flush spans.
+    """
+    detected = Resource.create()
+    defaults = Resource({SERVICE_NAME: service_name, SERVICE_VERSION: version})
+    resource = defaults.merge(detected)
+    if str(detected.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: service_name}))
+    provider = TracerProvider(resource=resource)
+    exporter = _exporter(env)
+    if exporter is not None:
+        processor = (
+            SimpleSpanProcessor(exporter)
+            if isinstance(exporter, ConsoleSpanExporter)
+            else BatchSpanProcessor(exporter)
+        )
+        provider.add_span_processor(processor)
+        logger.info("exporting traces as %s", resource.attributes.get(SERVICE_NAME))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds ``trace_id`` and ``span_id`` of the current span to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            record.trace_id = format(span_context.trace_id, "032x")
+            record.span_id = format(span_context.span_id, "016x")
+        else:
+            record.trace_id = record.span_id = "-"
+        return True
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Configures the root logger once, for a service's entry point."""
+    handler = logging.StreamHandler()
+    handler.addFilter(TraceContextFilter())
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span, or ``None`` when there is none."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def context_from_traceparent(traceparent: str | None) -> otel_context.Context:
+    """A context whose parent is the span a ``traceparent`` names (empty when ``None``)."""
+    if not traceparent:
+        return otel_context.Context()
+    return propagate.extract({"traceparent": traceparent})
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The 32-hex-digit trace id inside a ``traceparent``, or ``None`` when malformed."""
+    if not traceparent:
+        return None
+    parts = traceparent.split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or parts[1] == "0" * 32:
+        return None
+    try:
+        int(parts[1], 16)
+    except ValueError:
+        return None
+    return parts[1]
