@@ -145,7 +145,7 @@ def create_server(
     if security.cluster_token:
         chain.append(_TokenCheck(security.cluster_token))
     # The OpenTelemetry interceptor continues the caller's trace in a server span.
-    chain.append(server_interceptor())
+    chain.append(server_interceptor())  # type: ignore[no-untyped-call]
     chain.extend(interceptors)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
@@ -191,7 +191,7 @@ def create_channel(target: str, security: GrpcSecurity) -> grpc.Channel:
     else:
         channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
     # The OpenTelemetry interceptor opens a client span and sends its traceparent.
-    channel = grpc.intercept_channel(channel, client_interceptor())
+    channel = grpc.intercept_channel(channel, client_interceptor())  # type: ignore[no-untyped-call]
     if security.cluster_token:
         channel = grpc.intercept_channel(channel, _TokenAttach(security.cluster_token))
     return channel
