@@ -1,0 +1,1 @@
+"""taskmill-dev: the whole cluster on one machine."""
