@@ -1,0 +1,318 @@
+"""The ``Client``: one method per API operation, plus waiting for tasks to finish."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from taskmill.client._errors import ServerError, TaskFailed, WaitTimeout
+from taskmill.client._models import SubmitSpec, Task, Worker
+from taskmill.client._retry import Caller, RetryPolicy
+
+DEFAULT_URL = "http://127.0.0.1:8081"
+
+#: How many tasks one batch request may carry (the scheduler's limit).
+BATCH_LIMIT = 1000
+
+_FIRST_POLL = 0.05
+_POLL_GROWTH = 1.5
+
+
+class Client:
+    """A client of the taskmill scheduler's HTTP API.
+
+    Safe to share between threads; it keeps a small pool of keep-alive connections. Use it as a
+    context manager, or call ``close()``, to close them early.
+
+    Args:
+        url: The scheduler's base URL. Defaults to ``TASKMILL_URL``, else
+            ``http://127.0.0.1:8081``.
+        token: The bearer token. Defaults to ``TASKMILL_TOKEN``; none is sent when unset.
+        timeout: Seconds to wait to connect and for each response.
+        retries: How many times a failed request is retried (connection errors and ``503``;
+            requests that may have reached the server only when they are safe to repeat).
+
+    Raises:
+        ValueError: The URL is not an http(s) URL.
+
+    Example:
+        >>> with Client("http://127.0.0.1:8081") as client:  # doctest: +SKIP
+        ...     task = client.submit("echo", {"hello": "world"})
+        ...     client.wait(task.id).result
+        {'hello': 'world'}
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+        *,
+        retries: int = 3,
+    ) -> None:
+        self.url = (url or os.environ.get("TASKMILL_URL") or DEFAULT_URL).rstrip("/")
+        token = token if token is not None else os.environ.get("TASKMILL_TOKEN")
+        self._caller = Caller(self.url, token or None, timeout, RetryPolicy(retries=retries))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes idle connections. The client stays usable; it opens new ones as needed."""
+        self._caller.close()
+
+    def submit(
+        self,
+        command: str,
+        payload: Any = None,
+        *,
+        at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        priority: int = 0,
+        max_attempts: int = 1,
+        timeout: float | timedelta | None = None,
+        queue: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Task:
+        """Submits one task.
+
+        The request is retried on connection errors and ``503`` with the same idempotency key
+        (a random one when none is given), so a retry never creates a second task.
+
+        Args:
+            command: The handler name.
+            payload: Any JSON value; ``None`` means ``{}``.
+            at: When the task becomes due, an aware datetime; not with ``delay``.
+            delay: Seconds (or a timedelta) from now until it becomes due; not with ``at``.
+                With neither, it is due at once.
+            priority: Higher runs first.
+            max_attempts: How many execution attempts it may have (1-100).
+            timeout: Bound on one attempt's run time, in seconds (or a timedelta).
+            queue: The queue name; ``None`` means ``default``.
+            idempotency_key: Makes the submit safe to repeat: the same key with the same
+                arguments returns the original task.
+
+        Returns:
+            The new task (or the original one, for a repeated idempotency key).
+
+        Raises:
+            ValueError: Both ``at`` and ``delay`` given, or ``at`` is naive.
+            ValidationError: The server rejected the arguments; ``errors`` lists each problem.
+            Conflict: The idempotency key was used before with other arguments.
+            AuthError: The token was refused.
+            Unavailable: The scheduler could not be reached, after retries.
+        """
+        spec = SubmitSpec(command, payload, at, delay, priority, max_attempts, timeout, queue)
+        key = idempotency_key or uuid.uuid4().hex
+        data = self._caller.call(
+            "POST", "/v1/tasks", spec.to_json(), idempotency_key=key, safe=True
+        )
+        return Task.from_json(data)
+
+    def submit_many(self, specs: Iterable[SubmitSpec | Mapping[str, Any]]) -> builtins.list[Task]:
+        """Submits many tasks, ``BATCH_LIMIT`` per request, each request in one transaction.
+
+        Args:
+            specs: ``SubmitSpec`` objects, or dicts of ``submit``'s keyword arguments (with
+                ``command`` and optionally ``payload``).
+
+        Returns:
+            The new tasks, in the order given.
+
+        Raises:
+            ValidationError: A task was refused; nothing of that request was stored. Earlier
+                requests (of more than ``BATCH_LIMIT`` tasks) stay stored.
+            AuthError: The token was refused.
+            Unavailable: The scheduler could not be reached, after retries.
+        """
+        bodies = [_spec(item).to_json() for item in specs]
+        tasks: builtins.list[Task] = []
+        for start in range(0, len(bodies), BATCH_LIMIT):
+            chunk = bodies[start : start + BATCH_LIMIT]
+            data = self._caller.call("POST", "/v1/tasks/batch", {"tasks": chunk}, safe=False)
+            tasks.extend(Task.from_json(item) for item in _items(data, "tasks"))
+        return tasks
+
+    def get(self, task_id: str | uuid.UUID) -> Task:
+        """Returns a task as it is now.
+
+        Raises:
+            TaskNotFound: No task has this id.
+            AuthError: The token was refused.
+            Unavailable: The scheduler could not be reached, after retries.
+        """
+        return Task.from_json(self._caller.call("GET", _task_path(task_id), safe=True))
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        command: str | None = None,
+        queue: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Task]:
+        """Iterates over tasks, newest first, fetching pages as they are needed.
+
+        Args:
+            status: Only tasks in this status.
+            command: Only tasks of this command.
+            queue: Only tasks of this queue.
+            page_size: How many tasks each request fetches (1-1000).
+
+        Yields:
+            Each matching task exactly once, even while new tasks are submitted.
+
+        Raises:
+            ValidationError: A filter was refused.
+            AuthError: The token was refused.
+            Unavailable: The scheduler could not be reached, after retries.
+        """
+        filters = {"status": status, "command": command, "queue": queue, "limit": page_size}
+        cursor: str | None = None
+        while True:
+            query = {k: v for k, v in {**filters, "cursor": cursor}.items() if v is not None}
+            data = self._caller.call("GET", "/v1/tasks?" + urlencode(query), safe=True)
+            yield from (Task.from_json(item) for item in _items(data, "tasks"))
+            cursor = data.get("next_cursor")
+            if not cursor:
+                return
+
+    def cancel(self, task_id: str | uuid.UUID) -> Task:
+        """Cancels a task.
+
+        A scheduled task is cancelled at once; a dispatched or running one is asked to stop
+        (``cancel_requested`` becomes true) and ends ``cancelled`` when its worker stops it.
+
+        Returns:
+            The task after the request.
+
+        Raises:
+            TaskNotFound: No task has this id.
+            Conflict: The task had already finished.
+            AuthError: The token was refused.
+            Unavailable: The scheduler could not be reached, after retries.
+        """
+        path = _task_path(task_id) + "/cancel"
+        return Task.from_json(self._caller.call("POST", path, safe=True))
+
+    def workers(self) -> builtins.list[Worker]:
+        """Returns the live workers of the fleet.
+
+        Raises:
+            AuthError: The token was refused.
+            Unavailable: The scheduler could not be reached, after retries.
+        """
+        data = self._caller.call("GET", "/v1/workers", safe=True)
+        return [Worker.from_json(item) for item in _items(data, "workers")]
+
+    def wait(
+        self, task_id: str | uuid.UUID, timeout: float | None = None, poll: float = 1.0
+    ) -> Task:
+        """Waits until a task finishes (succeeded, failed or cancelled) and returns it.
+
+        Polls with a gentle backoff, from 50 ms up to ``poll`` seconds between requests.
+
+        Args:
+            task_id: The task.
+            timeout: Seconds to wait at most; ``None`` waits for ever.
+            poll: The longest pause between two polls, in seconds.
+
+        Returns:
+            The finished task. It is returned, not raised, when it failed: check
+            ``task.succeeded``, or use ``result()``.
+
+        Raises:
+            WaitTimeout: The task had not finished within ``timeout`` (a ``TimeoutError``).
+            TaskNotFound: No task has this id.
+        """
+        return self.wait_many([task_id], timeout=timeout, poll=poll)[str(task_id)]
+
+    def wait_many(
+        self,
+        task_ids: Iterable[str | uuid.UUID],
+        timeout: float | None = None,
+        poll: float = 1.0,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Task]:
+        """Waits until every task finishes.
+
+        Args:
+            task_ids: The tasks.
+            timeout: Seconds to wait at most for all of them; ``None`` waits for ever.
+            poll: The longest pause between two rounds of polls, in seconds.
+            on_progress: Called with ``(finished, total)`` after each round of polls.
+
+        Returns:
+            The finished tasks by id, in the order given.
+
+        Raises:
+            WaitTimeout: Some task had not finished within ``timeout``; ``pending`` holds them.
+            TaskNotFound: No task has one of the ids.
+        """
+        ids = builtins.list(dict.fromkeys(str(task_id) for task_id in task_ids))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done: dict[str, Task] = {}
+        latest: dict[str, Task] = {}
+        pause = _FIRST_POLL
+        while True:
+            for task_id in ids:
+                if task_id not in done:
+                    latest[task_id] = task = self.get(task_id)
+                    if task.is_final:
+                        done[task_id] = task
+            if on_progress is not None:
+                on_progress(len(done), len(ids))
+            if len(done) == len(ids):
+                return {task_id: done[task_id] for task_id in ids}
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                pending = tuple(latest[i] for i in ids if i not in done)
+                raise WaitTimeout(
+                    f"{len(pending)} of {len(ids)} tasks not finished after {timeout:g} s",
+                    pending,
+                )
+            time.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * _POLL_GROWTH, max(poll, _FIRST_POLL))
+
+    def result(self, task_id: str | uuid.UUID, timeout: float | None = None) -> Any:
+        """Waits for a task and returns its result.
+
+        Raises:
+            TaskFailed: The task failed or was cancelled; ``task.error`` says why.
+            WaitTimeout: It had not finished within ``timeout``.
+            TaskNotFound: No task has this id.
+        """
+        task = self.wait(task_id, timeout=timeout)
+        if not task.succeeded:
+            raise TaskFailed(task)
+        return task.result
+
+
+def _spec(item: SubmitSpec | Mapping[str, Any]) -> SubmitSpec:
+    if isinstance(item, SubmitSpec):
+        return item
+    return SubmitSpec(**item)
+
+
+def _task_path(task_id: str | uuid.UUID) -> str:
+    text = str(task_id)
+    if not text:
+        raise ValueError("a task id must not be empty")
+    return "/v1/tasks/" + quote(text, safe="")
+
+
+def _items(data: Any, key: str) -> builtins.list[Any]:
+    items = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(items, builtins.list):
+        raise ServerError(f"the server's answer has no {key!r} list: {json.dumps(data)[:200]}")
+    return items
