@@ -128,8 +128,8 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
-        time.sleep(0.1)
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def python_module(module: str, *args: str) -> list[str]:
