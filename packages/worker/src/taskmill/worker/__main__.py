@@ -1,0 +1,196 @@
+"""``taskmill-worker``: the entry point. The only place the environment is read."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
+from typing import TypeVar
+
+from taskmill.common.errors import ConfigError
+from taskmill.common.grpcutil import GrpcSecurity, check_health
+from taskmill.common.settings import parse_bool
+from taskmill.worker.settings import WorkerSettings, default_concurrency
+
+logger = logging.getLogger("taskmill.worker")
+
+ENV_PREFIX = "TASKMILL_WORKER_"
+T = TypeVar("T")
+
+
+def _env(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
+    value = env.get(ENV_PREFIX + name)
+    if value is None or value == "":
+        return default
+    try:
+        return parse(value)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name} is not valid: {value!r}") from None
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The command line, with defaults from ``TASKMILL_WORKER_*`` variables."""
+    parser = argparse.ArgumentParser(
+        prog="taskmill-worker",
+        description="Runs taskmill tasks assigned by a coordinator. "
+        "Every option also reads TASKMILL_WORKER_<OPTION> (e.g. TASKMILL_WORKER_CONCURRENCY).",
+    )
+    add = parser.add_argument
+    add(
+        "--coordinator",
+        default=_env(env, "COORDINATOR", str, "localhost:8080"),
+        help="host:port of the coordinator (default %(default)s)",
+    )
+    add(
+        "--host",
+        default=_env(env, "HOST", str, "0.0.0.0"),
+        help="address to bind (default %(default)s)",
+    )
+    add(
+        "--port",
+        type=int,
+        default=_env(env, "PORT", int, 0),
+        help="port to bind; 0 picks a free one (default %(default)s)",
+    )
+    add(
+        "--advertise-address",
+        default=_env(env, "ADVERTISE_ADDRESS", str, None),
+        help="host[:port] coordinators reach this worker at (default: host name, bound port)",
+    )
+    add(
+        "--concurrency",
+        type=int,
+        default=_env(env, "CONCURRENCY", int, default_concurrency()),
+        help="tasks run at once (default: CPUs, %(default)s)",
+    )
+    add(
+        "--queue-size",
+        type=int,
+        default=_env(env, "QUEUE_SIZE", int, None),
+        help="tasks that may wait for a slot (default: the concurrency)",
+    )
+    add(
+        "--handlers",
+        default=_env(env, "HANDLERS", str, ""),
+        help="comma-separated modules with @task handlers to import",
+    )
+    add(
+        "--enable-shell",
+        action="store_true",
+        default=_env(
+            env, "ENABLE_SHELL", lambda v: parse_bool(v, ENV_PREFIX + "ENABLE_SHELL"), False
+        ),
+        help="register the shell handler (runs programs; off by default)",
+    )
+    add(
+        "--grace-period",
+        type=float,
+        default=_env(env, "GRACE_PERIOD", float, 30.0),
+        help="seconds running tasks get to finish on SIGTERM (default %(default)s)",
+    )
+    add(
+        "--log-level",
+        default=_env(env, "LOG_LEVEL", str, "INFO"),
+        help="logging level (default %(default)s)",
+    )
+    add(
+        "--check",
+        action="store_true",
+        help="health probe: exit 0 if the worker at --port on this host is serving, else 1",
+    )
+    return parser
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WorkerSettings:
+    """Builds the settings from parsed arguments and the security variables."""
+    modules = tuple(name.strip() for name in args.handlers.split(",") if name.strip())
+    return WorkerSettings(
+        coordinator=args.coordinator,
+        host=args.host,
+        port=args.port,
+        advertise_address=args.advertise_address or None,
+        concurrency=args.concurrency,
+        queue_size=args.queue_size,
+        handler_modules=modules,
+        enable_shell=args.enable_shell,
+        grace_period=args.grace_period,
+        security=GrpcSecurity.from_env(env),
+    )
+
+
+def import_handlers(modules: Sequence[str]) -> None:
+    """Imports the handler modules so their ``@task`` functions register.
+
+    Raises:
+        ConfigError: A module cannot be imported; the message names it and the reason.
+    """
+    # Like `python -m`, find modules in the current directory (children inherit sys.path).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - any failure in user code is a config error
+            raise ConfigError(
+                f"cannot import handler module {name!r}: {type(exc).__name__}: {exc}"
+            ) from None
+
+
+def _install_signals(stop: threading.Event) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            os._exit(1)  # a second signal: stop now, like a second Ctrl-C elsewhere
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def run(settings: WorkerSettings) -> int:
+    """Runs a worker until SIGTERM or SIGINT, then drains it; returns the exit code."""
+    from taskmill.worker.app import create_worker  # gRPC is imported only when serving
+
+    stop = threading.Event()
+    _install_signals(stop)
+    worker = create_worker(settings)
+    try:
+        worker.start()
+    except ConfigError as exc:
+        print(f"taskmill-worker: {exc.message}", file=sys.stderr)
+        worker.close()
+        return 1
+    while not stop.wait(1.0):
+        pass
+    worker.drain()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parses the command line and the environment, then runs the worker."""
+    try:
+        args = build_parser(os.environ).parse_args(argv)
+        logging.basicConfig(
+            level=args.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
+        if args.check:
+            return 0 if check_health(f"127.0.0.1:{args.port}") else 1
+        settings = settings_from(args, os.environ)
+        import_handlers(settings.handler_modules)
+    except ConfigError as exc:
+        print(f"taskmill-worker: {exc.message}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # e.g. an unknown log level
+        print(f"taskmill-worker: {exc}", file=sys.stderr)
+        return 1
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""The bounded queue and the executor slots that run handlers.
+
+Room: a worker holds at most ``concurrency + queue_size`` tasks; ``concurrency`` slot threads take
+them from the queue in order. A batch that does not fit is refused whole, never waited for.
+
+Timeouts of thread handlers: Python cannot kill a thread, so when a thread handler passes its
+timeout the attempt is reported ``failed`` with ``timeout`` at once, its cancellation flag is set
+(cooperative handlers such as ``sleep`` then return promptly), and whatever it returns later is
+discarded. Its slot stays occupied — and counted out of ``free_slots`` — until the function
+really returns, so a stuck handler shows up as lost capacity rather than as hidden extra threads.
+Handlers registered with ``process=True`` run in a child process that the deadline kills.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from taskmill.common.errors import TaskmillError
+from taskmill.worker.execution import TIMEOUT, UNKNOWN_COMMAND, WORKER_SHUTDOWN, run_handler
+from taskmill.worker.model import Assignment, Outcome, Report, ReportStatus
+from taskmill.worker.process import run_in_process
+from taskmill.worker.registry import Handler
+from taskmill.worker.watchdog import Watchdog
+
+logger = logging.getLogger(__name__)
+
+_RUNNING = Outcome(ReportStatus.RUNNING)
+_STOP_JOIN_SECONDS = 5.0
+
+
+class Draining(TaskmillError):
+    """The worker is shutting down and accepts no more tasks."""
+
+    retryable = True
+
+
+class NoRoom(TaskmillError):
+    """The worker has no room for the whole batch."""
+
+    retryable = True
+
+
+class JobState(Enum):
+    """Where a held task is."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+
+
+@dataclass(eq=False)
+class Job:
+    """A task the worker holds, and its cancellation flag."""
+
+    assignment: Assignment
+    handler: Handler | None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    state: JobState = JobState.QUEUED
+    timeout: float | None = None
+
+
+class Executor:
+    """Holds assigned tasks, runs them on slot threads, and reports every state change.
+
+    Args:
+        handlers: The handlers by command name.
+        concurrency: Number of slot threads (tasks running at once).
+        queue_size: How many more tasks may wait for a slot.
+        report: Receives each :class:`Report`; called with the executor's lock held, so it must
+            be quick and must not call back into the executor.
+        process_cancel_grace: Seconds a cancelled ``process=True`` handler may take to stop by
+            itself before its process is killed.
+    """
+
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        *,
+        concurrency: int,
+        queue_size: int,
+        report: Callable[[Report], None],
+        process_cancel_grace: float = 2.0,
+    ) -> None:
+        self._handlers = dict(handlers)
+        self._capacity = concurrency + queue_size
+        self._report = report
+        self._process_cancel_grace = process_cancel_grace
+        self._lock = threading.Condition()
+        self._jobs: dict[str, Job] = {}  # held tasks: queued or running, not yet settled
+        self._queued = 0
+        self._busy = 0  # slot threads inside a handler, including ones whose task timed out
+        self._draining = False
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._watchdog: Watchdog[Job] = Watchdog(self._time_out)
+        self._threads = [
+            threading.Thread(target=self._slot_loop, name=f"taskmill-slot-{n}", daemon=True)
+            for n in range(concurrency)
+        ]
+
+    @property
+    def capacity(self) -> int:
+        """How many tasks the worker can hold at once."""
+        return self._capacity
+
+    @property
+    def handler_names(self) -> list[str]:
+        """The commands this executor can run."""
+        return sorted(self._handlers)
+
+    def start(self) -> None:
+        """Starts the slot threads."""
+        self._watchdog.start()
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stops the slot threads, waiting a few seconds for those still busy."""
+        for _ in self._threads:
+            self._queue.put(None)
+        self._watchdog.stop()
+        deadline = time.monotonic() + _STOP_JOIN_SECONDS
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def free_slots(self) -> int:
+        """How many more tasks the worker accepts now (0 while draining)."""
+        with self._lock:
+            return self._free()
+
+    def held_task_ids(self) -> list[str]:
+        """The tasks the worker holds, queued or running."""
+        with self._lock:
+            return list(self._jobs)
+
+    def admit(self, assignments: Sequence[Assignment]) -> int:
+        """Accepts a whole batch or none of it; returns the free slots left.
+
+        A task the worker already holds is skipped (a repeated delivery), not run twice.
+
+        Raises:
+            Draining: The worker is shutting down.
+            NoRoom: The new tasks of the batch exceed the free slots.
+        """
+        with self._lock:
+            if self._draining:
+                raise Draining()
+            fresh = self._fresh(assignments)
+            free = self._free()
+            if len(fresh) > free:
+                raise NoRoom(f"the batch has {len(fresh)} new tasks but only {free} slots are free")
+            for assignment in fresh:
+                self._hold(assignment)
+            return self._free()
+
+    def cancel(self, task_id: str) -> bool:
+        """Flags a held task for cancellation; returns whether the worker held it.
+
+        A task still in the queue is settled ``cancelled`` at once and never runs; a running one
+        sees its flag and is reported when its handler stops.
+        """
+        with self._lock:
+            job = self._jobs.get(task_id)
+            if job is None:
+                return False
+            job.cancel.set()
+            if job.state is JobState.QUEUED:
+                self._queued -= 1
+                self._settle(job, Outcome.cancelled())
+            return True
+
+    def drain(self, grace: float) -> None:
+        """Stops accepting, gives queued tasks back, and lets running ones finish.
+
+        Queued tasks are reported ``rejected`` (the coordinator assigns them again without
+        counting an attempt). Running tasks get ``grace`` seconds; any still running then are
+        flagged cancelled and reported ``failed`` with ``worker_shutdown``.
+        """
+        deadline = time.monotonic() + grace
+        with self._lock:
+            self._draining = True
+            for job in [job for job in self._jobs.values() if job.state is JobState.QUEUED]:
+                self._queued -= 1
+                self._settle(job, Outcome.rejected())
+            while self._running() and (remaining := deadline - time.monotonic()) > 0:
+                self._lock.wait(remaining)
+            for job in self._running():
+                job.cancel.set()
+                message = f"the worker shut down before the task finished (grace {grace:g} s)"
+                self._settle(job, Outcome.failed(WORKER_SHUTDOWN, message))
+
+    # -- internals: the helpers below expect the lock held unless they take it themselves ------
+
+    def _free(self) -> int:
+        if self._draining:
+            return 0
+        return max(0, self._capacity - self._queued - self._busy)
+
+    def _running(self) -> list[Job]:
+        return [job for job in self._jobs.values() if job.state is JobState.RUNNING]
+
+    def _fresh(self, assignments: Sequence[Assignment]) -> list[Assignment]:
+        fresh: dict[str, Assignment] = {}
+        for assignment in assignments:
+            held = self._jobs.get(assignment.task_id)
+            if held is not None:
+                logger.warning(
+                    "task %s attempt %d is already held (attempt %d); skipping the repeat",
+                    assignment.task_id,
+                    assignment.attempt,
+                    held.assignment.attempt,
+                )
+            elif assignment.task_id not in fresh:
+                fresh[assignment.task_id] = assignment
+        return list(fresh.values())
+
+    def _hold(self, assignment: Assignment) -> None:
+        job = Job(assignment, self._handlers.get(assignment.command))
+        self._jobs[assignment.task_id] = job
+        if job.handler is None:
+            message = f"no handler is registered for command {assignment.command!r}"
+            self._settle(job, Outcome.failed(UNKNOWN_COMMAND, message))
+            return
+        job.timeout = assignment.timeout_seconds or job.handler.timeout
+        self._queued += 1
+        self._queue.put(job)
+
+    def _settle(self, job: Job, outcome: Outcome) -> None:
+        job.state = JobState.DONE
+        self._jobs.pop(job.assignment.task_id, None)
+        self._emit(job, outcome)
+        self._lock.notify_all()
+
+    def _emit(self, job: Job, outcome: Outcome) -> None:
+        assignment = job.assignment
+        self._report(
+            Report(
+                task_id=assignment.task_id,
+                attempt=assignment.attempt,
+                status=outcome.status,
+                occurred_at=time.time(),
+                result_json=outcome.result_json,
+                error=outcome.error,
+                traceparent=assignment.traceparent,
+            )
+        )
+
+    def _time_out(self, job: Job) -> None:
+        with self._lock:
+            if job.state is not JobState.RUNNING:
+                return
+            job.cancel.set()
+            message = f"the task exceeded its timeout of {job.timeout:g} s"
+            self._settle(job, Outcome.failed(TIMEOUT, message))
+
+    # -- slot threads --------------------------------------------------------------------------
+
+    def _slot_loop(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if self._begin(job):
+                self._finish(job, self._execute(job))
+
+    def _begin(self, job: Job) -> bool:
+        with self._lock:
+            if job.state is not JobState.QUEUED:
+                return False  # cancelled or given back while it waited
+            self._queued -= 1
+            self._busy += 1
+            job.state = JobState.RUNNING
+            self._emit(job, _RUNNING)
+            return True
+
+    def _execute(self, job: Job) -> Outcome | None:
+        handler = job.handler
+        assert handler is not None  # jobs without a handler are settled when admitted
+        deadline = time.monotonic() + job.timeout if job.timeout else None
+        try:
+            if handler.process:
+                return run_in_process(
+                    handler,
+                    job.assignment,
+                    cancel=job.cancel,
+                    deadline=deadline,
+                    cancel_grace=self._process_cancel_grace,
+                    abandoned=lambda: job.state is JobState.DONE,
+                )
+            if deadline is not None:
+                self._watchdog.watch(deadline, job)
+            return run_handler(handler, job.assignment, job.cancel)
+        except Exception as exc:
+            logger.exception("task %s could not be run", job.assignment.task_id)
+            return Outcome.failed(type(exc).__name__, f"the worker could not run the task: {exc}")
+
+    def _finish(self, job: Job, outcome: Outcome | None) -> None:
+        with self._lock:
+            self._busy -= 1
+            if job.state is JobState.RUNNING and outcome is not None:
+                self._settle(job, outcome)
+            else:
+                logger.warning(
+                    "task %s attempt %d returned after it was settled; its result is discarded",
+                    job.assignment.task_id,
+                    job.assignment.attempt,
+                )
+                self._lock.notify_all()

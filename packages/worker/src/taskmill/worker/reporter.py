@@ -1,0 +1,163 @@
+"""Sends status reports to the coordinator in batches, retrying until they are acknowledged.
+
+One thread sends one batch at a time: everything that accumulated while the previous call was in
+flight (up to ``batch_size``), in order, so a task's ``running`` report always precedes its final
+one. A batch stays queued until the coordinator acknowledges it; failures are retried with
+backoff, so a coordinator restart loses nothing. NOT_FOUND means the coordinator forgot this
+worker: the batch waits for the agent to register again and is then sent under the new id.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+
+import grpc
+
+from taskmill.v1 import coordinator_pb2, coordinator_pb2_grpc
+from taskmill.worker.convert import report_to_proto
+from taskmill.worker.membership import Membership
+from taskmill.worker.model import Report
+from taskmill.worker.retry import Backoff, describe, status_code
+
+logger = logging.getLogger(__name__)
+
+_ID_POLL_SECONDS = 0.2
+
+
+class Reporter:
+    """Queues reports and sends them from its own thread.
+
+    Args:
+        stub: The coordinator's client stub.
+        membership: Supplies the worker id to send under.
+        batch_size: Most reports per call.
+        rpc_timeout: Deadline of each call, in seconds.
+        max_backoff: Longest pause between retries.
+    """
+
+    def __init__(
+        self,
+        stub: coordinator_pb2_grpc.CoordinatorServiceStub,
+        membership: Membership,
+        *,
+        batch_size: int = 1000,
+        rpc_timeout: float = 10.0,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self._stub = stub
+        self._membership = membership
+        self._batch_size = batch_size
+        self._rpc_timeout = rpc_timeout
+        self._backoff = Backoff(0.05, max_backoff)
+        self._pending: collections.deque[Report] = collections.deque()
+        self._condition = threading.Condition()
+        self._stopped = threading.Event()
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name="taskmill-reporter", daemon=True)
+
+    def start(self) -> None:
+        """Starts the sending thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops the sending thread; reports not yet acknowledged are dropped (and logged)."""
+        self._stopped.set()
+        with self._condition:
+            self._condition.notify_all()
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._pending:
+            logger.warning("%d status reports were never acknowledged", len(self._pending))
+
+    def add(self, report: Report) -> None:
+        """Queues a report for sending."""
+        with self._condition:
+            self._pending.append(report)
+            self._condition.notify_all()
+
+    def pending_task_ids(self) -> set[str]:
+        """Tasks with reports not yet acknowledged."""
+        with self._condition:
+            return {report.task_id for report in self._pending}
+
+    def flush(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` seconds until every queued report is acknowledged."""
+        with self._condition:
+            return self._condition.wait_for(lambda: not self._pending, timeout)
+
+    def _next_batch(self) -> list[Report] | None:
+        with self._condition:
+            self._condition.wait_for(lambda: self._pending or self._stopped.is_set())
+            if self._stopped.is_set():
+                return None
+            return list(itertools.islice(self._pending, self._batch_size))
+
+    def _worker_id(self) -> str | None:
+        while not self._stopped.is_set():
+            worker_id = self._membership.wait(_ID_POLL_SECONDS)
+            if worker_id is not None:
+                return worker_id
+        return None
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            worker_id = self._worker_id()
+            if worker_id is None:
+                return
+            try:
+                delay = self._send(worker_id, batch)
+            except Exception:
+                logger.exception("sending status reports failed")
+                delay = self._backoff.delay()
+            if delay:
+                self._stopped.wait(delay)
+
+    def _send(self, worker_id: str, batch: list[Report]) -> float:
+        """Sends one batch; returns how long to wait before the next attempt."""
+        request = coordinator_pb2.ReportTaskStatusesRequest(
+            worker_id=worker_id, reports=[report_to_proto(report) for report in batch]
+        )
+        started = time.monotonic()
+        try:
+            self._stub.ReportTaskStatuses(request, timeout=self._rpc_timeout)
+        except grpc.RpcError as error:
+            return self._failed(worker_id, batch, error)
+        logger.debug(
+            "reported %d statuses in %.1f ms", len(batch), 1e3 * (time.monotonic() - started)
+        )
+        if self._failing:
+            logger.info("status reports are acknowledged again")
+            self._failing = False
+        self._backoff.reset()
+        self._acknowledge(len(batch))
+        return 0.0
+
+    def _failed(self, worker_id: str, batch: list[Report], error: grpc.RpcError) -> float:
+        code = status_code(error)
+        if code is grpc.StatusCode.NOT_FOUND:
+            logger.info("the coordinator does not know worker %s; registering again", worker_id)
+            self._membership.forget(worker_id)
+            return 0.0
+        if code is grpc.StatusCode.INVALID_ARGUMENT:
+            # Retrying a batch the coordinator calls malformed would block every later report.
+            logger.error(
+                "the coordinator refused %d reports (%s); dropping them",
+                len(batch),
+                describe(error),
+            )
+            self._acknowledge(len(batch))
+            return 0.0
+        log = logger.debug if self._failing else logger.warning
+        log("status reports not acknowledged, will retry: %s", describe(error))
+        self._failing = True
+        return self._backoff.delay()
+
+    def _acknowledge(self, count: int) -> None:
+        with self._condition:
+            for _ in range(count):
+                self._pending.popleft()
+            self._condition.notify_all()
