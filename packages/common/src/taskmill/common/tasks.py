@@ -232,22 +232,20 @@ class TaskStore:
         Returns the ids of the tasks that changed; the others were stale or duplicates.
         A task's "running" report is applied before its final report in the same batch.
         """
+        order = (TaskStatus.RUNNING, TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
         changed: set[uuid.UUID] = set()
         by_status: dict[TaskStatus, list[Outcome]] = {}
         for outcome in outcomes:
             by_status.setdefault(outcome.status, []).append(outcome)
+        # Refuse the whole batch before changing anything, so an error never hides what changed.
+        invalid = [str(status) for status in by_status if status not in order]
+        if invalid:
+            raise InvalidTransition(f"a worker cannot report {', '.join(invalid)}")
         with self._db.transaction() as conn:
-            for status in (
-                TaskStatus.RUNNING,
-                TaskStatus.SUCCEEDED,
-                TaskStatus.FAILED,
-                TaskStatus.CANCELLED,
-            ):
-                batch = by_status.pop(status, [])
+            for status in order:
+                batch = by_status.get(status, [])
                 if batch:
                     changed.update(self._apply_batch(conn, status, batch))
-        if by_status:
-            raise InvalidTransition(f"a worker cannot report {', '.join(by_status)}")
         return changed
 
     def _apply_batch(
