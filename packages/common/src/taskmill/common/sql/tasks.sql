@@ -73,6 +73,8 @@ UPDATE tasks SET
     worker_id = slot.worker_id,
     attempt = tasks.attempt + 1,
     dispatched_at = now(),
+    -- A retried task still holds its previous attempt's start; this attempt has not started.
+    started_at = NULL,
     lease_expires_at = now() + make_interval(secs => :lease_seconds)
 FROM due
 JOIN unnest(CAST(:worker_ids AS text[])) WITH ORDINALITY AS slot(worker_id, n) USING (n)
