@@ -213,7 +213,10 @@ class TaskStore:
         return value
 
     def release(self, worker_id: str, task_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
-        """Returns tasks a worker never received to ``scheduled``, without using an attempt."""
+        """Returns tasks a worker never received to ``scheduled``, without using an attempt.
+
+        A task whose cancellation was requested meanwhile ends ``cancelled`` instead.
+        """
         with self._db.connection() as conn:
             return [
                 row[0] for row in conn.run("release_tasks", ids=list(task_ids), worker_id=worker_id)

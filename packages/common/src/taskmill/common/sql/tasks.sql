@@ -86,9 +86,11 @@ SELECT min(scheduled_at) FROM tasks WHERE status = 'scheduled'
 
 -- name: release_tasks
 -- Gives back tasks a worker never received: assignment failures do not use up an attempt.
+-- A task whose cancellation was requested meanwhile ends cancelled rather than queued again.
 UPDATE tasks SET
-    status = 'scheduled', attempt = attempt - 1, worker_id = NULL, dispatched_at = NULL,
-    lease_expires_at = NULL
+    status = CASE WHEN cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
+    finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
+    attempt = attempt - 1, worker_id = NULL, dispatched_at = NULL, lease_expires_at = NULL
 WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'dispatched' AND worker_id = :worker_id
 RETURNING id
 
@@ -114,19 +116,23 @@ RETURNING tasks.id
 
 -- name: mark_failed
 -- Fails the attempts, or schedules them again after an exponential backoff with jitter when
--- the error is retryable and attempts remain.
+-- the error is retryable, attempts remain and nobody asked to cancel the task.
 UPDATE tasks SET
     status = CASE WHEN r.retryable AND tasks.attempt < tasks.max_attempts
+            AND tasks.cancel_requested_at IS NULL
         THEN 'scheduled' ELSE 'failed' END,
     error = CAST(r.error AS jsonb),
     finished_at = CASE WHEN r.retryable AND tasks.attempt < tasks.max_attempts
+            AND tasks.cancel_requested_at IS NULL
         THEN NULL ELSE r.at END,
     scheduled_at = CASE WHEN r.retryable AND tasks.attempt < tasks.max_attempts
+            AND tasks.cancel_requested_at IS NULL
         THEN now() + make_interval(secs => least(
             :backoff_max, :backoff_base * power(2, tasks.attempt - 1)
         ) * (0.5 + random() / 2))
         ELSE tasks.scheduled_at END,
     worker_id = CASE WHEN r.retryable AND tasks.attempt < tasks.max_attempts
+            AND tasks.cancel_requested_at IS NULL
         THEN NULL ELSE tasks.worker_id END,
     lease_expires_at = NULL
 FROM unnest(
