@@ -119,27 +119,40 @@ class Client:
         )
         return Task.from_json(data)
 
-    def submit_many(self, specs: Iterable[SubmitSpec | Mapping[str, Any]]) -> builtins.list[Task]:
+    def submit_many(
+        self,
+        specs: Iterable[SubmitSpec | Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> builtins.list[Task]:
         """Submits many tasks, ``BATCH_LIMIT`` per request, each request in one transaction.
 
+        Each request carries an idempotency key (derived from ``idempotency_key``, else
+        random), so it is retried like ``submit`` without ever storing a task twice.
+
         Args:
-            specs: ``SubmitSpec`` objects, or dicts of ``submit``'s keyword arguments (with
-                ``command`` and optionally ``payload``).
+            specs: ``SubmitSpec`` objects, or dicts of ``SubmitSpec``'s fields.
+            idempotency_key: Makes the whole call safe to repeat with the same tasks.
 
         Returns:
             The new tasks, in the order given.
 
         Raises:
-            ValidationError: A task was refused; nothing of that request was stored. Earlier
+            ValueError: A spec is invalid (see ``SubmitSpec.to_json``).
+            ValidationError: A task was refused; nothing of its request was stored. Earlier
                 requests (of more than ``BATCH_LIMIT`` tasks) stay stored.
             AuthError: The token was refused.
             Unavailable: The scheduler could not be reached, after retries.
         """
         bodies = [_spec(item).to_json() for item in specs]
+        base_key = idempotency_key or uuid.uuid4().hex
         tasks: builtins.list[Task] = []
         for start in range(0, len(bodies), BATCH_LIMIT):
             chunk = bodies[start : start + BATCH_LIMIT]
-            data = self._caller.call("POST", "/v1/tasks/batch", {"tasks": chunk}, safe=False)
+            key = base_key if start == 0 else f"{base_key}+{start}"
+            data = self._caller.call(
+                "POST", "/v1/tasks/batch", {"tasks": chunk}, idempotency_key=key, safe=True
+            )
             tasks.extend(Task.from_json(item) for item in _items(data, "tasks"))
         return tasks
 

@@ -62,7 +62,8 @@ def format_time(value: datetime) -> str:
     """
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("a naive datetime is ambiguous: give it a tzinfo (e.g. timezone.utc)")
-    return value.isoformat()
+    # In UTC, because RFC 3339 offsets have no seconds (some historical zones do).
+    return value.astimezone(UTC).isoformat()
 
 
 def _status(value: Any) -> str:
