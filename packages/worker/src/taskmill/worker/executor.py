@@ -120,7 +120,17 @@ class Executor:
             thread.start()
 
     def stop(self) -> None:
-        """Stops the slot threads, waiting a few seconds for those still busy."""
+        """Stops at once: held tasks are abandoned unreported, their flags set, children killed.
+
+        Waits a few seconds for busy slot threads; a thread stuck in a handler is left behind
+        (slot threads are daemons).
+        """
+        with self._lock:
+            for job in self._jobs.values():
+                job.cancel.set()
+                job.state = JobState.DONE
+            self._jobs.clear()
+            self._draining = True
         for _ in self._threads:
             self._queue.put(None)
         self._watchdog.stop()

@@ -1,0 +1,69 @@
+"""Handlers the worker's tests run. Imported by name, so process=True children can find them."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from taskmill.worker import TaskCancelled, TaskContext, task
+
+
+@task("test.spin_in_process", process=True)
+def spin_in_process(payload: dict[str, str]) -> None:
+    """Writes its pid to ``payload["pid_file"]``, then burns CPU forever."""
+    Path(payload["pid_file"]).write_text(str(os.getpid()))
+    while True:
+        pass
+
+
+@task("test.square_in_process", process=True)
+def square_in_process(payload: dict[str, Any], context: TaskContext) -> dict[str, Any]:
+    return {"square": payload["n"] ** 2, "pid": os.getpid(), "task_id": context.task_id}
+
+
+@task("test.raise_in_process", process=True)
+def raise_in_process(payload: Any) -> None:
+    raise KeyError("missing-in-child")
+
+
+@task("test.wait_in_process", process=True)
+def wait_in_process(payload: Any, context: TaskContext) -> str:
+    """Waits cooperatively for cancellation for up to a minute."""
+    if context.cancelled.wait(60):
+        raise TaskCancelled()
+    return "not cancelled"
+
+
+@task("test.stubborn_sleep")
+def stubborn_sleep(payload: dict[str, float]) -> str:
+    """Sleeps without looking at its cancellation flag."""
+    time.sleep(payload["seconds"])
+    return "woke up"
+
+
+@task("test.positional_context")
+def positional_context(payload: Any, ctx: Any) -> dict[str, Any]:
+    return {"task_id": ctx.task_id, "attempt": ctx.attempt, "payload": payload}
+
+
+@task("test.keyword_context")
+def keyword_context(payload: Any, *, context: Any) -> dict[str, Any]:
+    context.logger.info("hello from the handler")
+    return {"task_id": context.task_id, "max_attempts": context.max_attempts}
+
+
+@task("test.annotated_context")
+def annotated_context(payload: Any, *, info: TaskContext) -> dict[str, Any]:
+    return {"command": info.command, "cancelled": info.is_cancelled()}
+
+
+@task("test.payload_only")
+def payload_only(payload: Any) -> Any:
+    return {"got": payload}
+
+
+@task("test.not_serialisable")
+def not_serialisable(payload: Any) -> Any:
+    return {"value": object()}

@@ -1,0 +1,201 @@
+"""Test doubles and helpers for the worker's tests: a real in-process CoordinatorService."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from taskmill.common.grpcutil import GrpcSecurity, create_server
+from taskmill.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc, worker_pb2
+
+T = TypeVar("T")
+
+STATUS = {
+    common_pb2.TASK_STATUS_RUNNING: "running",
+    common_pb2.TASK_STATUS_SUCCEEDED: "succeeded",
+    common_pb2.TASK_STATUS_FAILED: "failed",
+    common_pb2.TASK_STATUS_CANCELLED: "cancelled",
+    common_pb2.TASK_STATUS_REJECTED: "rejected",
+}
+FINAL = {"succeeded", "failed", "cancelled", "rejected"}
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
+    """Polls ``condition`` until it returns something truthy; fails the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
+    """Records what workers send; answers like a coordinator would.
+
+    ``fail_reports`` holds status codes the next ReportTaskStatuses calls fail with, one per
+    call; ``cancel`` holds task ids the next heartbeat answer asks to cancel.
+    """
+
+    def __init__(self, heartbeat_interval: float = 0.2, token: str | None = None) -> None:
+        self.heartbeat_interval = heartbeat_interval
+        self.security = GrpcSecurity(cluster_token=token)
+        self.lock = threading.Lock()
+        self.known: set[str] = set()
+        self.registrations: list[tuple[str, coordinator_pb2.RegisterWorkerRequest]] = []
+        self.heartbeats: list[coordinator_pb2.HeartbeatRequest] = []
+        self.reports: list[tuple[str, common_pb2.StatusReport]] = []
+        self.report_calls = 0
+        self.deregistered: list[str] = []
+        self.fail_reports: list[grpc.StatusCode] = []
+        self.cancel: set[str] = set()
+        self._ids = itertools.count(1)
+        self._prefix = uuid.uuid4().hex[:6]
+        self.server: grpc.Server | None = None
+        self.port = 0
+
+    # -- server ------------------------------------------------------------------------------
+
+    def start(self, port: int = 0) -> FakeCoordinator:
+        self.server, self.port, _ = create_server(
+            f"127.0.0.1:{port}",
+            lambda server: coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(
+                self, server
+            ),
+            self.security,
+            max_workers=8,
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop(grace=None).wait()
+            self.server = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    # -- CoordinatorService --------------------------------------------------------------------
+
+    def RegisterWorker(
+        self, request: coordinator_pb2.RegisterWorkerRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.RegisterWorkerResponse:
+        worker_id = f"w-{self._prefix}-{next(self._ids)}"
+        with self.lock:
+            self.known.add(worker_id)
+            self.registrations.append((worker_id, request))
+        return coordinator_pb2.RegisterWorkerResponse(
+            worker_id=worker_id, heartbeat_interval_seconds=self.heartbeat_interval
+        )
+
+    def Heartbeat(
+        self, request: coordinator_pb2.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.HeartbeatResponse:
+        with self.lock:
+            if request.worker_id not in self.known:
+                context.abort(grpc.StatusCode.NOT_FOUND, "unknown worker")
+            self.heartbeats.append(request)
+            cancel = sorted(self.cancel.intersection(request.running_task_ids))
+            self.cancel.difference_update(cancel)
+        return coordinator_pb2.HeartbeatResponse(cancel_task_ids=cancel)
+
+    def ReportTaskStatuses(
+        self, request: coordinator_pb2.ReportTaskStatusesRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.ReportTaskStatusesResponse:
+        with self.lock:
+            self.report_calls += 1
+            if self.fail_reports:
+                context.abort(self.fail_reports.pop(0), "injected failure")
+            if request.worker_id not in self.known:
+                context.abort(grpc.StatusCode.NOT_FOUND, "unknown worker")
+            self.reports.extend((request.worker_id, report) for report in request.reports)
+        return coordinator_pb2.ReportTaskStatusesResponse(applied=len(request.reports))
+
+    def DeregisterWorker(
+        self, request: coordinator_pb2.DeregisterWorkerRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.DeregisterWorkerResponse:
+        with self.lock:
+            self.deregistered.append(request.worker_id)
+            self.known.discard(request.worker_id)
+        return coordinator_pb2.DeregisterWorkerResponse()
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    def forget_all(self) -> None:
+        """Forgets every worker, as a restarted coordinator would."""
+        with self.lock:
+            self.known.clear()
+
+    def wait_registered(self, count: int = 1, timeout: float = 15.0) -> str:
+        """Waits for the ``count``-th registration; returns that worker id."""
+        wait_for(lambda: len(self.registrations) >= count, timeout, f"registration {count}")
+        with self.lock:
+            return self.registrations[count - 1][0]
+
+    def statuses(self, task_id: str) -> list[str]:
+        with self.lock:
+            return [STATUS[r.status] for _, r in self.reports if r.task_id == task_id]
+
+    def report(self, task_id: str, status: str) -> common_pb2.StatusReport | None:
+        with self.lock:
+            for _, r in self.reports:
+                if r.task_id == task_id and STATUS[r.status] == status:
+                    return r
+        return None
+
+    def wait_final(self, task_id: str, timeout: float = 15.0) -> common_pb2.StatusReport:
+        """Waits for the task's final report and returns it."""
+
+        def final() -> common_pb2.StatusReport | None:
+            with self.lock:
+                for _, r in self.reports:
+                    if r.task_id == task_id and STATUS[r.status] in FINAL:
+                        return r
+            return None
+
+        return wait_for(final, timeout, f"a final report for {task_id}")
+
+    def wait_status(self, task_id: str, status: str, timeout: float = 15.0) -> None:
+        wait_for(lambda: status in self.statuses(task_id), timeout, f"{task_id} {status}")
+
+    def last_heartbeat(self) -> coordinator_pb2.HeartbeatRequest | None:
+        with self.lock:
+            return self.heartbeats[-1] if self.heartbeats else None
+
+    def heartbeat_count(self) -> int:
+        with self.lock:
+            return len(self.heartbeats)
+
+
+def assignment(
+    command: str,
+    payload: Any = None,
+    *,
+    task_id: str | None = None,
+    timeout: float = 0.0,
+    attempt: int = 1,
+    max_attempts: int = 1,
+) -> common_pb2.Assignment:
+    return common_pb2.Assignment(
+        task_id=task_id or str(uuid.uuid4()),
+        command=command,
+        payload_json=json.dumps(payload),
+        attempt=attempt,
+        max_attempts=max_attempts,
+        timeout_seconds=timeout,
+        queue="default",
+    )
+
+
+def assign_request(worker_id: str, *assignments: common_pb2.Assignment) -> Any:
+    return worker_pb2.AssignTasksRequest(worker_id=worker_id, assignments=list(assignments))
