@@ -61,19 +61,47 @@ class Connection:
         broken: Set when the connection failed and must not be reused.
     """
 
-    def __init__(self, raw: pg8000.native.Connection) -> None:
+    def __init__(self, raw: pg8000.native.Connection, *, prepare: bool = False) -> None:
         self._raw = raw
         self.broken = False
         self._in_transaction = False
+        self._prepare = prepare
+        # Named queries prepared on this connection, by name (only when ``prepare`` is set).
+        self._statements: dict[str, pg8000.native.PreparedStatement] = {}
+        # What ran last, to read its columns and row count from.
+        self._last: Any = raw
 
     def run(self, query_name: str, /, **params: Any) -> list[list[Any]]:
         """Runs a named query and returns its rows as lists."""
+        if self._prepare:
+            return self._run_prepared(query_name, params)
+        self._last = self._raw
         return self.execute(query(query_name), **params)
+
+    def _run_prepared(self, query_name: str, params: dict[str, Any]) -> list[list[Any]]:
+        # A prepared statement is parsed once per connection: pg8000 then needs one round trip
+        # per call instead of three, and skips re-scanning the SQL text for parameters.
+        try:
+            statement = self._statements.get(query_name)
+            if statement is None:
+                statement = self._raw.prepare(query(query_name))
+                self._statements[query_name] = statement
+            rows: list[list[Any]] = statement.run(**params) or []
+        except (TimeoutError, pg8000.exceptions.InterfaceError, OSError) as exc:
+            self.broken = True
+            raise _wrap(exc) from exc
+        except pg8000.exceptions.DatabaseError as exc:
+            wrapped = _wrap(exc)
+            if isinstance(wrapped, DatabaseUnavailable):
+                self.broken = True
+            raise wrapped from exc
+        self._last = statement
+        return rows
 
     def rows(self, query_name: str, /, **params: Any) -> list[Row]:
         """Runs a named query and returns its rows as dicts keyed by column name."""
         values = self.run(query_name, **params)
-        names = [column["name"] for column in self._raw.columns or ()]
+        names = [column["name"] for column in self._last.columns or ()]
         return [dict(zip(names, row, strict=True)) for row in values]
 
     def row(self, query_name: str, /, **params: Any) -> Row | None:
@@ -88,6 +116,7 @@ class Connection:
 
     def execute(self, sql: str, /, **params: Any) -> list[list[Any]]:
         """Runs SQL text given by the caller, such as a migration file's statement."""
+        self._last = self._raw
         try:
             return self._raw.run(sql, **params) or []
         except (TimeoutError, pg8000.exceptions.InterfaceError, OSError) as exc:
@@ -112,7 +141,7 @@ class Connection:
     @property
     def row_count(self) -> int:
         """The number of rows the last statement changed or returned."""
-        return int(self._raw.row_count)
+        return int(self._last._context.row_count)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -166,6 +195,8 @@ class Database:
         max_connections: How many connections may be open at once; callers beyond that wait.
         application_name: Shown in ``pg_stat_activity``.
         connect_timeout: Seconds to wait for a new connection.
+        prepare_statements: Prepare each named query once per connection instead of parsing
+            it on every call; saves CPU and two round trips per query on hot paths.
     """
 
     def __init__(
@@ -175,8 +206,10 @@ class Database:
         max_connections: int = 10,
         application_name: str = "taskmill",
         connect_timeout: float = 5.0,
+        prepare_statements: bool = False,
     ) -> None:
         self.settings = settings
+        self._prepare_statements = prepare_statements
         self._application_name = application_name
         self._connect_timeout = connect_timeout
         self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
@@ -211,7 +244,7 @@ class Database:
             ) from exc
         # The connect timeout would otherwise also bound every later query.
         raw._usock.settimeout(None)
-        return Connection(raw)
+        return Connection(raw, prepare=self._prepare_statements)
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:

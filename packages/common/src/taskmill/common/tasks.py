@@ -324,3 +324,78 @@ class TaskStore:
                 ids=list(task_ids),
                 lease_seconds=lease_seconds,
             )
+
+    # -- the scheduler's submit path (appended for the HTTP API) ------------------------------
+
+    def submit(self, tasks: Sequence[NewTask]) -> list[Task]:
+        """Inserts tasks and notifies coordinators in one statement: one round trip, one commit.
+
+        Cheaper than ``insert`` for the HTTP hot path: the tasks travel as one JSON document and
+        only what the database decided (sequence number and times) comes back. Tasks whose
+        idempotency key is already taken are skipped; find them with
+        ``by_idempotency_keys_with_hashes``.
+
+        Returns:
+            The inserted tasks, in input order.
+        """
+        document = _json([_submit_document(task) for task in tasks])
+        with self._db.connection() as conn:
+            decided = conn.scalar("submit_tasks", tasks=document) or []
+        by_id = {
+            uuid.UUID(task_id): (seq, datetime.fromisoformat(created), datetime.fromisoformat(due))
+            for task_id, seq, created, due in decided
+        }
+        return [_submitted(task, *by_id[task.id]) for task in tasks if task.id in by_id]
+
+    def by_idempotency_keys_with_hashes(
+        self, keys: Sequence[str]
+    ) -> dict[str, tuple[Task, str | None]]:
+        """The tasks holding these idempotency keys, with the request hash each was stored with."""
+        with self._db.connection() as conn:
+            rows = conn.rows("get_tasks_by_idempotency_keys", keys=list(keys))
+        return {row["idempotency_key"]: (Task.from_row(row), row["request_hash"]) for row in rows}
+
+
+def _submit_document(task: NewTask) -> dict[str, Any]:
+    return {
+        "id": str(task.id),
+        "command": task.command,
+        "payload": task.payload,
+        "queue": task.queue,
+        "priority": task.priority,
+        "max_attempts": task.max_attempts,
+        "timeout_seconds": task.timeout_seconds,
+        "scheduled_at": None if task.scheduled_at is None else task.scheduled_at.isoformat(),
+        "delay_seconds": task.delay_seconds,
+        "idempotency_key": task.idempotency_key,
+        "request_hash": task.request_hash,
+        "trace_context": task.trace_context,
+    }
+
+
+def _submitted(task: NewTask, seq: int, created_at: datetime, scheduled_at: datetime) -> Task:
+    """The stored form of a task just inserted, without reading it back."""
+    return Task(
+        id=task.id,
+        seq=seq,
+        command=task.command,
+        payload=task.payload,
+        status=TaskStatus.SCHEDULED,
+        queue=task.queue,
+        priority=task.priority,
+        attempt=0,
+        max_attempts=task.max_attempts,
+        timeout_seconds=task.timeout_seconds,
+        created_at=created_at,
+        scheduled_at=scheduled_at,
+        dispatched_at=None,
+        started_at=None,
+        finished_at=None,
+        worker_id=None,
+        lease_expires_at=None,
+        cancel_requested_at=None,
+        result=None,
+        error=None,
+        idempotency_key=task.idempotency_key,
+        trace_context=task.trace_context,
+    )
