@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.grpc import client_interceptor, server_interceptor
+from opentelemetry.instrumentation.grpc.grpcext import intercept_channel as otel_intercept_channel
 
 from taskmill.common.errors import ConfigError
 
@@ -190,8 +191,9 @@ def create_channel(target: str, security: GrpcSecurity) -> grpc.Channel:
         channel = grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
     else:
         channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
-    # The OpenTelemetry interceptor opens a client span and sends its traceparent.
-    channel = grpc.intercept_channel(channel, client_interceptor())  # type: ignore[no-untyped-call]
+    # The OpenTelemetry interceptor opens a client span and sends its traceparent. It implements
+    # OpenTelemetry's own grpcext interceptor interface, which grpc.intercept_channel rejects.
+    channel = otel_intercept_channel(channel, client_interceptor())  # type: ignore[no-untyped-call]
     if security.cluster_token:
         channel = grpc.intercept_channel(channel, _TokenAttach(security.cluster_token))
     return channel
