@@ -1,0 +1,52 @@
+"""Entry point of ``taskmill-coordinator``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from taskmill.common.errors import TaskmillError
+from taskmill.coordinator.server import create_server
+from taskmill.coordinator.settings import load_settings
+
+logger = logging.getLogger("taskmill.coordinator")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs a coordinator until SIGTERM or SIGINT; returns the exit status."""
+    logging.basicConfig(
+        level=os.environ.get("TASKMILL_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        settings = load_settings(argv, os.environ)
+        server = create_server(settings)
+    except TaskmillError as exc:
+        print(f"taskmill-coordinator: {exc.message}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    # One line that scripts and tests parse to find the port (it may have been 0).
+    logger.info(
+        "taskmill-coordinator listening on %s:%d (id %s)",
+        settings.host,
+        server.port,
+        server.coordinator_id,
+    )
+    while not stop.wait(1.0):
+        pass
+    server.stop(settings.grace)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

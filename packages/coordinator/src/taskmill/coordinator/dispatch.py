@@ -1,0 +1,167 @@
+"""The dispatch loop: claim due tasks for the workers with room, then send each worker its share.
+
+One round plans slots round robin over the workers with room, claims that many due tasks in one
+committed statement, and hands each worker its tasks in one ``AssignTasks`` call, sent from a
+small thread pool so no network call happens inside a transaction and one slow worker does not
+hold up the others. A refused or failed assignment gives the tasks back (``scheduled``, attempt
+unchanged) and they go to another worker in the next round.
+
+The loop sleeps until something may have changed: a submit (``LISTEN``), the next task's due
+time, room on a worker, or the slow poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Executor
+
+import grpc
+
+from taskmill.common.convert import to_assignment
+from taskmill.common.errors import TaskmillError
+from taskmill.common.models import Task
+from taskmill.common.tasks import TaskStore
+from taskmill.coordinator.registry import WorkerRegistry
+from taskmill.v1 import worker_pb2
+
+logger = logging.getLogger(__name__)
+
+#: How long after a task's due time the loop wakes: the claim compares with the database's
+#: clock, so waking a little late guarantees the task is due, never early.
+DUE_MARGIN = 0.002
+#: The shortest sleep when a task is already due but the claim found none (another coordinator
+#: holds it), so the loop never spins.
+MIN_SLEEP = 0.01
+
+
+class Dispatcher:
+    """Claims due tasks and assigns them to workers.
+
+    Args:
+        tasks: The task store.
+        registry: This coordinator's workers.
+        senders: The pool that runs ``AssignTasks`` calls.
+        lease_seconds: The lease a claimed task gets; heartbeats extend it.
+        batch_size: At most this many tasks per claim.
+        poll_interval: The longest sleep between rounds (the safety net).
+        assign_timeout: Deadline of one ``AssignTasks`` call, in seconds.
+    """
+
+    def __init__(
+        self,
+        tasks: TaskStore,
+        registry: WorkerRegistry,
+        senders: Executor,
+        *,
+        lease_seconds: float,
+        batch_size: int,
+        poll_interval: float,
+        assign_timeout: float,
+    ) -> None:
+        self._tasks = tasks
+        self._registry = registry
+        self._senders = senders
+        self._lease_seconds = lease_seconds
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._assign_timeout = assign_timeout
+        self._wake = threading.Event()
+        # Whether the last claim filled every slot, so more tasks may be waiting for room.
+        self._backlog = True
+
+    def wake(self) -> None:
+        """Asks for a round now (tasks were submitted or given back, or a worker has room)."""
+        self._wake.set()
+
+    def slots_freed(self) -> None:
+        """Asks for a round if tasks may be waiting for the room that just opened."""
+        if self._backlog:
+            self._wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        """Runs rounds until ``stop`` is set."""
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                more = self.dispatch_once()
+                sleep = 0.0 if more else self._idle_sleep()
+            except TaskmillError as exc:
+                logger.warning("dispatch round failed: %s", exc.message)
+                sleep = min(self._poll_interval, 1.0)
+            except Exception:
+                logger.exception("dispatch round failed")
+                sleep = min(self._poll_interval, 1.0)
+            if sleep > 0 and not stop.is_set():
+                self._wake.wait(sleep)
+
+    def dispatch_once(self) -> bool:
+        """Runs one round; returns whether another round may find more work at once."""
+        slots = self._registry.plan(self._batch_size)
+        if not slots:
+            # Nobody has room: tasks may be waiting for the next slot that frees.
+            self._backlog = True
+            return False
+        claimed = self._tasks.claim(slots, self._lease_seconds)
+        self._backlog = len(claimed) == len(slots)
+        if not claimed:
+            return False
+        self._registry.served(slots[len(claimed) - 1])
+        by_worker: dict[str, list[Task]] = {}
+        for task in claimed:
+            by_worker.setdefault(task.worker_id or "", []).append(task)
+        for worker_id, batch in by_worker.items():
+            ids = [task.id for task in batch]
+            if self._registry.reserve(worker_id, ids):
+                self._senders.submit(self._send, worker_id, batch)
+            else:
+                self._give_back(worker_id, ids, "the worker left")
+        logger.debug("claimed %d tasks for %d workers", len(claimed), len(by_worker))
+        return self._backlog
+
+    def _idle_sleep(self) -> float:
+        if not self._registry.has_room():
+            return self._poll_interval
+        due_in = self._tasks.next_due_in()
+        if due_in is None:
+            return self._poll_interval
+        if due_in <= 0:
+            return MIN_SLEEP
+        return min(self._poll_interval, due_in + DUE_MARGIN)
+
+    def _send(self, worker_id: str, batch: Sequence[Task]) -> None:
+        ids = [task.id for task in batch]
+        try:
+            stub = self._registry.stub(worker_id)
+            if stub is None:
+                self._give_back(worker_id, ids, "the worker left")
+                return
+            request = worker_pb2.AssignTasksRequest(
+                worker_id=worker_id, assignments=[to_assignment(task) for task in batch]
+            )
+            response = stub.AssignTasks(request, timeout=self._assign_timeout)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            self._give_back(worker_id, ids, f"{code.name if code else 'error'}: {details}")
+            return
+        except Exception:
+            logger.exception("sending %d tasks to worker %s failed", len(ids), worker_id)
+            self._give_back(worker_id, ids, "internal error")
+            return
+        self._registry.accepted(worker_id, ids, response.free_slots)
+
+    def _give_back(self, worker_id: str, ids: list[uuid.UUID], reason: str) -> None:
+        """Returns tasks a worker did not take to ``scheduled``, attempt unchanged."""
+        logger.info("worker %s did not take %d tasks (%s)", worker_id, len(ids), reason)
+        self._backlog = True
+        self._registry.refused(worker_id, ids)
+        try:
+            self._tasks.release(worker_id, ids)
+        except TaskmillError as exc:
+            # Their lease is not extended (the worker does not list them), so lease recovery
+            # returns them to scheduled later.
+            logger.warning("could not give back %d tasks: %s", len(ids), exc.message)
+        self.wake()

@@ -1,0 +1,101 @@
+"""Database notifications: wake the dispatch loop on submits, forward cancellation requests.
+
+A dedicated connection ``LISTEN``s on ``taskmill_submitted`` (payload empty) and
+``taskmill_cancel`` (payload: the task id). When the connection drops, the listener reconnects
+with a backoff and wakes the dispatcher once, since notifications sent meanwhile are lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from taskmill.common.db import Connection, Database
+from taskmill.common.errors import TaskmillError
+
+logger = logging.getLogger(__name__)
+
+SUBMITTED_CHANNEL = "taskmill_submitted"
+CANCEL_CHANNEL = "taskmill_cancel"
+#: How long one wait on the socket lasts, so a stop is noticed promptly.
+_WAIT = 0.25
+#: Reads notifications at least this often even when the socket stays quiet: pg8000 reads
+#: through a buffer, which may already hold a notification that arrived with a reply.
+_POLL_EVERY = 1.0
+_MAX_BACKOFF = 5.0
+
+
+class Listener:
+    """Turns PostgreSQL notifications into calls.
+
+    Args:
+        db: Where to open the listening connection.
+        on_submitted: Called when tasks were submitted or rescheduled.
+        on_cancel: Called with a task id whose cancellation was requested.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        on_submitted: Callable[[], None],
+        on_cancel: Callable[[str], object],
+    ) -> None:
+        self._db = db
+        self._on_submitted = on_submitted
+        self._on_cancel = on_cancel
+        self.listening = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        """Listens until ``stop`` is set."""
+        backoff = 0.1
+        while not stop.is_set():
+            conn: Connection | None = None
+            try:
+                conn = self._listen()
+                backoff = 0.1
+                self._on_submitted()
+                self._serve(conn, stop)
+            except TaskmillError as exc:
+                logger.warning("listening for notifications failed: %s", exc.message)
+            except Exception:
+                logger.exception("listening for notifications failed")
+            finally:
+                self.listening.clear()
+                if conn is not None:
+                    conn.close()
+            stop.wait(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    def _listen(self) -> Connection:
+        conn = self._db.connect()
+        try:
+            conn.execute("LISTEN taskmill_submitted")
+            conn.execute("LISTEN taskmill_cancel")
+        except BaseException:
+            conn.close()
+            raise
+        self.listening.set()
+        return conn
+
+    def _serve(self, conn: Connection, stop: threading.Event) -> None:
+        last_poll = time.monotonic()
+        while not stop.is_set():
+            readable = conn.wait_readable(_WAIT)
+            if readable or time.monotonic() - last_poll >= _POLL_EVERY:
+                conn.poll_notifications()
+                last_poll = time.monotonic()
+                self._deliver(conn)
+
+    def _deliver(self, conn: Connection) -> None:
+        submitted = False
+        notifications = conn.notifications
+        while notifications:
+            _pid, channel, payload = notifications.popleft()
+            if channel == SUBMITTED_CHANNEL:
+                submitted = True
+            elif channel == CANCEL_CHANNEL and payload:
+                self._on_cancel(payload)
+        if submitted:
+            self._on_submitted()

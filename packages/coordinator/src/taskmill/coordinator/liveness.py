@@ -1,0 +1,77 @@
+"""The liveness check: remove silent workers and recover the tasks they (or anyone) lost.
+
+Every coordinator runs it against the shared tables, so tasks whose lease expired — because
+their worker died, or their coordinator did and nobody extends the leases any more — are
+recovered by whichever coordinator is still alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+
+from taskmill.common.errors import TaskmillError
+from taskmill.common.models import TaskStatus
+from taskmill.common.tasks import TaskStore
+from taskmill.common.workers import WorkerStore
+from taskmill.coordinator.registry import WorkerRegistry
+
+logger = logging.getLogger(__name__)
+
+
+class Liveness:
+    """Reaps dead workers and recovers lost tasks, on a timer.
+
+    Args:
+        workers: The worker store.
+        tasks: The task store.
+        registry: This coordinator's workers (reaped ones are forgotten).
+        on_rescheduled: Called when recovered tasks went back to ``scheduled``.
+        dead_after: Seconds of silence after which a worker is dead.
+        interval: Seconds between checks.
+    """
+
+    def __init__(
+        self,
+        workers: WorkerStore,
+        tasks: TaskStore,
+        registry: WorkerRegistry,
+        on_rescheduled: Callable[[], None],
+        *,
+        dead_after: float,
+        interval: float,
+    ) -> None:
+        self._workers = workers
+        self._tasks = tasks
+        self._registry = registry
+        self._on_rescheduled = on_rescheduled
+        self._dead_after = dead_after
+        self._interval = interval
+
+    def run(self, stop: threading.Event) -> None:
+        """Checks every ``interval`` seconds until ``stop`` is set."""
+        while not stop.wait(self._interval):
+            try:
+                self.check_once()
+            except TaskmillError as exc:
+                logger.warning("liveness check failed: %s", exc.message)
+            except Exception:
+                logger.exception("liveness check failed")
+
+    def check_once(self) -> dict[uuid.UUID, TaskStatus]:
+        """Reaps dead workers, recovers lost tasks, and returns the recovered tasks' statuses."""
+        dead = self._workers.reap_dead(self._dead_after)
+        for worker_id in dead:
+            self._registry.remove(worker_id)
+            logger.warning("worker %s silent for %ss: removed", worker_id, self._dead_after)
+        recovered = self._tasks.recover_lost(dead)
+        if recovered:
+            counts: dict[str, int] = {}
+            for status in recovered.values():
+                counts[status] = counts.get(status, 0) + 1
+            logger.warning("recovered %d lost tasks: %s", len(recovered), counts)
+        if TaskStatus.SCHEDULED in recovered.values():
+            self._on_rescheduled()
+        return recovered

@@ -1,0 +1,227 @@
+"""This coordinator's in-memory view of its workers: how to reach them and how much room they have.
+
+The ``workers`` table is the shared truth (other coordinators and the HTTP API read it); this view
+adds what only this process needs: an open channel to each worker and a running estimate of its
+free slots, so dispatch never needs a query to decide where tasks go.
+
+The estimate follows every event that changes a worker's room:
+
+- a claim reserves slots at once (the tasks are *outstanding* until the worker finishes them);
+- the ``AssignTasks`` answer caps the estimate at the worker's own count;
+- a final status report frees a slot, so a busy worker gets its next task without waiting for a
+  heartbeat;
+- a heartbeat resets the estimate to the worker's count, minus the outstanding tasks it did not
+  list yet (sent after it counted, or finished but not reported), which keeps a heartbeat that
+  crossed an assignment on the wire from overfilling the worker;
+- a refused assignment leaves the worker with no room until its next heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from taskmill.common.models import Worker
+from taskmill.v1 import worker_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+#: Heartbeats an outstanding task may be missing from before it counts as gone (its report lost).
+_MAX_MISSES = 3
+
+
+@dataclass
+class _Entry:
+    id: str
+    address: str
+    capacity: int
+    channel: grpc.Channel
+    stub: worker_pb2_grpc.WorkerServiceStub
+    free: int
+    blocked: bool = False
+    #: Tasks sent (or being sent) and not yet reported finished, with how many heartbeats in a
+    #: row have not listed them.
+    outstanding: dict[uuid.UUID, int] = field(default_factory=dict)
+    #: Outstanding tasks whose ``AssignTasks`` call has not returned yet.
+    sending: set[uuid.UUID] = field(default_factory=set)
+
+    @property
+    def room(self) -> int:
+        return 0 if self.blocked else max(self.free, 0)
+
+
+class WorkerRegistry:
+    """The workers this coordinator dispatches to, safe to use from any thread.
+
+    Args:
+        connect: Opens a channel to a worker's address (adds the cluster token and TLS).
+    """
+
+    def __init__(self, connect: Callable[[str], grpc.Channel]) -> None:
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._workers: dict[str, _Entry] = {}
+        self._last_served: str | None = None
+
+    # -- membership --------------------------------------------------------------------------
+
+    def add(self, worker: Worker, free_slots: int | None = None) -> None:
+        """Adds a worker (just registered, or adopted from a previous coordinator)."""
+        channel = self._connect(worker.address)
+        entry = _Entry(
+            id=worker.id,
+            address=worker.address,
+            capacity=worker.capacity,
+            channel=channel,
+            stub=worker_pb2_grpc.WorkerServiceStub(channel),
+            free=worker.capacity if free_slots is None else free_slots,
+        )
+        with self._lock:
+            old = self._workers.pop(worker.id, None)
+            self._workers[worker.id] = entry
+        if old is not None:
+            old.channel.close()
+
+    def remove(self, worker_id: str) -> bool:
+        """Forgets a worker and closes its channel; ``False`` when it was not known."""
+        with self._lock:
+            entry = self._workers.pop(worker_id, None)
+        if entry is None:
+            return False
+        entry.channel.close()
+        return True
+
+    def __contains__(self, worker_id: object) -> bool:
+        with self._lock:
+            return worker_id in self._workers
+
+    def ids(self) -> list[str]:
+        """The known workers' ids, in registration order."""
+        with self._lock:
+            return list(self._workers)
+
+    def stub(self, worker_id: str) -> worker_pb2_grpc.WorkerServiceStub | None:
+        """The ``WorkerService`` stub of a worker, or ``None`` when it is not known."""
+        with self._lock:
+            entry = self._workers.get(worker_id)
+            return None if entry is None else entry.stub
+
+    def room(self, worker_id: str) -> int:
+        """How many more tasks a worker is believed to take now (0 when unknown)."""
+        with self._lock:
+            entry = self._workers.get(worker_id)
+            return 0 if entry is None else entry.room
+
+    def has_room(self) -> bool:
+        """Whether any worker can take a task now."""
+        with self._lock:
+            return any(entry.room > 0 for entry in self._workers.values())
+
+    def close(self) -> None:
+        """Closes every channel."""
+        with self._lock:
+            entries = list(self._workers.values())
+            self._workers.clear()
+        for entry in entries:
+            entry.channel.close()
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def plan(self, limit: int) -> list[str]:
+        """Slots to fill, as worker ids in order: round robin over the workers with room.
+
+        The rotation starts after the worker served last, and each worker appears at most as
+        many times as its free slots: ``w1, w2, w3, w1, w2, w3, ...``.
+        """
+        with self._lock:
+            order = list(self._workers.values())
+            if self._last_served in self._workers:
+                start = [entry.id for entry in order].index(self._last_served) + 1
+                order = order[start:] + order[:start]
+            room = [entry.room for entry in order]
+        slots: list[str] = []
+        while len(slots) < limit and any(room):
+            for index, entry in enumerate(order):
+                if room[index] > 0 and len(slots) < limit:
+                    slots.append(entry.id)
+                    room[index] -= 1
+        return slots
+
+    def served(self, worker_id: str) -> None:
+        """Records the last worker a round gave a task to; the next round starts after it."""
+        with self._lock:
+            self._last_served = worker_id
+
+    # -- accounting --------------------------------------------------------------------------
+
+    def reserve(self, worker_id: str, task_ids: Sequence[uuid.UUID]) -> bool:
+        """Takes slots for tasks about to be sent; ``False`` when the worker is gone."""
+        with self._lock:
+            entry = self._workers.get(worker_id)
+            if entry is None:
+                return False
+            entry.free -= len(task_ids)
+            for task_id in task_ids:
+                entry.outstanding[task_id] = 0
+                entry.sending.add(task_id)
+            return True
+
+    def accepted(self, worker_id: str, task_ids: Iterable[uuid.UUID], free_slots: int) -> None:
+        """Records that a worker took tasks and how much room it said it has left."""
+        with self._lock:
+            entry = self._workers.get(worker_id)
+            if entry is not None:
+                entry.sending.difference_update(task_ids)
+                entry.free = min(entry.free, free_slots)
+
+    def refused(self, worker_id: str, task_ids: Iterable[uuid.UUID]) -> None:
+        """Records a failed assignment: the worker gets nothing until its next heartbeat."""
+        with self._lock:
+            entry = self._workers.get(worker_id)
+            if entry is None:
+                return
+            for task_id in task_ids:
+                entry.sending.discard(task_id)
+                if entry.outstanding.pop(task_id, None) is not None:
+                    entry.free += 1
+            entry.blocked = True
+
+    def finished(self, worker_id: str, task_ids: Iterable[uuid.UUID]) -> int:
+        """Frees the slots of tasks a worker reported finished (or gave back); returns how many."""
+        freed = 0
+        with self._lock:
+            entry = self._workers.get(worker_id)
+            if entry is None:
+                return 0
+            for task_id in task_ids:
+                if entry.outstanding.pop(task_id, None) is not None:
+                    entry.sending.discard(task_id)
+                    entry.free = min(entry.free + 1, entry.capacity)
+                    freed += 1
+        return freed
+
+    def heartbeat(self, worker_id: str, free_slots: int, held: Collection[uuid.UUID]) -> bool:
+        """Syncs a worker's room with its heartbeat; returns whether it has room now."""
+        with self._lock:
+            entry = self._workers.get(worker_id)
+            if entry is None:
+                return False
+            unlisted = 0
+            for task_id in list(entry.outstanding):
+                if task_id in held:
+                    entry.outstanding[task_id] = 0
+                    continue
+                if task_id not in entry.sending:
+                    entry.outstanding[task_id] += 1
+                    if entry.outstanding[task_id] >= _MAX_MISSES:
+                        del entry.outstanding[task_id]
+                        continue
+                unlisted += 1
+            entry.free = max(0, free_slots - unlisted)
+            entry.blocked = False
+            return entry.room > 0

@@ -1,0 +1,186 @@
+"""Assembles a running coordinator: the gRPC server and its three background loops."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health
+
+from taskmill.common.db import Database
+from taskmill.common.grpcutil import create_channel, set_serving
+from taskmill.common.grpcutil import create_server as create_grpc_server
+from taskmill.common.migrate import prepare_schema
+from taskmill.common.tasks import Backoff, TaskStore
+from taskmill.common.workers import WorkerStore
+from taskmill.coordinator.dispatch import Dispatcher
+from taskmill.coordinator.listener import Listener
+from taskmill.coordinator.liveness import Liveness
+from taskmill.coordinator.registry import WorkerRegistry
+from taskmill.coordinator.service import Fleet, Wakers
+from taskmill.coordinator.servicer import CoordinatorServicer
+from taskmill.coordinator.settings import CoordinatorSettings
+from taskmill.v1 import coordinator_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+#: Threads sending ``AssignTasks`` and ``CancelTask`` calls, so one slow worker holds up no other.
+_SENDERS = 8
+
+
+def new_coordinator_id() -> str:
+    """A unique id for this coordinator process."""
+    return f"c-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _bind_address(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+@dataclass
+class CoordinatorServer:
+    """A running coordinator. Stop it with :meth:`stop`.
+
+    Attributes:
+        port: The port the gRPC server is bound to.
+        coordinator_id: This coordinator's unique id.
+        fleet: The worker-facing service layer.
+        dispatcher: The dispatch loop.
+        liveness: The dead-worker and lost-task check.
+        listener: The notification listener (``listener.listening`` is set while listening).
+    """
+
+    port: int
+    coordinator_id: str
+    fleet: Fleet
+    dispatcher: Dispatcher
+    liveness: Liveness
+    listener: Listener
+    _server: grpc.Server
+    _health: health.HealthServicer
+    _db: Database
+    _registry: WorkerRegistry
+    _senders: ThreadPoolExecutor
+    _stop: threading.Event
+    _threads: list[threading.Thread]
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stops serving: NOT_SERVING, loops stopped, sends finished, in-flight calls drained."""
+        if self._stop.is_set():
+            return
+        logger.info("coordinator %s stopping", self.coordinator_id)
+        set_serving(self._health, False)
+        self._stop.set()
+        self.dispatcher.wake()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._senders.shutdown(wait=True)
+        self._server.stop(grace).wait()
+        self._registry.close()
+        self._db.close()
+        logger.info("coordinator %s stopped", self.coordinator_id)
+
+
+def _start(
+    name: str, target: Callable[[threading.Event], None], stop: threading.Event
+) -> threading.Thread:
+    thread = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def create_server(
+    settings: CoordinatorSettings, *, coordinator_id: str | None = None
+) -> CoordinatorServer:
+    """Prepares the schema, starts the gRPC server and the loops, and returns the coordinator.
+
+    Raises:
+        ConfigError: The address cannot be bound.
+        DatabaseUnavailable: PostgreSQL cannot be reached.
+        SchemaError: The schema is not the one this version expects.
+    """
+    db = Database(settings.database, max_connections=24, application_name="taskmill-coordinator")
+    try:
+        prepare_schema(db, migrate=settings.migrate)
+        return _assemble(settings, db, coordinator_id or new_coordinator_id())
+    except BaseException:
+        db.close()
+        raise
+
+
+def _assemble(
+    settings: CoordinatorSettings, db: Database, coordinator_id: str
+) -> CoordinatorServer:
+    tasks = TaskStore(db, Backoff(settings.retry_backoff_base, settings.retry_backoff_max))
+    workers = WorkerStore(db)
+    registry = WorkerRegistry(lambda address: create_channel(address, settings.security))
+    senders = ThreadPoolExecutor(_SENDERS, thread_name_prefix="assign")
+    dispatcher = Dispatcher(
+        tasks,
+        registry,
+        senders,
+        lease_seconds=settings.lease_seconds,
+        batch_size=settings.batch_size,
+        poll_interval=settings.poll_interval,
+        assign_timeout=settings.assign_timeout,
+    )
+    fleet = Fleet(
+        workers,
+        tasks,
+        registry,
+        Wakers(work=dispatcher.wake, room=dispatcher.slots_freed),
+        coordinator_id=coordinator_id,
+        lease_seconds=settings.lease_seconds,
+    )
+    listener = Listener(
+        db, dispatcher.wake, lambda task_id: senders.submit(fleet.forward_cancel, task_id)
+    )
+    liveness = Liveness(
+        workers,
+        tasks,
+        registry,
+        dispatcher.wake,
+        dead_after=settings.dead_after,
+        interval=settings.liveness_interval,
+    )
+    servicer = CoordinatorServicer(fleet, settings.worker_heartbeat_interval)
+    try:
+        server, port, health_servicer = create_grpc_server(
+            _bind_address(settings.host, settings.port),
+            lambda s: coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, s),
+            settings.security,
+        )
+    except BaseException:
+        senders.shutdown()
+        raise
+    stop = threading.Event()
+    threads = [
+        _start("dispatch", dispatcher.run, stop),
+        _start("listen", listener.run, stop),
+        _start("liveness", liveness.run, stop),
+    ]
+    logger.info("coordinator %s serving on port %d", coordinator_id, port)
+    return CoordinatorServer(
+        port=port,
+        coordinator_id=coordinator_id,
+        fleet=fleet,
+        dispatcher=dispatcher,
+        liveness=liveness,
+        listener=listener,
+        _server=server,
+        _health=health_servicer,
+        _db=db,
+        _registry=registry,
+        _senders=senders,
+        _stop=stop,
+        _threads=threads,
+    )

@@ -1,0 +1,194 @@
+"""The coordinator's rules for workers: registration, heartbeats, status reports, cancellation.
+
+The gRPC servicer parses requests and calls one method here; this layer keeps the shared
+``workers`` and ``tasks`` tables and this coordinator's in-memory view of its workers in step,
+and wakes the dispatch loop whenever room or work may have appeared.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from taskmill.common.errors import TaskmillError, TaskNotFound
+from taskmill.common.models import TaskStatus, Worker
+from taskmill.common.tasks import Outcome, TaskStore
+from taskmill.common.workers import WorkerStore
+from taskmill.coordinator.registry import WorkerRegistry
+from taskmill.v1 import worker_pb2
+
+logger = logging.getLogger(__name__)
+
+
+class UnknownWorker(TaskmillError):
+    """No live worker has this id; the worker must register again."""
+
+
+class InvalidRequest(TaskmillError):
+    """The request is malformed."""
+
+
+@dataclass(frozen=True)
+class Wakers:
+    """How the service tells the dispatch loop that something changed.
+
+    Attributes:
+        work: Tasks may be waiting (submitted, given back, or a worker joined).
+        room: A worker freed slots; worth a round only when tasks are waiting.
+    """
+
+    work: Callable[[], None]
+    room: Callable[[], None]
+
+
+class Fleet:
+    """Serves this coordinator's workers.
+
+    Args:
+        workers: The worker store.
+        tasks: The task store.
+        registry: This coordinator's in-memory view of its workers.
+        wakers: Callbacks into the dispatch loop.
+        coordinator_id: This process's unique id, recorded with its workers.
+        lease_seconds: How far a heartbeat extends the leases of the worker's tasks.
+        cancel_timeout: Deadline of a forwarded ``CancelTask`` call, in seconds.
+    """
+
+    def __init__(
+        self,
+        workers: WorkerStore,
+        tasks: TaskStore,
+        registry: WorkerRegistry,
+        wakers: Wakers,
+        *,
+        coordinator_id: str,
+        lease_seconds: float,
+        cancel_timeout: float = 5.0,
+    ) -> None:
+        self._workers = workers
+        self._tasks = tasks
+        self._registry = registry
+        self._wakers = wakers
+        self.coordinator_id = coordinator_id
+        self._lease_seconds = lease_seconds
+        self._cancel_timeout = cancel_timeout
+
+    def register(
+        self,
+        *,
+        address: str,
+        capacity: int,
+        hostname: str = "",
+        version: str = "",
+        handlers: Sequence[str] = (),
+    ) -> Worker:
+        """Records a new worker under a fresh id and starts dispatching to it.
+
+        Raises:
+            InvalidRequest: The address is empty or the capacity negative.
+        """
+        if not address.strip():
+            raise InvalidRequest("address must be host:port of the worker's WorkerService")
+        if capacity < 0:
+            raise InvalidRequest(f"capacity must not be negative (got {capacity})")
+        worker = self._workers.register(
+            address=address,
+            capacity=capacity,
+            coordinator_id=self.coordinator_id,
+            hostname=hostname,
+            version=version,
+            handlers=handlers,
+        )
+        self._registry.add(worker)
+        logger.info(
+            "worker %s registered: %s, capacity %d, host %r", worker.id, address, capacity, hostname
+        )
+        self._wakers.work()
+        return worker
+
+    def heartbeat(
+        self, worker_id: str, free_slots: int, held: Collection[uuid.UUID]
+    ) -> list[uuid.UUID]:
+        """Records a heartbeat, extends the leases of the tasks the worker holds, and returns
+        those of them whose cancellation was requested.
+
+        Raises:
+            UnknownWorker: The worker was removed (declared dead, or never registered).
+        """
+        worker = self._workers.heartbeat(worker_id, max(free_slots, 0))
+        if worker is None:
+            self._registry.remove(worker_id)
+            raise UnknownWorker(f"no live worker has id {worker_id}; register again")
+        if worker_id not in self._registry:
+            self._adopt(worker, free_slots)
+        self._tasks.extend_held_leases(worker_id, list(held), self._lease_seconds)
+        if self._registry.heartbeat(worker_id, free_slots, held):
+            self._wakers.room()
+        return self._tasks.cancel_requested(worker_id)
+
+    def _adopt(self, worker: Worker, free_slots: int) -> None:
+        """Takes over a worker registered with a coordinator that is gone (a restart)."""
+        adopted = self._workers.adopt(worker.id, self.coordinator_id) or worker
+        self._registry.add(adopted, free_slots=free_slots)
+        logger.info(
+            "worker %s adopted from coordinator %s", worker.id, worker.coordinator_id or "?"
+        )
+        self._wakers.work()
+
+    def report(
+        self, worker_id: str, outcomes: Sequence[Outcome], rejected: Sequence[uuid.UUID]
+    ) -> int:
+        """Applies a worker's status reports and gives back the tasks it rejected.
+
+        Reports are applied even from a worker this coordinator does not know (it may have just
+        restarted). Returns how many reports changed a task; the rest were duplicates or stale.
+        """
+        changed = self._tasks.apply(outcomes) if outcomes else set()
+        released = set(self._tasks.release(worker_id, rejected)) if rejected else set()
+        done = [o.task_id for o in outcomes if o.status is not TaskStatus.RUNNING]
+        if self._registry.finished(worker_id, [*done, *rejected]):
+            self._wakers.room()
+        # A failure with attempts left was scheduled again, after a backoff: the dispatch loop
+        # must set its timer for it.
+        retried = any(o.status is TaskStatus.FAILED and o.task_id in changed for o in outcomes)
+        if released or retried:
+            self._wakers.work()
+        applied = sum(1 for outcome in outcomes if outcome.task_id in changed)
+        return applied + sum(1 for task_id in rejected if task_id in released)
+
+    def deregister(self, worker_id: str) -> None:
+        """Removes a worker that is stopping and recovers the tasks it still held."""
+        self._workers.remove(worker_id)
+        self._registry.remove(worker_id)
+        recovered = self._tasks.recover_lost([worker_id])
+        logger.info("worker %s deregistered (%d tasks recovered)", worker_id, len(recovered))
+        if TaskStatus.SCHEDULED in recovered.values():
+            self._wakers.work()
+
+    def forward_cancel(self, task_id: str) -> bool:
+        """Asks the worker holding a task to cancel it, when it is one of this coordinator's.
+
+        Returns whether the worker said it held the task. Failures are only logged: the next
+        heartbeat of the worker carries the request too.
+        """
+        try:
+            task = self._tasks.get(uuid.UUID(task_id))
+        except (ValueError, TaskNotFound):
+            logger.warning("cancel requested for unknown task %r", task_id)
+            return False
+        stub = self._registry.stub(task.worker_id) if task.worker_id else None
+        if stub is None or task.status.is_final:
+            return False
+        try:
+            response = stub.CancelTask(
+                worker_pb2.CancelTaskRequest(task_id=task_id), timeout=self._cancel_timeout
+            )
+        except grpc.RpcError as exc:
+            logger.warning("forwarding cancel of %s to %s failed: %s", task_id, task.worker_id, exc)
+            return False
+        logger.info("cancel of %s forwarded to worker %s", task_id, task.worker_id)
+        return bool(response.found)

@@ -1,0 +1,120 @@
+"""The gRPC ``CoordinatorService``: parses each request, calls the fleet, maps errors once."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+import grpc
+
+from taskmill.common.convert import is_rejection, outcome_from_report
+from taskmill.common.errors import DatabaseUnavailable, InvalidTransition, TaskmillError
+from taskmill.common.tasks import Outcome
+from taskmill.coordinator.service import Fleet, InvalidRequest, UnknownWorker
+from taskmill.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_CODES: list[tuple[type[TaskmillError], grpc.StatusCode]] = [
+    (UnknownWorker, grpc.StatusCode.NOT_FOUND),
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidTransition, grpc.StatusCode.FAILED_PRECONDITION),
+    (DatabaseUnavailable, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def status_code(error: TaskmillError) -> grpc.StatusCode:
+    """The gRPC status code of a taskmill error."""
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.UNAVAILABLE if error.retryable else grpc.StatusCode.INTERNAL
+
+
+def _call(context: grpc.ServicerContext, method: Callable[[], T]) -> T:
+    try:
+        return method()
+    except TaskmillError as exc:
+        code = status_code(exc)
+        if code is grpc.StatusCode.INTERNAL:
+            logger.error("%s", exc.message)
+        context.abort(code, exc.message)
+
+
+def _task_ids(values: Iterable[str]) -> set[uuid.UUID]:
+    ids = set()
+    for value in values:
+        try:
+            ids.add(uuid.UUID(value))
+        except ValueError:
+            logger.warning("ignoring malformed task id %r", value)
+    return ids
+
+
+def _parse_reports(
+    reports: Iterable[common_pb2.StatusReport],
+) -> tuple[list[Outcome], list[uuid.UUID]]:
+    """Splits reports into outcomes and rejections; malformed ones are logged and dropped, so a
+    worker retrying its buffer is never stuck on one bad report."""
+    outcomes: list[Outcome] = []
+    rejected: list[uuid.UUID] = []
+    for report in reports:
+        try:
+            if is_rejection(report):
+                rejected.append(uuid.UUID(report.task_id))
+            else:
+                outcomes.append(outcome_from_report(report))
+        except ValueError as exc:
+            logger.warning("ignoring malformed report for task %r: %s", report.task_id, exc)
+    return outcomes, rejected
+
+
+class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
+    """Serves workers."""
+
+    def __init__(self, fleet: Fleet, heartbeat_interval: float) -> None:
+        self._fleet = fleet
+        self._heartbeat_interval = heartbeat_interval
+
+    def RegisterWorker(
+        self, request: coordinator_pb2.RegisterWorkerRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.RegisterWorkerResponse:
+        worker = _call(
+            context,
+            lambda: self._fleet.register(
+                address=request.address,
+                capacity=request.capacity,
+                hostname=request.hostname,
+                version=request.version,
+                handlers=list(request.handlers),
+            ),
+        )
+        return coordinator_pb2.RegisterWorkerResponse(
+            worker_id=worker.id, heartbeat_interval_seconds=self._heartbeat_interval
+        )
+
+    def Heartbeat(
+        self, request: coordinator_pb2.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.HeartbeatResponse:
+        held = _task_ids(request.running_task_ids)
+        cancel = _call(
+            context, lambda: self._fleet.heartbeat(request.worker_id, request.free_slots, held)
+        )
+        return coordinator_pb2.HeartbeatResponse(cancel_task_ids=[str(i) for i in cancel])
+
+    def ReportTaskStatuses(
+        self, request: coordinator_pb2.ReportTaskStatusesRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.ReportTaskStatusesResponse:
+        outcomes, rejected = _parse_reports(request.reports)
+        applied = _call(context, lambda: self._fleet.report(request.worker_id, outcomes, rejected))
+        return coordinator_pb2.ReportTaskStatusesResponse(applied=applied)
+
+    def DeregisterWorker(
+        self, request: coordinator_pb2.DeregisterWorkerRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.DeregisterWorkerResponse:
+        _call(context, lambda: self._fleet.deregister(request.worker_id))
+        return coordinator_pb2.DeregisterWorkerResponse()

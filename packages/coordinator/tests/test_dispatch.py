@@ -1,0 +1,192 @@
+"""Dispatch against a real coordinator and fake workers: spread, room, failures, wake-ups."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import grpc
+import pytest
+
+from taskmill.common.models import TaskStatus
+
+
+def test_register_records_the_worker(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator, capacity=3, register=False)
+    response = worker.register()
+    assert response.heartbeat_interval_seconds == 1.0
+    with harness.db.connection() as conn:
+        row = conn.row("get_worker", id=response.worker_id)
+    assert row is not None
+    assert (row["address"], row["capacity"], row["hostname"]) == (worker.address, 3, "fake")
+    assert row["coordinator_id"] == coordinator.coordinator_id
+    assert list(row["handlers"]) == ["echo"]
+
+
+def test_heartbeat_of_an_unknown_worker_is_not_found(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator, register=False)
+    worker.worker_id = "w-nobody"
+    with pytest.raises(grpc.RpcError) as error:
+        worker.heartbeat()
+    assert error.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_tasks_submitted_together_spread_evenly(harness) -> None:
+    coordinator = harness.coordinator()
+    workers = [harness.worker(coordinator, capacity=4) for _ in range(3)]
+    ids = harness.submit(9)
+    harness.wait_until(lambda: sum(len(w.assignments) for w in workers) == 9, what="9 assigned")
+    assert [len(w.assignments) for w in workers] == [3, 3, 3]
+    assert sorted(a for w in workers for a in w.task_ids()) == sorted(map(str, ids))
+    for worker in workers:
+        for task_id in worker.task_ids():
+            task = harness.task(task_id)
+            assert (task.status, task.worker_id, task.attempt) == (
+                TaskStatus.DISPATCHED,
+                worker.worker_id,
+                1,
+            )
+
+
+def test_single_tasks_rotate_over_the_workers(harness) -> None:
+    coordinator = harness.coordinator()
+    workers = [harness.worker(coordinator, capacity=4) for _ in range(3)]
+    for count in range(1, 7):
+        harness.submit(1)
+        harness.wait_until(lambda n=count: sum(len(w.assignments) for w in workers) == n)
+    assert [len(w.assignments) for w in workers] == [2, 2, 2]
+
+
+def test_a_worker_never_gets_more_than_its_free_slots(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator, capacity=2)
+    ids = harness.submit(5)
+    harness.wait_until(lambda: len(worker.assignments) == 2)
+    assert Counter(harness.task(i).status for i in ids) == {
+        TaskStatus.DISPATCHED: 2,
+        TaskStatus.SCHEDULED: 3,
+    }
+    # A final report frees a slot: the next task follows without waiting for a heartbeat.
+    worker.report(worker.task_ids()[0], TaskStatus.SUCCEEDED, result=1)
+    harness.wait_until(lambda: len(worker.assignments) == 3)
+    worker.heartbeat()
+    assert len(worker.assignments) == 3
+    assert worker.overfilled == 0
+
+
+def test_heartbeat_free_slots_limit_dispatch(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator, capacity=4)
+    worker.heartbeat(free_slots=1)
+    harness.submit(3)
+    harness.wait_until(lambda: len(worker.assignments) == 1)
+    worker.heartbeat(free_slots=2)
+    harness.wait_until(lambda: len(worker.assignments) == 3)
+    assert worker.overfilled == 0
+
+
+@pytest.mark.parametrize(
+    "failure", [grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, "down"]
+)
+def test_failed_assignment_returns_the_task_and_it_goes_elsewhere(harness, failure) -> None:
+    coordinator = harness.coordinator()
+    refusing = harness.worker(coordinator)
+    if failure == "down":
+        refusing.server.stop(0).wait()
+    else:
+        refusing.refuse = failure
+    [task_id] = harness.submit(1)
+    harness.wait_until(
+        lambda: (
+            harness.task(task_id).status is TaskStatus.SCHEDULED
+            and (failure == "down" or refusing.refusals >= 1)
+        ),
+        what="the task given back",
+    )
+    task = harness.task(task_id)
+    assert (task.attempt, task.worker_id, task.dispatched_at) == (0, None, None)
+
+    other = harness.worker(coordinator)
+    harness.wait_until(lambda: other.assignments)
+    assert [(a.task_id, a.attempt) for a in other.assignments] == [(str(task_id), 1)]
+    task = harness.task(task_id)
+    assert (task.status, task.worker_id, task.attempt) == (
+        TaskStatus.DISPATCHED,
+        other.worker_id,
+        1,
+    )
+
+
+def test_a_refusing_worker_gets_room_again_at_its_next_heartbeat(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator)
+    worker.refuse = grpc.StatusCode.RESOURCE_EXHAUSTED
+    [task_id] = harness.submit(1)
+    harness.wait_until(lambda: worker.refusals == 1)
+    worker.refuse = None
+    worker.heartbeat()
+    harness.wait_until(lambda: worker.assignments)
+    assert worker.assignments[0].task_id == str(task_id)
+    assert worker.refusals == 1
+
+
+def test_assignment_carries_the_task(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator)
+    [task_id] = harness.submit(
+        1,
+        command="sleep",
+        payload={"seconds": 0.5},
+        queue="slow",
+        max_attempts=3,
+        timeout_seconds=9.5,
+        trace_context="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
+    harness.wait_until(lambda: worker.assignments)
+    assignment = worker.assignments[0]
+    task = harness.task(task_id)
+    assert assignment.task_id == str(task_id)
+    assert (assignment.command, assignment.queue) == ("sleep", "slow")
+    assert assignment.payload_json == '{"seconds":0.5}'
+    assert (assignment.attempt, assignment.max_attempts) == (1, 3)
+    assert assignment.timeout_seconds == 9.5
+    assert assignment.traceparent == task.trace_context
+    assert assignment.scheduled_at.ToDatetime().timestamp() == pytest.approx(
+        task.scheduled_at.timestamp(), abs=1e-6
+    )
+    assert task.lease_expires_at is not None
+    assert assignment.lease_expires_at.ToDatetime().timestamp() == pytest.approx(
+        task.lease_expires_at.timestamp(), abs=1e-6
+    )
+
+
+def test_a_submit_wakes_the_dispatcher(harness) -> None:
+    # The slow poll is a minute: only the LISTEN wake-up can dispatch within the deadline.
+    coordinator = harness.coordinator(poll_interval=60.0)
+    harness.wait_until(coordinator.listener.listening.is_set)
+    worker = harness.worker(coordinator)
+    for count in (1, 2, 3):
+        harness.submit(1)
+        harness.wait_until(lambda n=count: len(worker.assignments) == n, timeout=10)
+
+
+def test_a_future_task_is_not_dispatched_early(harness) -> None:
+    coordinator = harness.coordinator(poll_interval=60.0)
+    worker = harness.worker(coordinator)
+    harness.wait_until(coordinator.listener.listening.is_set)
+    [task_id] = harness.submit(1, delay_seconds=1.0)
+    harness.wait_until(lambda: worker.assignments, timeout=10)
+    task = harness.task(task_id)
+    assert task.dispatched_at is not None
+    assert task.dispatched_at >= task.scheduled_at
+
+
+def test_higher_priority_goes_first(harness) -> None:
+    coordinator = harness.coordinator()
+    low = harness.submit(2, priority=0)
+    high = harness.submit(2, priority=5)
+    worker = harness.worker(coordinator, capacity=2)
+    harness.wait_until(lambda: len(worker.assignments) == 2)
+    assert sorted(worker.task_ids()) == sorted(map(str, high))
+    assert {harness.task(i).status for i in low} == {TaskStatus.SCHEDULED}

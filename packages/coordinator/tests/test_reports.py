@@ -1,0 +1,111 @@
+"""Status reports, cancellation and deregistration through the real CoordinatorService."""
+
+from __future__ import annotations
+
+import uuid
+
+from taskmill.common.models import TaskError, TaskStatus
+from taskmill.v1 import coordinator_pb2
+
+
+def _dispatched(harness, worker, count: int = 1, **fields) -> list[uuid.UUID]:
+    before = len(worker.assignments)
+    ids = harness.submit(count, **fields)
+    harness.wait_until(lambda: len(worker.assignments) == before + count)
+    return ids
+
+
+def test_reports_are_applied_and_duplicates_change_nothing(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator)
+    [task_id] = _dispatched(harness, worker)
+
+    assert worker.report(str(task_id), TaskStatus.RUNNING) == 1
+    assert harness.task(task_id).status is TaskStatus.RUNNING
+    assert worker.report(str(task_id), TaskStatus.SUCCEEDED, result={"ok": True}) == 1
+    done = harness.task(task_id)
+    assert (done.status, done.result) == (TaskStatus.SUCCEEDED, {"ok": True})
+
+    assert worker.report(str(task_id), TaskStatus.SUCCEEDED, result="again") == 0
+    assert worker.report(str(task_id), TaskStatus.FAILED, error=TaskError("E", "late")) == 0
+    assert worker.report(str(task_id), TaskStatus.RUNNING) == 0
+    assert harness.task(task_id) == done
+
+
+def test_a_report_for_another_attempt_is_ignored(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator)
+    [task_id] = _dispatched(harness, worker)
+    assert worker.report(str(task_id), TaskStatus.SUCCEEDED, attempt=2, result=1) == 0
+    assert harness.task(task_id).status is TaskStatus.DISPATCHED
+
+
+def test_a_failure_is_recorded_with_its_error(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator)
+    [task_id] = _dispatched(harness, worker)
+    error = TaskError("ValueError", "bad input", "Traceback ...")
+    assert worker.report(str(task_id), TaskStatus.FAILED, error=error) == 1
+    task = harness.task(task_id)
+    assert (task.status, task.error) == (TaskStatus.FAILED, error)
+
+
+def test_a_failure_with_attempts_left_is_retried_after_backoff(harness) -> None:
+    coordinator = harness.coordinator(retry_backoff_base=0.2, retry_backoff_max=0.2)
+    worker = harness.worker(coordinator)
+    [task_id] = _dispatched(harness, worker, max_attempts=2)
+    assert worker.report(str(task_id), TaskStatus.FAILED, error=TaskError("E", "once")) == 1
+    retried = harness.task(task_id)
+    assert (retried.status, retried.attempt) == (TaskStatus.SCHEDULED, 1)
+    harness.wait_until(lambda: len(worker.assignments) == 2)
+    assert [a.attempt for a in worker.assignments] == [1, 2]
+    task = harness.task(task_id)
+    assert task.dispatched_at is not None and task.dispatched_at >= retried.scheduled_at
+
+
+def test_reports_from_an_unknown_worker_are_still_applied(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator)
+    [task_id] = _dispatched(harness, worker)
+    applied = worker.report(str(task_id), TaskStatus.SUCCEEDED, result=7, worker_id="w-gone")
+    assert applied == 1
+    assert harness.task(task_id).result == 7
+
+
+def test_a_rejected_task_is_given_back_and_dispatched_again(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator, capacity=1)
+    [task_id] = _dispatched(harness, worker)
+    assert worker.report(str(task_id), None) == 1
+    harness.wait_until(lambda: len(worker.assignments) == 2)
+    assert [(a.task_id, a.attempt) for a in worker.assignments] == [(str(task_id), 1)] * 2
+    assert harness.task(task_id).attempt == 1
+
+
+def test_a_cancel_request_reaches_the_worker(harness) -> None:
+    coordinator = harness.coordinator()
+    harness.wait_until(coordinator.listener.listening.is_set)
+    worker = harness.worker(coordinator)
+    [task_id] = _dispatched(harness, worker)
+    worker.report(str(task_id), TaskStatus.RUNNING)
+    harness.tasks.cancel(task_id)
+    harness.wait_until(lambda: worker.cancels == [str(task_id)], what="CancelTask")
+    # The heartbeat repeats the request, in case the call was lost.
+    assert list(worker.heartbeat().cancel_task_ids) == [str(task_id)]
+    assert worker.report(str(task_id), TaskStatus.CANCELLED) == 1
+    assert harness.task(task_id).status is TaskStatus.CANCELLED
+    assert list(worker.heartbeat().cancel_task_ids) == []
+
+
+def test_deregistering_removes_the_worker_and_returns_its_unstarted_tasks(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator, capacity=2)
+    ids = _dispatched(harness, worker, 2)
+    worker.report(str(ids[0]), TaskStatus.SUCCEEDED, result=None)
+    worker.stub.DeregisterWorker(
+        coordinator_pb2.DeregisterWorkerRequest(worker_id=worker.worker_id)
+    )
+    assert worker.worker_id not in harness.worker_ids()
+    task = harness.task(ids[1])
+    assert (task.status, task.attempt, task.worker_id) == (TaskStatus.SCHEDULED, 0, None)
+    assert harness.task(ids[0]).status is TaskStatus.SUCCEEDED
