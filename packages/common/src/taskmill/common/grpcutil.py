@@ -209,9 +209,20 @@ def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
     health_servicer.set("", status)
 
 
-def check_health(target: str, timeout: float = 2.0) -> bool:
-    """Asks a server's ``grpc.health.v1`` service whether it is SERVING (for probes)."""
-    with grpc.insecure_channel(target) as channel:
+def check_health(target: str, timeout: float = 2.0, security: GrpcSecurity | None = None) -> bool:
+    """Asks a server's ``grpc.health.v1`` service whether it is SERVING (for probes).
+
+    Args:
+        target: ``host:port`` of the server.
+        timeout: Seconds to wait for the answer.
+        security: The TLS settings to reach a server that uses TLS; without them the probe
+            speaks plaintext, which a TLS server refuses (reported as not serving).
+    """
+    if security is not None and security.tls:
+        channel = create_channel(target, security)
+    else:
+        channel = grpc.insecure_channel(target)
+    with channel:
         check = channel.unary_unary(
             _HEALTH_PREFIX + "Check",
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
