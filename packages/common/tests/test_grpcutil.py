@@ -1,0 +1,280 @@
+"""gRPC servers and channels from grpcutil: the cluster token, the health service, and TLS.
+
+A tiny WorkerService servicer runs on a real server at 127.0.0.1:<free port> made by
+``create_server``; calls go through channels from ``create_channel`` or plain grpc channels.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2
+
+from taskmill.common.errors import ConfigError
+from taskmill.common.grpcutil import (
+    TOKEN_METADATA_KEY,
+    GrpcSecurity,
+    check_health,
+    create_channel,
+    create_server,
+    set_serving,
+)
+from taskmill.v1 import worker_pb2, worker_pb2_grpc
+
+TOKEN = "s3cret-cluster-token"
+TIMEOUT = 10.0
+
+
+class _Worker(worker_pb2_grpc.WorkerServiceServicer):
+    def CancelTask(
+        self, request: worker_pb2.CancelTaskRequest, context: grpc.ServicerContext
+    ) -> worker_pb2.CancelTaskResponse:
+        return worker_pb2.CancelTaskResponse(found=request.task_id == "held")
+
+
+def _register(server: grpc.Server) -> None:
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(_Worker(), server)
+
+
+@contextmanager
+def _serving(security: GrpcSecurity) -> Iterator[tuple[str, health.HealthServicer]]:
+    server, port, health_servicer = create_server("127.0.0.1:0", _register, security)
+    try:
+        yield f"127.0.0.1:{port}", health_servicer
+    finally:
+        server.stop(None).wait()
+
+
+def _cancel(channel: grpc.Channel, task_id: str = "held") -> bool:
+    stub = worker_pb2_grpc.WorkerServiceStub(channel)
+    reply = stub.CancelTask(worker_pb2.CancelTaskRequest(task_id=task_id), timeout=TIMEOUT)
+    return reply.found
+
+
+def _code(error: grpc.RpcError) -> grpc.StatusCode:
+    assert isinstance(error, grpc.Call)  # unary call errors carry their status
+    return error.code()
+
+
+def _health_status(channel: grpc.Channel, service: str = "") -> int:
+    # The typed HealthStub lacks Check, so call the method through the channel with its types.
+    check = channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+    reply = check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
+    return int(reply.status)
+
+
+@pytest.fixture
+def token_server() -> Iterator[tuple[str, health.HealthServicer]]:
+    with _serving(GrpcSecurity(cluster_token=TOKEN)) as served:
+        yield served
+
+
+# -- the cluster token ------------------------------------------------------------------------
+
+
+def test_call_with_the_cluster_token_succeeds(
+    token_server: tuple[str, health.HealthServicer],
+) -> None:
+    target, _ = token_server
+    with create_channel(target, GrpcSecurity(cluster_token=TOKEN)) as channel:
+        assert _cancel(channel) is True
+        assert _cancel(channel, "other") is False
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token", TOKEN[:-1], TOKEN + "x"])
+def test_call_without_the_right_token_is_unauthenticated(
+    token_server: tuple[str, health.HealthServicer], token: str | None
+) -> None:
+    target, _ = token_server
+    with (
+        create_channel(target, GrpcSecurity(cluster_token=token)) as channel,
+        pytest.raises(grpc.RpcError) as raised,
+    ):
+        _cancel(channel)
+
+    assert _code(raised.value) is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_token_in_plain_metadata_is_accepted(
+    token_server: tuple[str, health.HealthServicer],
+) -> None:
+    # What any client, not only create_channel, must send.
+    target, _ = token_server
+    with grpc.insecure_channel(target) as channel:
+        stub = worker_pb2_grpc.WorkerServiceStub(channel)
+        reply = stub.CancelTask(
+            worker_pb2.CancelTaskRequest(task_id="held"),
+            metadata=[(TOKEN_METADATA_KEY, TOKEN)],
+            timeout=TIMEOUT,
+        )
+
+    assert reply.found is True
+
+
+def test_server_without_a_token_accepts_any_call() -> None:
+    with (
+        _serving(GrpcSecurity()) as (target, _),
+        create_channel(target, GrpcSecurity(cluster_token="anything")) as with_token,
+        create_channel(target, GrpcSecurity()) as without_token,
+    ):
+        assert _cancel(with_token) is True
+        assert _cancel(without_token) is True
+
+
+# -- health -----------------------------------------------------------------------------------
+
+
+def test_health_check_needs_no_token(token_server: tuple[str, health.HealthServicer]) -> None:
+    target, _ = token_server
+    with grpc.insecure_channel(target) as channel:
+        assert _health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_check_health_follows_set_serving(
+    token_server: tuple[str, health.HealthServicer],
+) -> None:
+    target, health_servicer = token_server
+    assert check_health(target) is True
+
+    set_serving(health_servicer, False)
+
+    assert check_health(target) is False
+    with grpc.insecure_channel(target) as channel:
+        assert _health_status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+
+    set_serving(health_servicer, True)
+
+    assert check_health(target) is True
+
+
+def test_check_health_is_false_for_a_closed_port() -> None:
+    # Bound but never listening: connections are refused while the socket is held.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+        assert check_health(f"127.0.0.1:{port}", timeout=2.0) is False
+
+
+def test_create_server_refuses_an_address_in_use() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            create_server(f"127.0.0.1:{port}", _register, GrpcSecurity())
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+def _signed(tmp: Path, ca: Path, ca_key: Path, name: str) -> tuple[Path, Path]:
+    key, csr, cert, ext = (tmp / f"{name}.{s}" for s in ("key", "csr", "pem", "ext"))
+    ext.write_text(
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth, clientAuth\n"
+    )
+    _openssl(
+        *("req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}"),
+        *("-keyout", key, "-out", csr),
+    )
+    _openssl(
+        *("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial"),
+        *("-days", "1", "-sha256", "-extfile", ext, "-out", cert),
+    )
+    return cert, key
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, Path]:
+    """A throwaway CA with a server and a client certificate, made with the openssl CLI."""
+    ca, ca_key = tmp_path / "ca.pem", tmp_path / "ca.key"
+    _openssl(
+        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+        *("-subj", "/CN=taskmill test CA", "-keyout", ca_key, "-out", ca),
+    )
+    files = {"ca": ca}
+    for name in ("server", "client"):
+        files[f"{name}_cert"], files[f"{name}_key"] = _signed(tmp_path, ca, ca_key, name)
+    return files
+
+
+def test_mutual_tls_call_succeeds_and_plaintext_fails(pki: dict[str, Path]) -> None:
+    server_security = GrpcSecurity(
+        cluster_token=TOKEN,
+        tls_cert_file=str(pki["server_cert"]),
+        tls_key_file=str(pki["server_key"]),
+        tls_ca_file=str(pki["ca"]),
+    )
+    client_security = GrpcSecurity(
+        cluster_token=TOKEN,
+        tls_cert_file=str(pki["client_cert"]),
+        tls_key_file=str(pki["client_key"]),
+        tls_ca_file=str(pki["ca"]),
+    )
+    no_client_cert = GrpcSecurity(cluster_token=TOKEN, tls_ca_file=str(pki["ca"]))
+
+    with _serving(server_security) as (target, _):
+        with create_channel(target, client_security) as channel:
+            assert _cancel(channel) is True
+            assert _health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+        for refused in (GrpcSecurity(cluster_token=TOKEN), no_client_cert):
+            with create_channel(target, refused) as channel, pytest.raises(grpc.RpcError) as raised:
+                _cancel(channel)
+            assert _code(raised.value) is grpc.StatusCode.UNAVAILABLE
+
+
+def test_security_from_env(pki: dict[str, Path]) -> None:
+    env = {
+        "TASKMILL_CLUSTER_TOKEN": TOKEN,
+        "TASKMILL_TLS_CERT": str(pki["server_cert"]),
+        "TASKMILL_TLS_KEY": str(pki["server_key"]),
+        "TASKMILL_TLS_CA": str(pki["ca"]),
+    }
+
+    security = GrpcSecurity.from_env(env)
+
+    assert security.tls is True
+    assert security.cluster_token == TOKEN
+    assert TOKEN not in repr(security)
+    assert GrpcSecurity.from_env({}) == GrpcSecurity()
+    assert GrpcSecurity.from_env({}).tls is False
+    with pytest.raises(ConfigError, match="must be set together"):
+        GrpcSecurity.from_env({"TASKMILL_TLS_CERT": str(pki["server_cert"])})
+    with pytest.raises(ConfigError, match="does not exist"):
+        GrpcSecurity.from_env({"TASKMILL_TLS_CA": str(pki["ca"]) + ".missing"})
+
+
+def test_check_health_reaches_a_tls_server_with_its_security(pki: dict[str, Path]) -> None:
+    server_security = GrpcSecurity(
+        cluster_token=TOKEN,
+        tls_cert_file=str(pki["server_cert"]),
+        tls_key_file=str(pki["server_key"]),
+        tls_ca_file=str(pki["ca"]),
+    )
+    # A probe carries the client certificate but needs no token.
+    probe_security = GrpcSecurity(
+        tls_cert_file=str(pki["client_cert"]),
+        tls_key_file=str(pki["client_key"]),
+        tls_ca_file=str(pki["ca"]),
+    )
+
+    with _serving(server_security) as (target, health_servicer):
+        assert check_health(target, security=probe_security) is True
+        assert check_health(target) is False  # plaintext to a TLS server
+        set_serving(health_servicer, False)
+        assert check_health(target, security=probe_security) is False
