@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -19,6 +20,26 @@ def _gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+def _spawned_children() -> set[int]:
+    """Pids of this process's children started by multiprocessing's spawn (read from /proc)."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == os.getpid() and b"spawn_main" in cmdline:
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def _new_child(before: set[int]) -> int:
+    children = wait_for(lambda: _spawned_children() - before, what="the handler's process")
+    assert len(children) == 1
+    return children.pop()
 
 
 def test_cooperative_thread_handler_times_out_and_frees_its_slot(
@@ -71,16 +92,13 @@ def test_stuck_thread_handler_is_reported_at_its_timeout_but_holds_its_slot(
     assert coordinator.statuses(task.task_id) == ["running", "failed"]
 
 
-def test_process_handler_past_its_timeout_is_killed(
-    coordinator, start_worker, worker_stub, tmp_path
-):
+def test_process_handler_past_its_timeout_is_killed(coordinator, start_worker, worker_stub):
     worker = start_worker()
     worker_id = coordinator.wait_registered()
-    pid_file = tmp_path / "pid"
-    task = assignment("test.spin_in_process", {"pid_file": str(pid_file)}, timeout=1.0)
+    before = _spawned_children()
+    task = assignment("test.spin_in_process", {}, timeout=1.0)
     worker_stub(worker).AssignTasks(assign_request(worker_id, task))
-    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), what="the child"))
-    assert pid != os.getpid()
+    pid = _new_child(before)
     final = coordinator.wait_final(task.task_id)
     assert coordinator.statuses(task.task_id) == ["running", "failed"]
     assert final.error.type == "timeout"
@@ -154,15 +172,15 @@ def test_cooperative_process_handler_is_cancelled(coordinator, start_worker, wor
 
 
 def test_process_handler_ignoring_cancellation_is_killed_after_the_grace(
-    coordinator, start_worker, worker_stub, tmp_path
+    coordinator, start_worker, worker_stub
 ):
     worker = start_worker(process_cancel_grace=0.3)
     worker_id = coordinator.wait_registered()
     stub = worker_stub(worker)
-    pid_file = tmp_path / "pid"
-    task = assignment("test.spin_in_process", {"pid_file": str(pid_file)})
+    before = _spawned_children()
+    task = assignment("test.spin_in_process", {})
     stub.AssignTasks(assign_request(worker_id, task))
-    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), what="the child"))
+    pid = _new_child(before)
     assert stub.CancelTask(worker_pb2.CancelTaskRequest(task_id=task.task_id)).found
     coordinator.wait_final(task.task_id)
     assert coordinator.statuses(task.task_id) == ["running", "cancelled"]

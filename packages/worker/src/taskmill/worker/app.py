@@ -88,6 +88,7 @@ class Worker:
         self._server: grpc.Server | None = None
         self._agent: Agent | None = None
         self._health: health.HealthServicer | None = None
+        self._closed = False
 
     @property
     def worker_id(self) -> str | None:
@@ -155,6 +156,9 @@ class Worker:
 
     def close(self) -> None:
         """Stops everything at once, without draining or deregistering."""
+        if self._closed:
+            return
+        self._closed = True
         if self._agent is not None:
             self._agent.stop()
         self.reporter.stop()

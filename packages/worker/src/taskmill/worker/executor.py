@@ -31,7 +31,7 @@ from taskmill.worker.watchdog import Watchdog
 logger = logging.getLogger(__name__)
 
 _RUNNING = Outcome(ReportStatus.RUNNING)
-_STOP_JOIN_SECONDS = 5.0
+_STOP_WAIT_SECONDS = 5.0
 
 
 class Draining(TaskmillError):
@@ -95,6 +95,7 @@ class Executor:
         self._jobs: dict[str, Job] = {}  # held tasks: queued or running, not yet settled
         self._queued = 0
         self._busy = 0  # slot threads inside a handler, including ones whose task timed out
+        self._children = 0  # slot threads supervising a child process
         self._draining = False
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._watchdog: Watchdog[Job] = Watchdog(self._time_out)
@@ -122,8 +123,8 @@ class Executor:
     def stop(self) -> None:
         """Stops at once: held tasks are abandoned unreported, their flags set, children killed.
 
-        Waits a few seconds for busy slot threads; a thread stuck in a handler is left behind
-        (slot threads are daemons).
+        Waits a few seconds for the children of ``process=True`` handlers to be killed. A slot
+        thread stuck in a thread handler is left behind (slot threads are daemons).
         """
         with self._lock:
             for job in self._jobs.values():
@@ -131,13 +132,10 @@ class Executor:
                 job.state = JobState.DONE
             self._jobs.clear()
             self._draining = True
+            self._lock.wait_for(lambda: self._children == 0, _STOP_WAIT_SECONDS)
         for _ in self._threads:
             self._queue.put(None)
         self._watchdog.stop()
-        deadline = time.monotonic() + _STOP_JOIN_SECONDS
-        for thread in self._threads:
-            if thread.is_alive():
-                thread.join(max(0.0, deadline - time.monotonic()))
 
     def free_slots(self) -> int:
         """How many more tasks the worker accepts now (0 while draining)."""
@@ -292,20 +290,31 @@ class Executor:
         deadline = time.monotonic() + job.timeout if job.timeout else None
         try:
             if handler.process:
-                return run_in_process(
-                    handler,
-                    job.assignment,
-                    cancel=job.cancel,
-                    deadline=deadline,
-                    cancel_grace=self._process_cancel_grace,
-                    abandoned=lambda: job.state is JobState.DONE,
-                )
+                return self._execute_in_process(job, deadline)
             if deadline is not None:
                 self._watchdog.watch(deadline, job)
             return run_handler(handler, job.assignment, job.cancel)
         except Exception as exc:
             logger.exception("task %s could not be run", job.assignment.task_id)
             return Outcome.failed(type(exc).__name__, f"the worker could not run the task: {exc}")
+
+    def _execute_in_process(self, job: Job, deadline: float | None) -> Outcome | None:
+        assert job.handler is not None
+        with self._lock:
+            self._children += 1
+        try:
+            return run_in_process(
+                job.handler,
+                job.assignment,
+                cancel=job.cancel,
+                deadline=deadline,
+                cancel_grace=self._process_cancel_grace,
+                abandoned=lambda: job.state is JobState.DONE,
+            )
+        finally:
+            with self._lock:
+                self._children -= 1
+                self._lock.notify_all()
 
     def _finish(self, job: Job, outcome: Outcome | None) -> None:
         with self._lock:

@@ -47,9 +47,10 @@ class Membership:
     def matches(self, worker_id: str, timeout: float) -> bool:
         """Whether ``worker_id`` is this worker's id.
 
-        A registration may be in flight: the coordinator can send work as soon as it has
-        answered, before the answer is recorded here, so an unknown id waits up to ``timeout``.
+        While unregistered, a registration may be in flight: the coordinator can send work as
+        soon as it has answered, before the answer is recorded here, so the check waits up to
+        ``timeout`` for an id to arrive.
         """
         with self._condition:
-            self._condition.wait_for(lambda: self._worker_id == worker_id, timeout)
+            self._condition.wait_for(lambda: self._worker_id is not None, timeout)
             return self._worker_id == worker_id
