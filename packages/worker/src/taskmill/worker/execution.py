@@ -18,12 +18,15 @@ from taskmill.worker.registry import Handler
 MAX_TRACEBACK_CHARS = 8000
 #: Error messages are cut to this many characters.
 MAX_MESSAGE_CHARS = 2000
+#: Results larger than this fail the task: they would not fit in a status report message.
+MAX_RESULT_CHARS = 16 * 1024 * 1024
 
 TIMEOUT = "timeout"
 UNKNOWN_COMMAND = "unknown_command"
 WORKER_SHUTDOWN = "worker_shutdown"
 INVALID_PAYLOAD = "invalid_payload"
 RESULT_NOT_SERIALIZABLE = "result_not_serializable"
+RESULT_TOO_LARGE = "result_too_large"
 
 
 def truncate_traceback(text: str, limit: int = MAX_TRACEBACK_CHARS) -> str:
@@ -52,6 +55,11 @@ def encode_result(value: Any) -> Outcome:
         return Outcome.failed(
             RESULT_NOT_SERIALIZABLE,
             f"the handler returned a value that is not JSON-serialisable: {_message(exc)}",
+        )
+    if len(text) > MAX_RESULT_CHARS:
+        return Outcome.failed(
+            RESULT_TOO_LARGE,
+            f"the result is {len(text)} characters of JSON; the limit is {MAX_RESULT_CHARS}",
         )
     return Outcome.succeeded(text)
 

@@ -68,7 +68,7 @@ def _is_context_annotation(annotation: Any) -> bool:
     if annotation is TaskContext:
         return True
     # With ``from __future__ import annotations`` the annotation is a string.
-    return isinstance(annotation, str) and annotation.split(".")[-1] == "TaskContext"
+    return isinstance(annotation, str) and annotation.strip("'\"").split(".")[-1] == "TaskContext"
 
 
 def context_mode_of(func: Callable[..., Any]) -> tuple[ContextMode, str]:

@@ -26,6 +26,13 @@ from taskmill.worker.retry import Backoff, describe, status_code
 logger = logging.getLogger(__name__)
 
 _ID_POLL_SECONDS = 0.2
+#: A batch stops growing past this many characters of results and tracebacks.
+MAX_BATCH_CHARS = 16 * 1024 * 1024
+
+
+def _weight(report: Report) -> int:
+    """Roughly how much a report adds to a message: its result and traceback."""
+    return len(report.result_json) + (len(report.error.traceback) if report.error else 0)
 
 
 class Reporter:
@@ -94,7 +101,14 @@ class Reporter:
             self._condition.wait_for(lambda: self._pending or self._stopped.is_set())
             if self._stopped.is_set():
                 return None
-            return list(itertools.islice(self._pending, self._batch_size))
+            batch: list[Report] = []
+            size = 0
+            for report in itertools.islice(self._pending, self._batch_size):
+                size += _weight(report)
+                if batch and size > MAX_BATCH_CHARS:
+                    break  # keep each call well under the gRPC message limit
+                batch.append(report)
+            return batch
 
     def _worker_id(self) -> str | None:
         while not self._stopped.is_set():

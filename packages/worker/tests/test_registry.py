@@ -1,0 +1,164 @@
+"""The handler API without any gRPC: registration, context injection, outcomes, settings."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from taskmill.common.errors import ConfigError
+from taskmill.worker import Registry, TaskCancelled, TaskContext, default_registry, task
+from taskmill.worker.__main__ import build_parser, settings_from
+from taskmill.worker.app import advertised
+from taskmill.worker.execution import MAX_TRACEBACK_CHARS, run_handler, truncate_traceback
+from taskmill.worker.model import Assignment, ReportStatus
+from taskmill.worker.registry import ContextMode
+
+
+def test_bare_decorator_uses_the_function_name_and_returns_the_function():
+    def worker_registry_bare_example(payload: Any) -> Any:
+        return payload
+
+    assert task(worker_registry_bare_example) is worker_registry_bare_example
+    handler = default_registry.get("worker_registry_bare_example")
+    assert handler is not None
+    assert handler.func is worker_registry_bare_example
+    assert not handler.process
+
+
+def test_options_are_kept_and_validated():
+    registry = Registry()
+
+    @registry.task("slow", timeout=2.5, process=True)
+    def slow(payload: Any) -> None: ...
+
+    handler = registry.get("slow")
+    assert handler is not None
+    assert (handler.timeout, handler.process) == (2.5, True)
+    with pytest.raises(ValueError, match="timeout"):
+        registry.task("bad", timeout=0)
+
+
+def test_a_name_taken_by_another_function_is_refused():
+    registry = Registry()
+
+    @registry.task("same")
+    def first(payload: Any) -> None: ...
+
+    with pytest.raises(ValueError, match="already registered"):
+
+        @registry.task("same")
+        def second(payload: Any) -> None: ...
+
+    registry.task("same")(first)  # the same function again (a re-import) is fine
+
+
+def _mode(func: Any) -> tuple[ContextMode, str]:
+    registry = Registry()
+    registry.task("f")(func)
+    handler = registry.get("f")
+    assert handler is not None
+    return handler.context_mode, handler.context_name
+
+
+def test_context_injection_follows_the_signature():
+    def none() -> None: ...
+    def payload(p: Any) -> None: ...
+    def positional(p: Any, c: Any) -> None: ...
+    def named(p: Any, context: Any = None) -> None: ...
+    def annotated(p: Any, *, ctx: TaskContext) -> None: ...
+    def as_string(p: Any, *, ctx: "TaskContext") -> None: ...  # noqa: UP037
+    def varargs(*args: Any) -> None: ...
+
+    assert _mode(none) == (ContextMode.NONE, "")
+    assert _mode(payload) == (ContextMode.PAYLOAD, "")
+    assert _mode(positional) == (ContextMode.POSITIONAL, "")
+    assert _mode(named) == (ContextMode.KEYWORD, "context")
+    assert _mode(annotated) == (ContextMode.KEYWORD, "ctx")
+    assert _mode(as_string) == (ContextMode.KEYWORD, "ctx")
+    assert _mode(varargs) == (ContextMode.PAYLOAD, "")
+    with pytest.raises(TypeError, match="payload"):
+        _mode(lambda *, x: None)
+
+
+def _run(func: Any, payload_json: str = "{}", cancel: threading.Event | None = None) -> Any:
+    registry = Registry()
+    registry.task("f")(func)
+    handler = registry.get("f")
+    assert handler is not None
+    return run_handler(handler, Assignment("t-1", "f", payload_json), cancel or threading.Event())
+
+
+def test_outcomes_of_a_handler_call():
+    assert _run(lambda p: {"n": p["n"] + 1}, '{"n": 1}').result_json == '{"n":2}'
+    assert _run(lambda p: None).result_json == "null"
+    invalid = _run(lambda p: p, "{not json")
+    assert invalid.error.type == "invalid_payload"
+    nan = _run(lambda p: float("nan"))
+    assert nan.error.type == "result_not_serializable"
+
+    def exits(p: Any) -> None:
+        raise SystemExit(3)
+
+    assert _run(exits).error.type == "SystemExit"
+
+
+def test_cancellation_outcomes():
+    def cancelled(p: Any) -> None:
+        raise TaskCancelled()
+
+    assert _run(cancelled).status is ReportStatus.CANCELLED
+    flag = threading.Event()
+    flag.set()
+
+    def stops(p: Any, context: TaskContext) -> None:
+        context.raise_if_cancelled()
+
+    assert _run(stops, cancel=flag).status is ReportStatus.CANCELLED
+
+    def raises_after_cancel(p: Any) -> None:
+        raise ValueError("interrupted")
+
+    assert _run(raises_after_cancel, cancel=flag).status is ReportStatus.CANCELLED
+    assert _run(lambda p: "done anyway", cancel=flag).status is ReportStatus.SUCCEEDED
+
+
+def test_tracebacks_keep_their_end():
+    text = "x" * (MAX_TRACEBACK_CHARS + 100) + "END"
+    cut = truncate_traceback(text)
+    assert cut.endswith("END")
+    assert cut.startswith("...(traceback truncated)")
+    assert len(cut) < len(text)
+
+
+def test_advertised_address():
+    assert advertised("10.0.0.5", 7000) == "10.0.0.5:7000"
+    assert advertised("worker-1:9000", 7000) == "worker-1:9000"
+    assert advertised("[::1]", 7000) == "[::1]:7000"
+    assert advertised("[::1]:9000", 7000) == "[::1]:9000"
+    assert advertised("::1", 7000) == "[::1]:7000"
+    assert advertised(None, 7000).endswith(":7000")
+
+
+def test_flags_read_the_environment_and_flags_win():
+    env = {
+        "TASKMILL_WORKER_COORDINATOR": "coord:9999",
+        "TASKMILL_WORKER_CONCURRENCY": "7",
+        "TASKMILL_WORKER_HANDLERS": "a.b, c",
+        "TASKMILL_WORKER_ENABLE_SHELL": "true",
+        "TASKMILL_WORKER_GRACE_PERIOD": "2.5",
+        "TASKMILL_CLUSTER_TOKEN": "tok",
+    }
+    settings = settings_from(build_parser(env).parse_args(["--concurrency", "3"]), env)
+    assert settings.coordinator == "coord:9999"
+    assert settings.concurrency == 3
+    assert settings.capacity == 6  # the queue room defaults to the concurrency
+    assert settings.handler_modules == ("a.b", "c")
+    assert settings.enable_shell
+    assert settings.grace_period == 2.5
+    assert settings.security.cluster_token == "tok"
+    with pytest.raises(ConfigError, match="TASKMILL_WORKER_PORT"):
+        build_parser({"TASKMILL_WORKER_PORT": "eighty"})
+    with pytest.raises(ConfigError, match="concurrency"):
+        settings_from(build_parser({}).parse_args(["--concurrency", "0"]), {})
