@@ -140,8 +140,11 @@ def create_server(
         The started server, the bound port, and the health servicer (set to SERVING).
 
     Raises:
-        ConfigError: The address cannot be bound.
+        ConfigError: The address cannot be bound, or TLS is configured without a certificate.
     """
+    if security.tls and not (security.tls_cert_file and security.tls_key_file):
+        # TASKMILL_TLS_CA alone is enough for a client, but a server must present a certificate.
+        raise ConfigError("a TLS server needs TASKMILL_TLS_CERT and TASKMILL_TLS_KEY")
     chain: list[grpc.ServerInterceptor] = []
     if security.cluster_token:
         chain.append(_TokenCheck(security.cluster_token))
