@@ -278,3 +278,10 @@ def test_check_health_reaches_a_tls_server_with_its_security(pki: dict[str, Path
         assert check_health(target) is False  # plaintext to a TLS server
         set_serving(health_servicer, False)
         assert check_health(target, security=probe_security) is False
+
+
+def test_tls_server_without_a_certificate_is_a_config_error(pki: dict[str, Path]) -> None:
+    only_ca = GrpcSecurity(tls_ca_file=str(pki["ca"]))
+
+    with pytest.raises(ConfigError, match="TASKMILL_TLS_CERT and TASKMILL_TLS_KEY"):
+        create_server("127.0.0.1:0", _register, only_ca)
