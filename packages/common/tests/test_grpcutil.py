@@ -189,7 +189,8 @@ def _signed(tmp: Path, ca: Path, ca_key: Path, name: str) -> tuple[Path, Path]:
         "subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth, clientAuth\n"
     )
     _openssl(
-        *("req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}"),
+        *("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+        *("-nodes", "-subj", f"/CN={name}"),
         *("-keyout", key, "-out", csr),
     )
     _openssl(
@@ -199,12 +200,14 @@ def _signed(tmp: Path, ca: Path, ca_key: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
-@pytest.fixture
-def pki(tmp_path: Path) -> dict[str, Path]:
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A throwaway CA with a server and a client certificate, made with the openssl CLI."""
+    tmp_path = tmp_path_factory.mktemp("pki")
     ca, ca_key = tmp_path / "ca.pem", tmp_path / "ca.key"
     _openssl(
-        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+        *("-nodes", "-days", "1"),
         *("-subj", "/CN=taskmill test CA", "-keyout", ca_key, "-out", ca),
     )
     files = {"ca": ca}
