@@ -1,0 +1,202 @@
+"""Benchmark of the scheduler's submit routes: prints figures, asserts nothing.
+
+Starts the real ``taskmill-scheduler`` process against a fresh database (on the local
+PostgreSQL at 127.0.0.1:5432 when it answers, else a throwaway server; or ``--database-url``),
+then drives it from N client threads over keep-alive HTTP connections:
+
+1. single submits (``POST /v1/tasks``), one task per request;
+2. batch submits (``POST /v1/tasks/batch``), 1000 tasks per request.
+
+For each it prints tasks/s and request latency p50/p99. Commits stay durable: neither the
+database nor the scheduler is told to relax ``synchronous_commit``.
+
+    uv run python bench/bench_submit.py [--clients 8] [--seconds 10] [--batch-size 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pg8000.native
+
+from taskmill.common.pgserver import PostgresServer
+
+LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+_LISTENING = re.compile(rb"listening on http://([^\s:]+):(\d+)")
+
+
+def _admin_run(url: str, sql: str) -> None:
+    parts = urlsplit(url)
+    conn = pg8000.native.Connection(
+        parts.username or "postgres",
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        database=parts.path.lstrip("/") or "postgres",
+        password=parts.password,
+        timeout=5,
+    )
+    try:
+        conn.run(sql)
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def fresh_database(given: str | None, embedded: bool) -> Iterator[str]:
+    """A database URL for the run: the one given, or a new database dropped afterwards."""
+    if given:
+        yield given
+        return
+    with contextlib.ExitStack() as stack:
+        admin = LOCAL_URL
+        if embedded or not _local_answers():
+            admin = stack.enter_context(PostgresServer()).url
+        name = f"taskmill_bench_{os.getpid()}_{secrets.token_hex(3)}"
+        _admin_run(admin, f"CREATE DATABASE {name}")
+        try:
+            yield urlsplit(admin)._replace(path=f"/{name}").geturl()
+        finally:
+            _admin_run(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _local_answers() -> bool:
+    try:
+        _admin_run(LOCAL_URL, "SELECT 1")
+    except (pg8000.native.InterfaceError, pg8000.native.DatabaseError, OSError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def scheduler(database_url: str, threads: int | None) -> Iterator[tuple[str, int]]:
+    """Runs ``taskmill-scheduler --port 0`` and yields the (host, port) it listens on."""
+    command = [shutil.which("taskmill-scheduler") or "taskmill-scheduler", "--port", "0"]
+    if threads:
+        command += ["--threads", str(threads)]
+    env = {**os.environ, "TASKMILL_DATABASE_URL": database_url}
+    env.pop("TASKMILL_API_TOKENS", None)  # loopback clients need no token
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stderr.readline()
+            if not line:
+                raise SystemExit(f"taskmill-scheduler exited with {process.wait()}")
+            match = _LISTENING.search(line)
+            if match:
+                break
+        else:
+            raise SystemExit("taskmill-scheduler did not start listening within 60 s")
+        # Keep draining its log so the pipe never fills up and blocks it.
+        threading.Thread(target=process.stderr.read, daemon=True).start()
+        yield match.group(1).decode(), int(match.group(2))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def drive(
+    address: tuple[str, int], path: str, body: bytes, clients: int, seconds: float
+) -> tuple[int, list[float]]:
+    """Posts ``body`` to ``path`` from ``clients`` threads for ``seconds``.
+
+    Returns the number of requests answered 201 and every request's latency.
+    """
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    failures: list[str] = []
+    start = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+
+    def client(mine: list[float]) -> None:
+        conn = http.client.HTTPConnection(*address, timeout=60)
+        start.wait()
+        while time.monotonic() < stop_at[0]:
+            began = time.perf_counter()
+            conn.request("POST", path, body=body, headers=headers)
+            response = conn.getresponse()
+            answer = response.read()
+            mine.append(time.perf_counter() - began)
+            if response.status != 201:
+                failures.append(f"{response.status} {answer[:200]!r}")
+                return
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(mine,)) for mine in latencies]
+    for thread in threads:
+        thread.start()
+    stop_at[0] = time.monotonic() + seconds
+    start.wait()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise SystemExit(f"a request failed: {failures[0]}")
+    merged = sorted(latency for mine in latencies for latency in mine)
+    return len(merged), merged
+
+
+def report(
+    label: str, requests: int, tasks_per_request: int, seconds: float, lat: list[float]
+) -> None:
+    """Prints one line of figures."""
+    p50 = statistics.median(lat) * 1000
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+    print(
+        f"{label:<28} {requests * tasks_per_request / seconds:>10,.0f} tasks/s "
+        f"{requests / seconds:>8,.0f} req/s   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--threads", type=int, help="scheduler threads (default: its own)")
+    parser.add_argument("--database-url", help="use this (migrated or empty) database")
+    parser.add_argument("--embedded", action="store_true", help="always use a throwaway server")
+    args = parser.parse_args()
+
+    single = json.dumps({"command": "echo", "payload": {"n": 1, "text": "hello"}}).encode()
+    batch = json.dumps(
+        {"tasks": [{"command": "echo", "payload": {"n": i}} for i in range(args.batch_size)]}
+    ).encode()
+    with (
+        fresh_database(args.database_url, args.embedded) as url,
+        scheduler(url, args.threads) as address,
+    ):
+        print(
+            f"scheduler at http://{address[0]}:{address[1]}, {args.clients} clients, "
+            f"{args.seconds:g} s per run, {os.cpu_count()} CPUs",
+            flush=True,
+        )
+        drive(address, "/v1/tasks", single, args.clients, 1.0)  # warm up
+        count, latencies = drive(address, "/v1/tasks", single, args.clients, args.seconds)
+        report("POST /v1/tasks (1 task)", count, 1, args.seconds, latencies)
+        count, latencies = drive(address, "/v1/tasks/batch", batch, args.clients, args.seconds)
+        report(
+            f"POST /v1/tasks/batch ({args.batch_size})",
+            count,
+            args.batch_size,
+            args.seconds,
+            latencies,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

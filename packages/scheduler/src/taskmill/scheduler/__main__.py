@@ -1,0 +1,124 @@
+"""``taskmill-scheduler``: serve the HTTP API.
+
+Flags override environment variables (``TASKMILL_SCHEDULER_HOST``, ``_PORT``, ``_THREADS``,
+``TASKMILL_DATABASE_URL``, ``TASKMILL_API_TOKENS``, ``TASKMILL_MAX_PAYLOAD_BYTES``,
+``TASKMILL_MAX_BATCH_BYTES``, ``TASKMILL_MIGRATE``). Prints one line and exits 1 when it cannot
+start; SIGTERM or Ctrl-C stop it after the requests in progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from types import FrameType
+
+from taskmill.common.db import Database
+from taskmill.common.errors import TaskmillError
+from taskmill.common.migrate import prepare_schema
+from taskmill.common.settings import DatabaseSettings
+from taskmill.scheduler.app import create_app
+from taskmill.scheduler.server import create_server
+from taskmill.scheduler.settings import SchedulerSettings
+from taskmill.scheduler.version import VERSION
+
+logger = logging.getLogger("taskmill.scheduler")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskmill-scheduler", description="Serve the taskmill HTTP API."
+    )
+    parser.add_argument("--host", help="address to listen on (TASKMILL_SCHEDULER_HOST; 127.0.0.1)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        help="port to listen on, 0 for any free one (TASKMILL_SCHEDULER_PORT; 8081)",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="requests handled at once (TASKMILL_SCHEDULER_THREADS; 16)"
+    )
+    parser.add_argument("--database-url", help="postgresql://user:password@host:port/db")
+    parser.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="do not apply pending migrations at start (TASKMILL_MIGRATE=false)",
+    )
+    parser.add_argument("--version", action="version", version=f"taskmill-scheduler {VERSION}")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> SchedulerSettings:
+    """The settings from the environment, with the command-line flags applied over them.
+
+    Raises:
+        ConfigError: A value is malformed.
+    """
+    settings = SchedulerSettings.from_env(env)
+    changes: dict[str, object] = {}
+    if args.host is not None:
+        changes["host"] = args.host
+    if args.port is not None:
+        changes["port"] = args.port
+    if args.threads is not None:
+        changes["threads"] = args.threads
+    if args.database_url is not None:
+        changes["database"] = DatabaseSettings.from_url(args.database_url)
+    if args.no_migrate:
+        changes["migrate_on_start"] = False
+    return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    # waitress's loop stops on SystemExit raised in the main thread and drains its workers.
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``taskmill-scheduler``."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = settings_from(args, os.environ)
+        db = Database(
+            settings.database,
+            max_connections=settings.threads + 2,
+            application_name="taskmill-scheduler",
+            prepare_statements=True,
+        )
+        prepare_schema(db, migrate=settings.migrate_on_start)
+        server = create_server(create_app(settings, db), settings)
+    except TaskmillError as exc:
+        print(f"taskmill-scheduler: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"taskmill-scheduler: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    if not settings.api_tokens:
+        logger.warning(
+            "TASKMILL_API_TOKENS is not set: serving loopback clients only, without a token"
+        )
+    signal.signal(signal.SIGTERM, _stop)
+    logger.info(
+        "taskmill-scheduler %s listening on http://%s:%s",
+        VERSION,
+        server.effective_host,
+        server.effective_port,
+    )
+    try:
+        server.run()
+    finally:
+        server.close()
+        db.close()
+    logger.info("taskmill-scheduler stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Bearer-token authentication, as Falcon middleware.
+
+Every route but ``/healthz`` needs ``Authorization: Bearer <token>`` with one of the tokens in
+``TASKMILL_API_TOKENS``. With no token configured the scheduler is meant for one machine: it
+serves loopback clients only and refuses everyone else.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+import falcon
+
+from taskmill.scheduler.errors import Unauthorized
+
+#: Paths served without a token: liveness probes carry no credentials.
+PUBLIC_PATHS = frozenset({"/healthz"})
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether a client address is a loopback address (127.0.0.0/8, ::1)."""
+    if not address:
+        return False
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class AuthMiddleware:
+    """Checks bearer tokens (in constant time) before any resource runs.
+
+    Args:
+        tokens: The accepted tokens; empty means loopback clients only, without a token.
+    """
+
+    def __init__(self, tokens: tuple[str, ...]) -> None:
+        self._tokens = tuple(token.encode("utf-8") for token in tokens)
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Refuses the request with ``401`` unless it may proceed."""
+        if req.path in PUBLIC_PATHS:
+            return
+        if not self._tokens:
+            if is_loopback(req.remote_addr):
+                return
+            raise Unauthorized(
+                "this scheduler has no API tokens configured and serves loopback clients only; "
+                "set TASKMILL_API_TOKENS to accept others"
+            )
+        scheme, _, token = (req.get_header("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not self._valid(token.strip().encode("utf-8")):
+            raise Unauthorized()
+
+    def _valid(self, token: bytes) -> bool:
+        # Compare against every token, so the time taken says nothing about which one matched.
+        matched = False
+        for known in self._tokens:
+            matched |= hmac.compare_digest(token, known)
+        return matched and bool(token)

@@ -1,0 +1,413 @@
+"""The OpenAPI 3.1 description of every route, served at ``/openapi.json``.
+
+Written by hand, kept true by a test that validates it and compares its paths and methods with
+the routes the app serves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"}
+_TASK_ID = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Makes the submit safe to retry: the same key and body return the "
+    "original task(s) with 200; the same key with another body is refused with 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+_TRACEPARENT = {
+    "name": "traceparent",
+    "in": "header",
+    "required": False,
+    "description": "W3C trace context; stored with the task.",
+    "schema": {"type": "string"},
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    descriptions = {
+        400: "The request is invalid; `errors` lists every problem.",
+        401: "A valid bearer token is required.",
+        404: "No such task.",
+        409: "The request conflicts with the task's state or an earlier request.",
+        413: "The body or a payload is too large.",
+        415: "The body is not JSON.",
+        503: "The database is unavailable; retry after `Retry-After` seconds.",
+    }
+    return {
+        str(status): {
+            "description": descriptions[status],
+            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+        }
+        for status in (*statuses, 401, 503)
+    }
+
+
+def _body(schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
+    return {"required": True, "content": {media: {"schema": schema}}}
+
+
+_SUBMISSION = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["command"],
+    "properties": {
+        "command": {**_NAME, "description": "The handler name."},
+        "payload": {"description": "Any JSON; default {}. At most 256 KiB (configurable)."},
+        "scheduled_at": {**_TIME, "description": "RFC 3339 with an offset. Default: now."},
+        "delay_seconds": {"type": "number", "minimum": 0},
+        "priority": {"type": "integer", "default": 0, "description": "Higher runs first."},
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
+        "timeout_seconds": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "queue": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,100}$", "default": "default"},
+    },
+}
+
+_STATUS = {
+    "type": "string",
+    "enum": ["scheduled", "dispatched", "running", "succeeded", "failed", "cancelled"],
+}
+
+_TASK = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "command": {"type": "string"},
+        "payload": {},
+        "status": _STATUS,
+        "queue": {"type": "string"},
+        "priority": {"type": "integer"},
+        "attempt": {"type": "integer"},
+        "max_attempts": {"type": "integer"},
+        "timeout_seconds": {"type": ["number", "null"]},
+        "scheduled_at": _TIME,
+        "created_at": _TIME,
+        "dispatched_at": _NULLABLE_TIME,
+        "started_at": _NULLABLE_TIME,
+        "finished_at": _NULLABLE_TIME,
+        "worker_id": {"type": ["string", "null"]},
+        "result": {"description": "The JSON result of a succeeded task, else null."},
+        "error": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "type": {"type": "string"},
+                        "message": {"type": "string"},
+                        "traceback": {"type": "string"},
+                    },
+                },
+            ]
+        },
+        "trace_id": {"type": ["string", "null"]},
+        "cancel_requested": {"type": "boolean"},
+    },
+}
+
+_WORKER = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "address": {"type": "string"},
+        "state": {"type": "string", "enum": ["active", "draining", "dead"]},
+        "capacity": {"type": "integer"},
+        "free_slots": {"type": "integer"},
+        "last_heartbeat_at": _TIME,
+        "registered_at": _TIME,
+        "hostname": {"type": "string"},
+        "version": {"type": "string"},
+        "handlers": {"type": "array", "items": {"type": "string"}},
+        "coordinator_id": {"type": "string"},
+    },
+}
+
+_PROBLEM = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+_LEGACY_STATUS = {
+    "type": "object",
+    "required": ["task_id", "command", "scheduled_at", "status"],
+    "properties": {
+        "task_id": {"type": "string"},
+        "command": {"type": "string"},
+        "scheduled_at": _TIME,
+        "status": {"type": "string"},
+        "picked_at": _TIME,
+        "started_at": _TIME,
+        "completed_at": _TIME,
+        "failed_at": _TIME,
+    },
+}
+
+_TASK_LIST = {
+    "type": "object",
+    "properties": {
+        "tasks": {"type": "array", "items": _ref("Task")},
+        "next_cursor": {"type": ["string", "null"]},
+    },
+}
+
+
+def _submit_paths() -> dict[str, Any]:
+    tasks = {"type": "object", "properties": {"tasks": {"type": "array", "items": _ref("Task")}}}
+    return {
+        "/v1/tasks": {
+            "post": {
+                "summary": "Submit a task",
+                "operationId": "submitTask",
+                "parameters": [_IDEMPOTENCY_KEY, _TRACEPARENT],
+                "requestBody": _body(_ref("TaskSubmission")),
+                "responses": {
+                    "201": {
+                        **_json(_ref("Task"), "The task was stored."),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    "200": _json(_ref("Task"), "A repeat of an idempotent submit: the original."),
+                    **_problems(400, 409, 413, 415),
+                },
+            },
+            "get": {
+                "summary": "List tasks, newest first",
+                "operationId": "listTasks",
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": _STATUS},
+                    {"name": "command", "in": "query", "schema": _NAME},
+                    {"name": "queue", "in": "query", "schema": _NAME},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": _json(_TASK_LIST, "One page of tasks."), **_problems(400)},
+            },
+        },
+        "/v1/tasks/batch": {
+            "post": {
+                "summary": "Submit 1 to 1000 tasks, all or none",
+                "operationId": "submitTasks",
+                "parameters": [_IDEMPOTENCY_KEY, _TRACEPARENT],
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["tasks"],
+                        "properties": {
+                            "tasks": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": 1000,
+                                "items": _ref("TaskSubmission"),
+                            }
+                        },
+                    }
+                ),
+                "responses": {
+                    "201": _json(tasks, "The tasks were stored, in order."),
+                    "200": _json(tasks, "A repeat of an idempotent batch: the originals."),
+                    **_problems(400, 409, 413, 415),
+                },
+            }
+        },
+    }
+
+
+def _task_paths() -> dict[str, Any]:
+    return {
+        "/v1/tasks/{task_id}": {
+            "get": {
+                "summary": "Get a task",
+                "operationId": "getTask",
+                "parameters": [_TASK_ID],
+                "responses": {"200": _json(_ref("Task"), "The task."), **_problems(404)},
+            }
+        },
+        "/v1/tasks/{task_id}/cancel": {
+            "post": {
+                "summary": "Cancel a task",
+                "description": "A scheduled task is cancelled at once; a dispatched or running "
+                "one is marked for cancellation and its worker asked to stop it.",
+                "operationId": "cancelTask",
+                "parameters": [_TASK_ID],
+                "responses": {"200": _json(_ref("Task"), "The task."), **_problems(404, 409)},
+            }
+        },
+        "/v1/workers": {
+            "get": {
+                "summary": "The live fleet of workers",
+                "operationId": "listWorkers",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"workers": {"type": "array", "items": _ref("Worker")}},
+                        },
+                        "The workers.",
+                    ),
+                    **_problems(),
+                },
+            }
+        },
+    }
+
+
+def _operational_paths() -> dict[str, Any]:
+    status = {"type": "object", "properties": {"status": {"type": "string"}}}
+    return {
+        "/healthz": {
+            "get": {
+                "summary": "Liveness (no authentication)",
+                "operationId": "health",
+                "security": [],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "status": {"const": "ok"},
+                                "version": {"type": "string"},
+                            },
+                        },
+                        "Alive.",
+                    )
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: the database answers and its schema is current",
+                "operationId": "ready",
+                "responses": {"200": _json(status, "Ready."), **_problems()},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "responses": {
+                    "200": _json({"type": "object"}, "The OpenAPI document."),
+                    **_problems(),
+                },
+            }
+        },
+    }
+
+
+def _legacy_paths() -> dict[str, Any]:
+    legacy_status = {
+        "200": _json(_ref("LegacyStatus"), "The task's status."),
+        **_problems(400, 404),
+    }
+    return {
+        "/schedule": {
+            "post": {
+                "summary": "Submit a task (seed-compatible)",
+                "description": "scheduled_at: unix seconds, or ISO 8601 (UTC when no offset).",
+                "operationId": "legacySchedule",
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["command"],
+                        "properties": {
+                            "command": _NAME,
+                            "scheduled_at": {"type": ["number", "string"]},
+                        },
+                    }
+                ),
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "command": {"type": "string"},
+                                "scheduled_at": {"type": "number"},
+                                "task_id": {"type": "string"},
+                            },
+                        },
+                        "The task was stored.",
+                    ),
+                    **_problems(400, 413),
+                },
+            }
+        },
+        "/status": {
+            "get": {
+                "summary": "A task's status (seed-compatible)",
+                "operationId": "legacyStatusByQuery",
+                "parameters": [{**_TASK_ID, "in": "query"}],
+                "responses": legacy_status,
+            }
+        },
+        "/status/{task_id}": {
+            "get": {
+                "summary": "A task's status (seed-compatible)",
+                "operationId": "legacyStatus",
+                "parameters": [_TASK_ID],
+                "responses": legacy_status,
+            }
+        },
+    }
+
+
+def document(version: str) -> dict[str, Any]:
+    """The OpenAPI document of the scheduler at ``version``."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "taskmill scheduler",
+            "version": version,
+            "description": "Submit tasks and follow what became of them. Errors are "
+            "application/problem+json (RFC 9457). Times are RFC 3339; responses use UTC.",
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            **_submit_paths(),
+            **_task_paths(),
+            **_operational_paths(),
+            **_legacy_paths(),
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "TaskSubmission": _SUBMISSION,
+                "Task": _TASK,
+                "Worker": _WORKER,
+                "Problem": _PROBLEM,
+                "LegacyStatus": _LEGACY_STATUS,
+            },
+        },
+    }

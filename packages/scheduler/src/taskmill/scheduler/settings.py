@@ -1,0 +1,79 @@
+"""The scheduler's settings: one frozen dataclass, read from the environment at start only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from taskmill.common.errors import ConfigError
+from taskmill.common.settings import CommonSettings, DatabaseSettings
+
+DEFAULT_PORT = 8081
+#: Room for the fields around a payload in a single-task body.
+_ENVELOPE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """How the scheduler runs.
+
+    Attributes:
+        database: Where the tasks are stored.
+        host: The address to listen on.
+        port: The port to listen on; 0 picks a free one.
+        threads: How many requests are handled at once.
+        api_tokens: The accepted bearer tokens; none means loopback clients only.
+        max_payload_bytes: The largest payload of one task, encoded as JSON.
+        max_batch_bytes: The largest body of a batch submit.
+        migrate_on_start: Whether to apply pending migrations at start.
+        retry_after_seconds: What ``Retry-After`` says while the database is unavailable.
+    """
+
+    database: DatabaseSettings
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    threads: int = 16
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    max_payload_bytes: int = 256 * 1024
+    max_batch_bytes: int = 16 * 1024 * 1024
+    migrate_on_start: bool = True
+    retry_after_seconds: int = 1
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest body of a single-task request: a full payload plus its fields."""
+        return self.max_payload_bytes + _ENVELOPE_BYTES
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SchedulerSettings:
+        """Reads ``TASKMILL_*`` variables; unset ones keep their defaults.
+
+        Raises:
+            ConfigError: A variable is malformed; the message names it.
+        """
+        common = CommonSettings.from_env(env)
+        listed = env.get("TASKMILL_API_TOKENS", "").split(",")
+        tokens = tuple(token.strip() for token in listed if token.strip())
+        return cls(
+            database=common.database,
+            host=env.get("TASKMILL_SCHEDULER_HOST") or "127.0.0.1",
+            port=_integer(env, "TASKMILL_SCHEDULER_PORT", DEFAULT_PORT, 0, 65535),
+            threads=_integer(env, "TASKMILL_SCHEDULER_THREADS", 16, 1, 256),
+            api_tokens=tokens,
+            max_payload_bytes=_integer(env, "TASKMILL_MAX_PAYLOAD_BYTES", 256 * 1024, 1, 2**30),
+            max_batch_bytes=_integer(env, "TASKMILL_MAX_BATCH_BYTES", 16 * 1024 * 1024, 1, 2**31),
+            migrate_on_start=common.migrate_on_start,
+        )
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {text!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, not {value}")
+    return value

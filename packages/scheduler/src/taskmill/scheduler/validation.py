@@ -1,0 +1,287 @@
+"""Validation of submitted tasks: JSON in, a ``Submission`` or every problem found out.
+
+Nothing here touches HTTP or the database. Each check appends a ``FieldError`` naming the
+field's path (``tasks[10].command``), so one response lists every problem at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from taskmill.scheduler.errors import FieldError, InvalidRequest
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]+")
+MAX_COMMAND_LENGTH = 200
+MAX_QUEUE_LENGTH = 100
+MAX_BATCH = 1000
+MAX_ATTEMPTS = 100
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+MAX_DELAY_SECONDS = 10 * 365 * 86400
+MAX_TIMEOUT_SECONDS = 7 * 86400
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})"
+)
+_SUBMISSION_FIELDS = frozenset(
+    {
+        "command",
+        "payload",
+        "scheduled_at",
+        "delay_seconds",
+        "priority",
+        "max_attempts",
+        "timeout_seconds",
+        "queue",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One validated task submission.
+
+    Attributes:
+        command: The handler name.
+        payload: Any JSON value.
+        queue: The queue name.
+        priority: Higher runs first.
+        max_attempts: How many execution attempts the task may have.
+        timeout_seconds: Bound on one attempt, or ``None``.
+        scheduled_at: When the task is due, or ``None`` for ``delay_seconds`` from now.
+        delay_seconds: Seconds from now when ``scheduled_at`` is ``None``.
+    """
+
+    command: str
+    payload: Any = field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 1
+    timeout_seconds: float | None = None
+    scheduled_at: datetime | None = None
+    delay_seconds: float = 0.0
+
+    def canonical(self) -> dict[str, Any]:
+        """The submission as plain JSON, the same for every equivalent request."""
+        return {
+            "command": self.command,
+            "payload": self.payload,
+            "queue": self.queue,
+            "priority": self.priority,
+            "max_attempts": self.max_attempts,
+            "timeout_seconds": self.timeout_seconds,
+            "scheduled_at": None if self.scheduled_at is None else self.scheduled_at.isoformat(),
+            "delay_seconds": self.delay_seconds,
+        }
+
+
+def request_hash(submissions: list[Submission]) -> str:
+    """The SHA-256 of the canonical JSON of validated submissions, to recognise a retry."""
+    text = json.dumps(
+        [s.canonical() for s in submissions],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    """Parses a request body as strict JSON (no NaN or Infinity).
+
+    Raises:
+        InvalidRequest: The body is not JSON.
+    """
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, bad UTF-8 and over-long integers.
+        detail = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
+        raise InvalidRequest([FieldError("body", f"malformed JSON: {detail}")]) from None
+
+
+def parse_submission(value: Any, max_payload_bytes: int) -> Submission:
+    """Validates one task submission (the body of ``POST /v1/tasks``).
+
+    Raises:
+        InvalidRequest: Listing every problem found.
+    """
+    errors: list[FieldError] = []
+    submission = _submission(value, "", max_payload_bytes, errors)
+    if errors or submission is None:
+        raise InvalidRequest(errors)
+    return submission
+
+
+def parse_batch(value: Any, max_payload_bytes: int) -> list[Submission]:
+    """Validates a batch (``{"tasks": [...]}``); every task is checked before any is stored.
+
+    Raises:
+        InvalidRequest: Listing every problem of every task, each path naming its index.
+    """
+    errors: list[FieldError] = []
+    if not isinstance(value, dict):
+        raise InvalidRequest([FieldError("body", "must be a JSON object with a tasks array")])
+    errors.extend(FieldError(name, "unknown field") for name in sorted(value.keys() - {"tasks"}))
+    tasks = value.get("tasks")
+    if not isinstance(tasks, list):
+        errors.append(FieldError("tasks", "required: an array of 1 to 1000 tasks"))
+        raise InvalidRequest(errors)
+    if not 1 <= len(tasks) <= MAX_BATCH:
+        errors.append(FieldError("tasks", f"must hold 1 to {MAX_BATCH} tasks, not {len(tasks)}"))
+        raise InvalidRequest(errors)
+    submissions = [
+        _submission(item, f"tasks[{index}].", max_payload_bytes, errors)
+        for index, item in enumerate(tasks)
+    ]
+    if errors:
+        raise InvalidRequest(errors)
+    return [s for s in submissions if s is not None]
+
+
+def _submission(
+    value: Any, prefix: str, max_payload_bytes: int, errors: list[FieldError]
+) -> Submission | None:
+    if not isinstance(value, dict):
+        errors.append(FieldError(prefix.rstrip(".") or "body", "must be a JSON object"))
+        return None
+    count = len(errors)
+    for name in sorted(value.keys() - _SUBMISSION_FIELDS):
+        errors.append(FieldError(prefix + name, "unknown field"))
+    command = check_name(value.get("command"), prefix + "command", MAX_COMMAND_LENGTH, errors)
+    payload = value.get("payload", {})
+    check_payload(payload, prefix + "payload", max_payload_bytes, errors)
+    scheduled_at = None
+    delay = 0.0
+    if value.get("scheduled_at") is not None:
+        scheduled_at = parse_rfc3339(value["scheduled_at"], prefix + "scheduled_at", errors)
+    if value.get("delay_seconds") is not None:
+        delay = _number(
+            value["delay_seconds"], prefix + "delay_seconds", errors, high=MAX_DELAY_SECONDS
+        )
+        if value.get("scheduled_at") is not None:
+            errors.append(
+                FieldError(prefix + "scheduled_at", "give scheduled_at or delay_seconds, not both")
+            )
+    queue = "default"
+    if value.get("queue") is not None:
+        queue = check_name(value["queue"], prefix + "queue", MAX_QUEUE_LENGTH, errors)
+    priority = _integer(value.get("priority"), prefix + "priority", errors, INT32_MIN, INT32_MAX)
+    attempts = _integer(value.get("max_attempts"), prefix + "max_attempts", errors, 1, MAX_ATTEMPTS)
+    timeout = None
+    if value.get("timeout_seconds") is not None:
+        timeout = _number(
+            value["timeout_seconds"],
+            prefix + "timeout_seconds",
+            errors,
+            high=MAX_TIMEOUT_SECONDS,
+            low_exclusive=True,
+        )
+    if len(errors) > count:
+        return None
+    return Submission(
+        command, payload, queue, priority or 0, attempts or 1, timeout, scheduled_at, delay
+    )
+
+
+def check_name(value: Any, path: str, max_length: int, errors: list[FieldError]) -> str:
+    """Checks a command or queue name: 1 to ``max_length`` letters, digits, ``_ . : -``."""
+    if value is None:
+        errors.append(FieldError(path, "required"))
+    elif not isinstance(value, str):
+        errors.append(FieldError(path, "must be a string"))
+    elif not 1 <= len(value) <= max_length or not NAME_PATTERN.fullmatch(value):
+        errors.append(
+            FieldError(path, f"must be 1 to {max_length} letters, digits, or any of _ . : -")
+        )
+    else:
+        return value
+    return ""
+
+
+def check_payload(payload: Any, path: str, max_bytes: int, errors: list[FieldError]) -> None:
+    """Checks that a payload can be stored: its size, and text PostgreSQL can hold."""
+    try:
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        errors.append(FieldError(path, "contains invalid Unicode (an unpaired surrogate)"))
+        return
+    if size > max_bytes:
+        errors.append(
+            FieldError(path, f"is {size} bytes as JSON; the limit is {max_bytes}", too_large=True)
+        )
+    # json.dumps writes NUL as \u0000, which PostgreSQL's jsonb cannot store.
+    if "\\u0000" in text and _has_nul(payload):
+        errors.append(FieldError(path, "contains a NUL character (\\u0000), which cannot be kept"))
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def parse_rfc3339(value: Any, path: str, errors: list[FieldError]) -> datetime | None:
+    """Parses an RFC 3339 time, which must carry an offset; returns it in UTC."""
+    if not isinstance(value, str):
+        errors.append(FieldError(path, "must be an RFC 3339 string such as 2030-01-01T00:00:00Z"))
+        return None
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        has_offset = re.search(r"([Zz]|[+-]\d{2}:?\d{2})$", value) is not None
+        message = (
+            "must be an RFC 3339 time such as 2030-01-01T00:00:00Z"
+            if has_offset or not re.match(r"\d{4}-\d{2}-\d{2}", value)
+            else "needs a UTC offset, such as Z or +02:00"
+        )
+        errors.append(FieldError(path, message))
+        return None
+    try:
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00")).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        errors.append(FieldError(path, f"is not a valid time: {exc}"))
+        return None
+
+
+def _integer(value: Any, path: str, errors: list[FieldError], low: int, high: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.append(FieldError(path, "must be an integer"))
+    elif not low <= value <= high:
+        errors.append(FieldError(path, f"must be between {low} and {high}"))
+    else:
+        return value
+    return None
+
+
+def _number(
+    value: Any,
+    path: str,
+    errors: list[FieldError],
+    *,
+    high: float,
+    low: float = 0.0,
+    low_exclusive: bool = False,
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        errors.append(FieldError(path, "must be a number"))
+        return 0.0
+    too_low = value <= low if low_exclusive else value < low
+    if too_low or value > high:
+        bound = "above" if low_exclusive else "at least"
+        errors.append(FieldError(path, f"must be {bound} {low:g} and at most {high:g}"))
+        return 0.0
+    return float(value)

@@ -1,0 +1,115 @@
+"""Fixtures for scheduler tests: the real app on a fresh database, driven by Falcon's TestClient."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import falcon.testing
+import pytest
+
+from taskmill.common.db import Database
+from taskmill.common.models import Task
+from taskmill.common.settings import DatabaseSettings
+from taskmill.common.tasks import NewTask, TaskStore
+from taskmill.scheduler import SchedulerSettings, create_app
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A pool on the test's own migrated database, as the scheduler opens it."""
+    database = Database(DatabaseSettings.from_url(database_url), prepare_statements=True)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def store(db: Database) -> TaskStore:
+    """The task store on the test database, to arrange and inspect state directly."""
+    return TaskStore(db)
+
+
+@pytest.fixture
+def settings(database_url: str) -> SchedulerSettings:
+    """Default settings, with small limits so size tests stay small."""
+    return SchedulerSettings(
+        database=DatabaseSettings.from_url(database_url),
+        max_payload_bytes=1024,
+        max_batch_bytes=256 * 1024,
+    )
+
+
+@pytest.fixture
+def client(settings: SchedulerSettings, db: Database) -> falcon.testing.TestClient:
+    """A TestClient on the app; requests come from 127.0.0.1, so no token is needed."""
+    return falcon.testing.TestClient(create_app(settings, db))
+
+
+class SubmitSpy:
+    """Stands in for the task store's insert in tests that must never reach it."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[NewTask]] = []
+
+    def __call__(self, tasks: Sequence[NewTask]) -> list[Task]:
+        self.calls.append(list(tasks))
+        raise AssertionError("this request should never have reached the database")
+
+
+class Api:
+    """The app behind a TestClient, with the helpers tests share."""
+
+    def __init__(
+        self, client: falcon.testing.TestClient, db: Database, spy: SubmitSpy | None = None
+    ) -> None:
+        self.client = client
+        self.db = db
+        self.spy = spy
+
+    def post(self, path: str, body: Any, **kwargs: Any) -> falcon.testing.Result:
+        """POSTs ``body`` encoded as JSON."""
+        headers = {**JSON, **kwargs.pop("headers", {})}
+        return self.client.simulate_post(path, body=json.dumps(body), headers=headers, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> falcon.testing.Result:
+        """GETs ``path``."""
+        return self.client.simulate_get(path, **kwargs)
+
+    def submit(self, **fields: Any) -> dict[str, Any]:
+        """Submits one task and returns it, failing the test unless it was created."""
+        result = self.post("/v1/tasks", {"command": "echo", **fields})
+        assert result.status_code == 201, result.text
+        task: dict[str, Any] = result.json
+        return task
+
+    def count_tasks(self) -> int:
+        """How many tasks the database holds (or the offline app tried to store)."""
+        if self.spy is not None:
+            return sum(len(call) for call in self.spy.calls)
+        with self.db.connection() as conn:
+            return int(conn.execute("SELECT count(*) FROM tasks")[0][0])
+
+
+@pytest.fixture
+def api(client: falcon.testing.TestClient, db: Database) -> Api:
+    """The app under test, with helpers."""
+    return Api(client, db)
+
+
+@pytest.fixture
+def offline_api() -> Iterator[Api]:
+    """The app with a database it never reaches, for requests refused before any query.
+
+    Its inserts go to a ``SubmitSpy``; anything else touching the database gets a 503.
+    """
+    unreachable = DatabaseSettings.from_url("postgresql://postgres@127.0.0.1:9/none")
+    db = Database(unreachable, connect_timeout=1)
+    spy = SubmitSpy()
+    settings = SchedulerSettings(
+        database=unreachable, max_payload_bytes=1024, max_batch_bytes=256 * 1024
+    )
+    yield Api(falcon.testing.TestClient(create_app(settings, db, submit=spy)), db, spy)
+    db.close()
