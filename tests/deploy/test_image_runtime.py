@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,6 +104,10 @@ def test_the_scheduler_image_becomes_healthy_and_stops_on_sigterm(
     ) as env:
         # The image binds every interface, not only loopback, so other containers reach it.
         assert env["TASKMILL_SCHEDULER_HOST"] == "0.0.0.0"
+        # infra/k8s probes /healthz and /readyz; the kubelet sends no token.
+        for path in ("/healthz", "/readyz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+                assert answer.status == 200, path
 
 
 def test_the_coordinator_and_worker_images_become_healthy_together(
