@@ -51,7 +51,8 @@ class Handler:
     @property
     def origin(self) -> str:
         """The function's dotted name, for messages."""
-        return f"{self.func.__module__}.{self.func.__qualname__}"
+        module = getattr(self.func, "__module__", None) or "?"
+        return f"{module}.{getattr(self.func, '__qualname__', repr(self.func))}"
 
     def call(self, payload: Any, context: TaskContext | None) -> Any:
         """Calls the function with the payload and, when it asks for it, the context."""
