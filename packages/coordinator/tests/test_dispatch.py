@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import grpc
@@ -89,7 +90,10 @@ def test_heartbeat_free_slots_limit_dispatch(harness) -> None:
 @pytest.mark.parametrize(
     "failure", [grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, "down"]
 )
-def test_failed_assignment_returns_the_task_and_it_goes_elsewhere(harness, failure) -> None:
+def test_failed_assignment_returns_the_task_and_it_goes_elsewhere(
+    harness, failure, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="taskmill.coordinator.dispatch")
     coordinator = harness.coordinator()
     refusing = harness.worker(coordinator)
     if failure == "down":
@@ -97,13 +101,13 @@ def test_failed_assignment_returns_the_task_and_it_goes_elsewhere(harness, failu
     else:
         refusing.refuse = failure
     [task_id] = harness.submit(1)
+    # The give-back is logged once the task is released; only then check the task.
     harness.wait_until(
-        lambda: (
-            harness.task(task_id).status is TaskStatus.SCHEDULED
-            and (failure == "down" or refusing.refusals >= 1)
-        ),
-        what="the task given back",
+        lambda: any("did not take" in r.getMessage() for r in caplog.records),
+        what="the assignment to fail",
     )
+    harness.wait_until(lambda: harness.task(task_id).status is TaskStatus.SCHEDULED)
+    assert failure == "down" or refusing.refusals == 1
     task = harness.task(task_id)
     assert (task.attempt, task.worker_id, task.dispatched_at) == (0, None, None)
 
@@ -124,11 +128,27 @@ def test_a_refusing_worker_gets_room_again_at_its_next_heartbeat(harness) -> Non
     worker.refuse = grpc.StatusCode.RESOURCE_EXHAUSTED
     [task_id] = harness.submit(1)
     harness.wait_until(lambda: worker.refusals == 1)
+    harness.wait_until(lambda: harness.task(task_id).status is TaskStatus.SCHEDULED)
     worker.refuse = None
     worker.heartbeat()
     harness.wait_until(lambda: worker.assignments)
     assert worker.assignments[0].task_id == str(task_id)
     assert worker.refusals == 1
+
+
+def test_a_full_worker_gets_tasks_again_when_one_finishes(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator, capacity=4)
+    [first] = harness.submit(1)
+    harness.wait_until(lambda: worker.assignments)
+    worker.refuse = grpc.StatusCode.RESOURCE_EXHAUSTED
+    [second] = harness.submit(1)
+    harness.wait_until(lambda: worker.refusals == 1)
+    harness.wait_until(lambda: harness.task(second).status is TaskStatus.SCHEDULED)
+    worker.refuse = None
+    worker.report(str(first), TaskStatus.SUCCEEDED, result=None)
+    harness.wait_until(lambda: len(worker.assignments) == 2, what="the second task, no heartbeat")
+    assert worker.assignments[1].task_id == str(second)
 
 
 def test_assignment_carries_the_task(harness) -> None:

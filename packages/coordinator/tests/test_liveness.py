@@ -63,10 +63,12 @@ def test_heartbeats_keep_a_worker_and_its_leases_alive(harness) -> None:
 def test_an_expired_lease_is_recovered_by_another_coordinator(harness) -> None:
     first = harness.coordinator(dead_after=1.0)
     worker = harness.worker(first, capacity=2)
+    worker.start_heartbeats(0.1)
     unstarted = harness.submit(1)
     running = harness.submit(1)
     harness.wait_until(lambda: len(worker.assignments) == 2)
-    worker.report(str(running[0]), TaskStatus.RUNNING)
+    assert worker.report(str(running[0]), TaskStatus.RUNNING) == 1
+    worker.stop_heartbeats()
     first.stop(grace=0)  # as if it crashed: nobody extends the leases any more
 
     # The second coordinator considers workers dead only after 30 s: the lease alone counts.

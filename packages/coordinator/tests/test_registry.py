@@ -69,11 +69,27 @@ def test_a_refusal_blocks_the_worker_until_its_heartbeat(registry: WorkerRegistr
     registry.add(_worker("a", 4))
     ids = [uuid.uuid4()]
     registry.reserve("a", ids)
-    registry.refused("a", ids)
+    registry.refused("a", ids, full=False)
     assert registry.plan(10) == []
     assert not registry.has_room()
+    assert registry.finished("a", [uuid.uuid4()]) == 0
+    assert registry.room("a") == 0
     assert registry.heartbeat("a", 4, set())
     assert registry.room("a") == 4
+
+
+def test_a_full_worker_gets_room_when_a_task_finishes(registry: WorkerRegistry) -> None:
+    registry.add(_worker("a", 4))
+    running = [uuid.uuid4()]
+    registry.reserve("a", running)
+    registry.accepted("a", running, 3)
+    extra = [uuid.uuid4()]
+    registry.reserve("a", extra)
+    registry.refused("a", extra, full=True)
+    assert registry.room("a") == 0
+    assert registry.finished("a", extra) == 0  # never taken, frees nothing
+    assert registry.finished("a", running) == 1
+    assert registry.room("a") == 1
 
 
 def test_final_reports_free_slots(registry: WorkerRegistry) -> None:

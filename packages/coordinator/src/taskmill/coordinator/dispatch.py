@@ -145,7 +145,9 @@ class Dispatcher:
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-            self._give_back(worker_id, ids, f"{code.name if code else 'error'}: {details}")
+            full = code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            reason = f"{code.name if code else 'error'}: {details}"
+            self._give_back(worker_id, ids, reason, full=full)
             return
         except Exception:
             logger.exception("sending %d tasks to worker %s failed", len(ids), worker_id)
@@ -153,11 +155,17 @@ class Dispatcher:
             return
         self._registry.accepted(worker_id, ids, response.free_slots)
 
-    def _give_back(self, worker_id: str, ids: list[uuid.UUID], reason: str) -> None:
-        """Returns tasks a worker did not take to ``scheduled``, attempt unchanged."""
+    def _give_back(
+        self, worker_id: str, ids: list[uuid.UUID], reason: str, *, full: bool = False
+    ) -> None:
+        """Returns tasks a worker did not take to ``scheduled``, attempt unchanged.
+
+        A worker that was merely full gets tasks again as soon as it reports one finished; any
+        other failure (draining, unreachable, wrong id) waits for its next heartbeat.
+        """
         logger.info("worker %s did not take %d tasks (%s)", worker_id, len(ids), reason)
         self._backlog = True
-        self._registry.refused(worker_id, ids)
+        self._registry.refused(worker_id, ids, full=full)
         try:
             self._tasks.release(worker_id, ids)
         except TaskmillError as exc:

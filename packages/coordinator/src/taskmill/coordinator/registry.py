@@ -13,7 +13,8 @@ The estimate follows every event that changes a worker's room:
 - a heartbeat resets the estimate to the worker's count, minus the outstanding tasks it did not
   list yet (sent after it counted, or finished but not reported), which keeps a heartbeat that
   crossed an assignment on the wire from overfilling the worker;
-- a refused assignment leaves the worker with no room until its next heartbeat.
+- a worker that answers it is full has no room until it reports a task finished or heartbeats;
+  any other failed assignment leaves it with no room until its next heartbeat.
 """
 
 from __future__ import annotations
@@ -179,17 +180,23 @@ class WorkerRegistry:
                 entry.sending.difference_update(task_ids)
                 entry.free = min(entry.free, free_slots)
 
-    def refused(self, worker_id: str, task_ids: Iterable[uuid.UUID]) -> None:
-        """Records a failed assignment: the worker gets nothing until its next heartbeat."""
+    def refused(self, worker_id: str, task_ids: Iterable[uuid.UUID], *, full: bool) -> None:
+        """Records a failed assignment.
+
+        ``full`` (the worker answered it has no room) leaves it no room until a slot frees;
+        otherwise it gets nothing until its next heartbeat.
+        """
         with self._lock:
             entry = self._workers.get(worker_id)
             if entry is None:
                 return
             for task_id in task_ids:
                 entry.sending.discard(task_id)
-                if entry.outstanding.pop(task_id, None) is not None:
-                    entry.free += 1
-            entry.blocked = True
+                entry.outstanding.pop(task_id, None)
+            if full:
+                entry.free = 0
+            else:
+                entry.blocked = True
 
     def finished(self, worker_id: str, task_ids: Iterable[uuid.UUID]) -> int:
         """Frees the slots of tasks a worker reported finished (or gave back); returns how many."""
