@@ -10,6 +10,7 @@ import threading
 from types import FrameType
 
 from taskmill.common.errors import TaskmillError
+from taskmill.common.telemetry import setup_logging
 from taskmill.coordinator.server import create_server
 from taskmill.coordinator.settings import load_settings
 
@@ -18,10 +19,7 @@ logger = logging.getLogger("taskmill.coordinator")
 
 def main(argv: list[str] | None = None) -> int:
     """Runs a coordinator until SIGTERM or SIGINT; returns the exit status."""
-    logging.basicConfig(
-        level=os.environ.get("TASKMILL_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    setup_logging(os.environ.get("TASKMILL_LOG_LEVEL", "INFO"))
     try:
         settings = load_settings(argv, os.environ)
         server = create_server(settings)

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 #: How long after a task's due time the loop wakes: the claim compares with the database's
 #: clock, so waking a little late guarantees the task is due, never early.
-DUE_MARGIN = 0.002
+DUE_MARGIN = 0.001
 #: The shortest sleep when a task is already due but the claim found none (another coordinator
 #: holds it), so the loop never spins.
 MIN_SLEEP = 0.01
