@@ -19,13 +19,16 @@ PUBLIC_PATHS = frozenset({"/healthz"})
 
 
 def is_loopback(address: str | None) -> bool:
-    """Whether a client address is a loopback address (127.0.0.0/8, ::1)."""
+    """Whether a client address is a loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.1)."""
     if not address:
         return False
     try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
+    # A dual-stack socket shows IPv4 clients as IPv4-mapped IPv6 addresses.
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 class AuthMiddleware:

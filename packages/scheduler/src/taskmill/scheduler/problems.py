@@ -119,8 +119,13 @@ def serialize_http_error(
     req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError
 ) -> None:
     """Renders Falcon's own errors (unknown route, wrong method ...) as problems."""
-    kind = "route-not-found" if error.status_code == 404 else "http-error"
-    detail = error.description or error.title or ""
+    if error.status_code == 404:
+        kind, detail = "route-not-found", f"no route matches {req.path}"
+    elif error.status_code == 405:
+        allowed = dict(error.headers or {}).get("Allow", "")
+        kind, detail = "method-not-allowed", f"{req.method} is not allowed here; use {allowed}"
+    else:
+        kind, detail = "http-error", error.description or error.title or ""
     resp.content_type = PROBLEM_JSON
     resp.text = json.dumps(problem(error.status_code, kind, detail))
 

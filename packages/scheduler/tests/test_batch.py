@@ -1,0 +1,90 @@
+"""POST /v1/tasks/batch: all or none, in order, every bad task named by its index."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_a_batch_is_stored_in_order(api) -> None:
+    tasks = [{"command": f"job_{i}", "payload": {"i": i}, "priority": i % 3} for i in range(25)]
+
+    result = api.post("/v1/tasks/batch", {"tasks": tasks})
+
+    assert result.status_code == 201, result.text
+    stored = result.json["tasks"]
+    assert [t["command"] for t in stored] == [f"job_{i}" for i in range(25)]
+    assert [t["payload"] for t in stored] == [{"i": i} for i in range(25)]
+    assert len({t["id"] for t in stored}) == 25
+    assert api.count_tasks() == 25
+    assert api.get(f"/v1/tasks/{stored[7]['id']}").json == stored[7]
+
+
+def test_a_batch_of_1000_is_accepted(api) -> None:
+    result = api.post("/v1/tasks/batch", {"tasks": [{"command": "echo"}] * 1000})
+
+    assert result.status_code == 201
+    assert len(result.json["tasks"]) == 1000
+    assert api.count_tasks() == 1000
+
+
+def test_one_bad_task_names_its_index_and_nothing_is_stored(offline_api) -> None:
+    tasks = [{"command": "echo"}] * 20
+    tasks[10] = {"command": "no spaces allowed"}
+    tasks[15] = {"command": "echo", "max_attempts": 0, "extra": 1}
+
+    result = offline_api.post("/v1/tasks/batch", {"tasks": tasks})
+
+    assert result.status_code == 400
+    assert [e["field"] for e in result.json["errors"]] == [
+        "tasks[10].command",
+        "tasks[15].extra",
+        "tasks[15].max_attempts",
+    ]
+    assert offline_api.count_tasks() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"tasks": []}, "tasks"),
+        ({"tasks": [{"command": "a"}] * 1001}, "tasks"),
+        ({"tasks": {"command": "a"}}, "tasks"),
+        ({}, "tasks"),
+        ([{"command": "a"}], "body"),
+        ({"tasks": ["echo"]}, "tasks[0]"),
+        ({"tasks": [{"command": "a"}], "atomic": True}, "atomic"),
+    ],
+)
+def test_a_malformed_batch_is_400(offline_api, body: object, field: str) -> None:
+    result = offline_api.post("/v1/tasks/batch", body)
+
+    assert result.status_code == 400
+    assert field in [e["field"] for e in result.json["errors"]]
+    assert offline_api.count_tasks() == 0
+
+
+def test_a_batch_body_over_its_limit_is_413(offline_api) -> None:
+    # The fixture's batch limit is 256 KiB.
+    body = {"tasks": [{"command": "echo", "payload": "x" * 1000}] * 300}
+
+    result = offline_api.post("/v1/tasks/batch", body)
+
+    assert result.status_code == 413
+    assert offline_api.count_tasks() == 0
+
+
+def test_a_batch_with_an_oversized_payload_is_413_naming_the_task(offline_api) -> None:
+    body = {"tasks": [{"command": "echo"}, {"command": "echo", "payload": "x" * 2000}]}
+
+    result = offline_api.post("/v1/tasks/batch", body)
+
+    assert result.status_code == 413
+    assert [e["field"] for e in result.json["errors"]] == ["tasks[1].payload"]
+
+
+def test_a_batch_needs_a_json_content_type(offline_api) -> None:
+    result = offline_api.client.simulate_post(
+        "/v1/tasks/batch", body=b'{"tasks": [{"command": "a"}]}', headers={}
+    )
+
+    assert result.status_code == 415

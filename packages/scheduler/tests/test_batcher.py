@@ -1,0 +1,155 @@
+"""SubmitBatcher: concurrent submits share statements, and each caller gets only its own fate."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from taskmill.common.db import QueryError
+from taskmill.common.errors import DatabaseUnavailable
+from taskmill.common.models import Task, TaskStatus
+from taskmill.common.tasks import NewTask
+from taskmill.scheduler.batcher import SubmitBatcher
+
+DEADLINE = 30.0
+
+
+def _stored(task: NewTask) -> Task:
+    now = datetime.now(UTC)
+    return Task(
+        task.id, 1, task.command, task.payload, TaskStatus.SCHEDULED, task.queue, 0, 0, 1,
+        None, now, now, None, None, None, None, None, None, None, None, None, None,
+    )  # fmt: skip
+
+
+class FakeStore:
+    """Records each statement; the first one blocks until released, so others queue up."""
+
+    def __init__(self) -> None:
+        self.statements: list[list[str]] = []
+        self.first_started = threading.Event()
+        self.release_first = threading.Event()
+        self.refuse: set[str] = set()
+        self.unavailable = False
+
+    def submit(self, tasks: Sequence[NewTask]) -> list[Task]:
+        self.statements.append([t.command for t in tasks])
+        if len(self.statements) == 1:
+            self.first_started.set()
+            assert self.release_first.wait(DEADLINE)
+        if self.unavailable:
+            raise DatabaseUnavailable("database unavailable: gone")
+        if any(t.command in self.refuse for t in tasks):
+            raise QueryError("value refused", "22P05")
+        return [_stored(t) for t in tasks if not t.command.startswith("dup")]
+
+
+def _run_concurrently(batcher: SubmitBatcher, store: FakeStore, commands: list[list[str]]):
+    """Starts one caller, waits until its statement is running, then queues the others."""
+    outcomes: dict[int, object] = {}
+
+    def call(index: int) -> None:
+        try:
+            outcomes[index] = batcher([NewTask(command=c) for c in commands[index]])
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            outcomes[index] = exc
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    assert store.first_started.wait(DEADLINE)
+    others = [threading.Thread(target=call, args=(i,)) for i in range(1, len(commands))]
+    for thread in others:
+        thread.start()
+    # Let the others queue behind the running statement before it returns.
+    _wait_until(lambda: len(batcher._queue) == len(others))
+    store.release_first.set()
+    for thread in [first, *others]:
+        thread.join(DEADLINE)
+    return outcomes
+
+
+def _wait_until(condition) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not met in time")
+        time.sleep(0.01)
+
+
+def test_a_lone_call_goes_straight_through() -> None:
+    store = FakeStore()
+    store.release_first.set()
+    batcher = SubmitBatcher(store.submit)
+
+    inserted = batcher([NewTask(command="a"), NewTask(command="b")])
+
+    assert [t.command for t in inserted] == ["a", "b"]
+    assert store.statements == [["a", "b"]]
+
+
+def test_calls_arriving_during_a_statement_share_the_next_one() -> None:
+    store = FakeStore()
+    batcher = SubmitBatcher(store.submit)
+
+    outcomes = _run_concurrently(batcher, store, [["first"], ["a"], ["b", "c"], ["d"]])
+
+    assert store.statements[0] == ["first"]
+    assert sorted(store.statements[1]) == ["a", "b", "c", "d"] and len(store.statements) == 2
+    assert [t.command for t in outcomes[2]] == ["b", "c"]  # type: ignore[attr-defined]
+    assert [t.command for t in outcomes[3]] == ["d"]  # type: ignore[attr-defined]
+
+
+def test_a_statement_carries_at_most_max_tasks() -> None:
+    store = FakeStore()
+    batcher = SubmitBatcher(store.submit, max_tasks=3)
+
+    _run_concurrently(batcher, store, [["first"], ["a", "b"], ["c", "d"], ["e"]])
+
+    assert all(len(statement) <= 3 for statement in store.statements)
+    assert sorted(c for s in store.statements[1:] for c in s) == ["a", "b", "c", "d", "e"]
+
+
+def test_skipped_tasks_are_missing_only_from_their_own_callers_answer() -> None:
+    store = FakeStore()
+    batcher = SubmitBatcher(store.submit)
+
+    outcomes = _run_concurrently(batcher, store, [["first"], ["dup-key"], ["fresh"]])
+
+    assert outcomes[1] == []
+    assert [t.command for t in outcomes[2]] == ["fresh"]  # type: ignore[attr-defined]
+
+
+def test_a_refused_statement_is_retried_per_caller_so_only_the_culprit_fails() -> None:
+    store = FakeStore()
+    store.refuse = {"poison"}
+    batcher = SubmitBatcher(store.submit)
+
+    outcomes = _run_concurrently(batcher, store, [["first"], ["a"], ["poison"], ["b"]])
+
+    assert isinstance(outcomes[2], QueryError)
+    assert [t.command for t in outcomes[1]] == ["a"]  # type: ignore[attr-defined]
+    assert [t.command for t in outcomes[3]] == ["b"]  # type: ignore[attr-defined]
+
+
+def test_an_unavailable_database_fails_every_caller_of_the_statement() -> None:
+    store = FakeStore()
+    store.unavailable = True
+    batcher = SubmitBatcher(store.submit)
+
+    outcomes = _run_concurrently(batcher, store, [["first"], ["a"], ["b"]])
+
+    assert all(isinstance(outcome, DatabaseUnavailable) for outcome in outcomes.values())
+
+
+def test_it_keeps_working_after_a_failure() -> None:
+    store = FakeStore()
+    store.unavailable = True
+    batcher = SubmitBatcher(store.submit)
+    _run_concurrently(batcher, store, [["first"], ["a"]])
+    store.unavailable = False
+
+    assert [t.command for t in batcher([NewTask(command="later")])] == ["later"]
