@@ -10,6 +10,7 @@ from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health
+from opentelemetry.trace import TracerProvider
 
 from taskmill.common.grpcutil import create_channel, create_server, set_serving
 from taskmill.v1 import coordinator_pb2_grpc, worker_pb2_grpc
@@ -21,6 +22,7 @@ from taskmill.worker.registry import Handler, default_registry
 from taskmill.worker.reporter import Reporter
 from taskmill.worker.service import WorkerServicer
 from taskmill.worker.settings import WorkerSettings
+from taskmill.worker.tracing import TaskTracer
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,12 @@ class Worker:
     SIGTERM does) or :meth:`close`.
     """
 
-    def __init__(self, settings: WorkerSettings, handlers: Mapping[str, Handler]) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        handlers: Mapping[str, Handler],
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.settings = settings
         self.membership = Membership()
         self._channel = create_channel(settings.coordinator, settings.security)
@@ -82,6 +89,7 @@ class Worker:
             queue_size=settings.queue_room,
             report=self.reporter.add,
             process_cancel_grace=settings.process_cancel_grace,
+            tracer=TaskTracer(tracer_provider, lambda: self.membership.worker_id),
         )
         self.port = 0
         self.address = ""
@@ -181,7 +189,10 @@ class Worker:
 
 
 def create_worker(
-    settings: WorkerSettings, handlers: Mapping[str, Handler] | None = None
+    settings: WorkerSettings,
+    handlers: Mapping[str, Handler] | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
 ) -> Worker:
     """Builds a worker; nothing listens or runs until :meth:`Worker.start`.
 
@@ -189,5 +200,7 @@ def create_worker(
         settings: The worker's settings.
         handlers: The handlers by command; default: everything registered with ``@task`` (and
             ``shell`` when enabled).
+        tracer_provider: Provider of the task spans; default: the global one.
     """
-    return Worker(settings, handlers_for(settings) if handlers is None else handlers)
+    handlers = handlers_for(settings) if handlers is None else handlers
+    return Worker(settings, handlers, tracer_provider)

@@ -21,11 +21,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from opentelemetry.trace import Span
+
 from taskmill.common.errors import TaskmillError
 from taskmill.worker.execution import TIMEOUT, UNKNOWN_COMMAND, WORKER_SHUTDOWN, run_handler
 from taskmill.worker.model import Assignment, Outcome, Report, ReportStatus
 from taskmill.worker.process import run_in_process
 from taskmill.worker.registry import Handler
+from taskmill.worker.tracing import TaskTracer, traceparent_of
 from taskmill.worker.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -56,13 +59,15 @@ class JobState(Enum):
 
 @dataclass(eq=False)
 class Job:
-    """A task the worker holds, and its cancellation flag."""
+    """A task the worker holds, its cancellation flag, and its ``execute`` span once it runs."""
 
     assignment: Assignment
     handler: Handler | None
     cancel: threading.Event = field(default_factory=threading.Event)
     state: JobState = JobState.QUEUED
     timeout: float | None = None
+    span: Span | None = None
+    traceparent: str = ""  # the span's, once it exists
 
 
 class Executor:
@@ -76,6 +81,7 @@ class Executor:
             be quick and must not call back into the executor.
         process_cancel_grace: Seconds a cancelled ``process=True`` handler may take to stop by
             itself before its process is killed.
+        tracer: Makes the spans of attempts (default: from the global tracer provider).
     """
 
     def __init__(
@@ -86,8 +92,10 @@ class Executor:
         queue_size: int,
         report: Callable[[Report], None],
         process_cancel_grace: float = 2.0,
+        tracer: TaskTracer | None = None,
     ) -> None:
         self._handlers = dict(handlers)
+        self._tracer = tracer or TaskTracer()
         self._capacity = concurrency + queue_size
         self._report = report
         self._process_cancel_grace = process_cancel_grace
@@ -130,6 +138,8 @@ class Executor:
             for job in self._jobs.values():
                 job.cancel.set()
                 job.state = JobState.DONE
+                if job.span is not None:
+                    self._tracer.finish(job.span, Outcome.failed(WORKER_SHUTDOWN, "abandoned"))
             self._jobs.clear()
             self._draining = True
             self._lock.wait_for(lambda: self._children == 0, _STOP_WAIT_SECONDS)
@@ -232,6 +242,7 @@ class Executor:
         job = Job(assignment, self._handlers.get(assignment.command))
         self._jobs[assignment.task_id] = job
         if job.handler is None:
+            self._start_span(job)
             message = f"no handler is registered for command {assignment.command!r}"
             self._settle(job, Outcome.failed(UNKNOWN_COMMAND, message))
             return
@@ -239,10 +250,18 @@ class Executor:
         self._queued += 1
         self._queue.put(job)
 
+    def _start_span(self, job: Job) -> None:
+        job.span = self._tracer.start(job.assignment)
+        job.traceparent = traceparent_of(job.span)
+
     def _settle(self, job: Job, outcome: Outcome) -> None:
         job.state = JobState.DONE
         self._jobs.pop(job.assignment.task_id, None)
+        report_span = self._tracer.report(job.span, job.assignment, outcome.status)
         self._emit(job, outcome)
+        report_span.end()
+        if job.span is not None:
+            self._tracer.finish(job.span, outcome)
         self._lock.notify_all()
 
     def _emit(self, job: Job, outcome: Outcome) -> None:
@@ -255,7 +274,7 @@ class Executor:
                 occurred_at=time.time(),
                 result_json=outcome.result_json,
                 error=outcome.error,
-                traceparent=assignment.traceparent,
+                traceparent=job.traceparent or assignment.traceparent,
             )
         )
 
@@ -281,6 +300,7 @@ class Executor:
             self._queued -= 1
             self._busy += 1
             job.state = JobState.RUNNING
+            self._start_span(job)
             self._emit(job, _RUNNING)
             return True
 
@@ -288,15 +308,17 @@ class Executor:
         handler = job.handler
         assert handler is not None  # jobs without a handler are settled when admitted
         deadline = time.monotonic() + job.timeout if job.timeout else None
-        try:
-            if handler.process:
-                return self._execute_in_process(job, deadline)
-            if deadline is not None:
-                self._watchdog.watch(deadline, job)
-            return run_handler(handler, job.assignment, job.cancel)
-        except Exception as exc:
-            logger.exception("task %s could not be run", job.assignment.task_id)
-            return Outcome.failed(type(exc).__name__, f"the worker could not run the task: {exc}")
+        with self._tracer.current(job.span):  # handler logs and spans belong to the attempt
+            try:
+                if handler.process:
+                    return self._execute_in_process(job, deadline)
+                if deadline is not None:
+                    self._watchdog.watch(deadline, job)
+                return run_handler(handler, job.assignment, job.cancel)
+            except Exception as exc:
+                logger.exception("task %s could not be run", job.assignment.task_id)
+                message = f"the worker could not run the task: {exc}"
+                return Outcome.failed(type(exc).__name__, message)
 
     def _execute_in_process(self, job: Job, deadline: float | None) -> Outcome | None:
         assert job.handler is not None
@@ -310,6 +332,7 @@ class Executor:
                 deadline=deadline,
                 cancel_grace=self._process_cancel_grace,
                 abandoned=lambda: job.state is JobState.DONE,
+                traceparent=job.traceparent,
             )
         finally:
             with self._lock:
