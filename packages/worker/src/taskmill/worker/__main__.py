@@ -11,12 +11,16 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from taskmill.common.errors import ConfigError
 from taskmill.common.grpcutil import GrpcSecurity, check_health
 from taskmill.common.settings import parse_bool
+from taskmill.common.telemetry import setup_logging, setup_tracing
 from taskmill.worker.settings import WorkerSettings, default_concurrency
+
+if TYPE_CHECKING:
+    from taskmill.worker.app import Worker
 
 logger = logging.getLogger("taskmill.worker")
 
@@ -152,13 +156,23 @@ def _install_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def run(settings: WorkerSettings) -> int:
-    """Runs a worker until SIGTERM or SIGINT, then drains it; returns the exit code."""
-    from taskmill.worker.app import create_worker  # gRPC is imported only when serving
+def run(settings: WorkerSettings, env: Mapping[str, str]) -> int:
+    """Runs a worker until SIGTERM or SIGINT, then drains it; returns the exit code.
 
+    Tracing is configured from the ``OTEL_*`` variables in ``env``; spans are flushed at exit.
+    """
+    from taskmill.worker.app import create_worker, package_version  # gRPC only when serving
+
+    provider = setup_tracing("taskmill-worker", package_version(), env)
+    try:
+        return _serve(create_worker(settings))
+    finally:
+        provider.shutdown()
+
+
+def _serve(worker: Worker) -> int:
     stop = threading.Event()
     _install_signals(stop)
-    worker = create_worker(settings)
     try:
         worker.start()
     except ConfigError as exc:
@@ -175,10 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parses the command line and the environment, then runs the worker."""
     try:
         args = build_parser(os.environ).parse_args(argv)
-        logging.basicConfig(
-            level=args.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
+        setup_logging(args.log_level)  # every line carries the current trace_id and span_id
         if args.check:
             return 0 if check_health(f"127.0.0.1:{args.port}") else 1
         settings = settings_from(args, os.environ)
@@ -189,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # e.g. an unknown log level
         print(f"taskmill-worker: {exc}", file=sys.stderr)
         return 1
-    return run(settings)
+    return run(settings, os.environ)
 
 
 if __name__ == "__main__":
