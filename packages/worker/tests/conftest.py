@@ -35,7 +35,7 @@ def start_worker(coordinator: FakeCoordinator) -> Iterator[Callable[..., Worker]
     """Starts a worker connected to the fake coordinator; closes it after the test."""
     workers: list[Worker] = []
 
-    def start(**overrides: Any) -> Worker:
+    def start(tracer_provider: Any = None, **overrides: Any) -> Worker:
         options: dict[str, Any] = {
             "coordinator": coordinator.address,
             "host": "127.0.0.1",
@@ -45,7 +45,7 @@ def start_worker(coordinator: FakeCoordinator) -> Iterator[Callable[..., Worker]
             "rpc_timeout": 5.0,
         }
         options.update(overrides)
-        worker = create_worker(WorkerSettings(**options))
+        worker = create_worker(WorkerSettings(**options), tracer_provider=tracer_provider)
         workers.append(worker)
         worker.start()
         return worker

@@ -65,3 +65,22 @@ def payload_only(payload: Any) -> Any:
 @task("test.not_serialisable")
 def not_serialisable(payload: Any) -> Any:
     return {"value": object()}
+
+
+@task("test.log")
+def log(payload: Any, context: TaskContext) -> None:
+    context.logger.warning("hello from the handler")
+
+
+@task("test.log_in_process", process=True)
+def log_in_process(payload: Any, context: TaskContext) -> None:
+    context.logger.warning("hello from the child")
+
+
+@task("test.current_span")
+def current_span(payload: Any) -> dict[str, str]:
+    """The ids of the span current in the handler, as a span it created would see them."""
+    from opentelemetry import trace  # not at the top: process=True children import this module
+
+    span_context = trace.get_current_span().get_span_context()
+    return {"trace_id": f"{span_context.trace_id:032x}", "span_id": f"{span_context.span_id:016x}"}

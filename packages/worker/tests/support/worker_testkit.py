@@ -185,6 +185,7 @@ def assignment(
     timeout: float = 0.0,
     attempt: int = 1,
     max_attempts: int = 1,
+    traceparent: str = "",
 ) -> common_pb2.Assignment:
     return common_pb2.Assignment(
         task_id=task_id or str(uuid.uuid4()),
@@ -194,6 +195,7 @@ def assignment(
         max_attempts=max_attempts,
         timeout_seconds=timeout,
         queue="default",
+        traceparent=traceparent,
     )
 
 
