@@ -74,9 +74,7 @@ def worker_processes(
     try:
         for n, argv in enumerate(argvs):
             with (folder / f"{name}-worker-{n}.log").open("wb") as log:
-                processes.append(
-                    subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT)
-                )
+                processes.append(subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT))
         yield processes
     finally:
         for process in processes:

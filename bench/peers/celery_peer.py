@@ -19,10 +19,10 @@ import time
 from importlib.metadata import version
 from typing import Any
 
+import _peerlib as lib
 import redis
 from celery import Celery, group
-
-import _peerlib as lib
+from celery.exceptions import TimeoutError as CeleryTimeout
 
 REDIS = "redis://127.0.0.1:6379"
 
@@ -84,8 +84,9 @@ def main() -> None:
     # (to serve AsyncResult.get); for the 20,000 sends, a client without a backend does not.
     sender = make_app(args.broker_db, None)
     argvs = [
-        lib.self_argv("worker", str(args.broker_db), str(args.result_db), str(args.concurrency),
-                      f"bench{n}")
+        lib.self_argv(
+            "worker", str(args.broker_db), str(args.result_db), str(args.concurrency), f"bench{n}"
+        )
         for n in range(args.workers)
     ]
     try:
@@ -97,9 +98,7 @@ def main() -> None:
     lib.emit(figures)
 
 
-def run(
-    args: Any, app: Celery, sender: Celery, results: redis.Redis, procs: Any
-) -> dict[str, Any]:
+def run(args: Any, app: Celery, sender: Celery, results: redis.Redis, procs: Any) -> dict[str, Any]:
     """Warm-up, throughput, then latency; returns the figures."""
     stamp = app.tasks["stamp"]
 
@@ -140,7 +139,7 @@ def run(
         began = time.perf_counter()
         try:
             started = stamp.apply_async().get(timeout=max(0.1, deadline - time.monotonic()))
-        except Exception:  # celery raises its own TimeoutError
+        except CeleryTimeout:
             timed_out = True
             break
         round_trips.append((time.perf_counter() - began) * 1000)

@@ -21,11 +21,10 @@ from datetime import timedelta
 from importlib.metadata import version
 from typing import Any
 
+import _peerlib as lib
 import asyncpg
 from pgqueuer import AsyncpgDriver, PgQueuer, Queries
 from pgqueuer.models import Job
-
-import _peerlib as lib
 
 BATCH_SIZE = 10
 

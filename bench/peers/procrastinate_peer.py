@@ -15,10 +15,9 @@ import sys
 from importlib.metadata import version
 from typing import Any
 
+import _peerlib as lib
 import procrastinate
 import psycopg
-
-import _peerlib as lib
 
 
 def make_app(url: str) -> tuple[procrastinate.App, Any]:
