@@ -25,10 +25,10 @@ import secrets
 import shutil
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pg8000.native
@@ -82,8 +82,8 @@ def _local_answers() -> bool:
 
 
 @contextlib.contextmanager
-def scheduler(database_url: str, threads: int | None) -> Iterator[tuple[str, int]]:
-    """Runs ``taskmill-scheduler --port 0`` and yields the (host, port) it listens on."""
+def scheduler(database_url: str, threads: int | None) -> Iterator[tuple[str, int, int]]:
+    """Runs ``taskmill-scheduler --port 0`` and yields (host, port, pid)."""
     command = [shutil.which("taskmill-scheduler") or "taskmill-scheduler", "--port", "0"]
     if threads:
         command += ["--threads", str(threads)]
@@ -104,7 +104,7 @@ def scheduler(database_url: str, threads: int | None) -> Iterator[tuple[str, int
             raise SystemExit("taskmill-scheduler did not start listening within 60 s")
         # Keep draining its log so the pipe never fills up and blocks it.
         threading.Thread(target=process.stderr.read, daemon=True).start()
-        yield match.group(1).decode(), int(match.group(2))
+        yield match.group(1).decode(), int(match.group(2)), process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -150,15 +150,34 @@ def drive(
     return len(merged), merged
 
 
-def report(
-    label: str, requests: int, tasks_per_request: int, seconds: float, lat: list[float]
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far; 0 where /proc is missing."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(
+    label: str, server: tuple[str, int, int], path: str, body: bytes, per_request: int, args: Any
 ) -> None:
-    """Prints one line of figures."""
-    p50 = statistics.median(lat) * 1000
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+    """Drives one route and prints tasks/s, latency and the scheduler's CPU per request."""
+    address = server[:2]
+    drive(address, path, body, args.clients, 1.0)  # warm up: connections, prepared statements
+    cpu_before = cpu_seconds(server[2])
+    began = time.monotonic()
+    requests, latencies = drive(address, path, body, args.clients, args.seconds)
+    elapsed = time.monotonic() - began
+    cpu_ms = (cpu_seconds(server[2]) - cpu_before) / requests * 1000
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
     print(
-        f"{label:<28} {requests * tasks_per_request / seconds:>10,.0f} tasks/s "
-        f"{requests / seconds:>8,.0f} req/s   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms"
+        f"{label:<28} {requests * per_request / elapsed:>9,.0f} tasks/s "
+        f"{requests / elapsed:>7,.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  "
+        f"scheduler CPU {cpu_ms:6.3f} ms/req",
+        flush=True,
     )
 
 
@@ -178,25 +197,19 @@ def main() -> None:
     ).encode()
     with (
         fresh_database(args.database_url, args.embedded) as url,
-        scheduler(url, args.threads) as address,
+        scheduler(url, args.threads) as server,
     ):
         print(
-            f"scheduler at http://{address[0]}:{address[1]}, {args.clients} clients, "
-            f"{args.seconds:g} s per run, {os.cpu_count()} CPUs",
+            f"scheduler at http://{server[0]}:{server[1]}; {args.clients} clients, "
+            f"{args.seconds:g} s per run, {os.cpu_count()} CPUs, "
+            f"load average {os.getloadavg()[0]:.2f} before",
             flush=True,
         )
-        drive(address, "/v1/tasks", single, args.clients, 1.0)  # warm up
-        count, latencies = drive(address, "/v1/tasks", single, args.clients, args.seconds)
-        report("POST /v1/tasks (1 task)", count, 1, args.seconds, latencies)
-        count, latencies = drive(address, "/v1/tasks/batch", batch, args.clients, args.seconds)
-        report(
-            f"POST /v1/tasks/batch ({args.batch_size})",
-            count,
-            args.batch_size,
-            args.seconds,
-            latencies,
-        )
+        run("POST /v1/tasks (1 task)", server, "/v1/tasks", single, 1, args)
+        label = f"POST /v1/tasks/batch ({args.batch_size})"
+        run(label, server, "/v1/tasks/batch", batch, args.batch_size, args)
+        print(f"load average {os.getloadavg()[0]:.2f} after", flush=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

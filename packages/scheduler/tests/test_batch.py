@@ -88,3 +88,21 @@ def test_a_batch_needs_a_json_content_type(offline_api) -> None:
     )
 
     assert result.status_code == 415
+
+
+def test_problems_are_listed_in_task_order_with_payload_problems_among_them(offline_api) -> None:
+    tasks = [
+        {"command": "a", "payload": "x" * 2000},
+        {"command": "bad command"},
+        {"command": "b", "payload": {"nul": "\u0000"}, "priority": "high"},
+    ]
+
+    result = offline_api.post("/v1/tasks/batch", {"tasks": tasks})
+
+    assert result.status_code == 400
+    assert [e["field"] for e in result.json["errors"]] == [
+        "tasks[0].payload",
+        "tasks[1].command",
+        "tasks[2].priority",
+        "tasks[2].payload",
+    ]

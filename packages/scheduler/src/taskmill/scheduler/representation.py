@@ -6,8 +6,11 @@ they sort as strings.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from taskmill.common.models import Task, Worker
@@ -46,29 +49,63 @@ def trace_id(trace_context: str | None) -> str | None:
     return parts[1] if len(parts) >= 4 else None
 
 
-def task_json(task: Task) -> dict[str, Any]:
-    """A task as the API returns it."""
-    return {
-        "id": str(task.id),
-        "command": task.command,
-        "payload": task.payload,
-        "status": str(task.status),
-        "queue": task.queue,
-        "priority": task.priority,
-        "attempt": task.attempt,
-        "max_attempts": task.max_attempts,
-        "timeout_seconds": task.timeout_seconds,
-        "scheduled_at": rfc3339(task.scheduled_at),
-        "created_at": rfc3339(task.created_at),
-        "dispatched_at": rfc3339(task.dispatched_at),
-        "started_at": rfc3339(task.started_at),
-        "finished_at": rfc3339(task.finished_at),
-        "worker_id": task.worker_id,
-        "result": task.result,
-        "error": None if task.error is None else task.error.to_json(),
-        "trace_id": trace_id(task.trace_context),
-        "cancel_requested": task.cancel_requested_at is not None,
-    }
+_TASK = (
+    '{"id": "%s", "command": %s, "payload": %s, "status": "%s", "queue": %s, "priority": %d, '
+    '"attempt": %d, "max_attempts": %d, "timeout_seconds": %s, "scheduled_at": %s, '
+    '"created_at": %s, "dispatched_at": %s, "started_at": %s, "finished_at": %s, '
+    '"worker_id": %s, "result": %s, "error": %s, "trace_id": %s, "cancel_requested": %s}'
+)
+_PLAIN = re.compile(r"[A-Za-z0-9_.:\-]*")
+
+
+def _json(value: Any) -> str:
+    return "null" if value is None else json.dumps(value)
+
+
+def _text(value: str) -> str:
+    # Command and queue names are plain by validation; anything else is escaped properly.
+    return f'"{value}"' if _PLAIN.fullmatch(value) else json.dumps(value)
+
+
+@lru_cache(maxsize=4096)
+def _time(value: datetime | None) -> str:
+    # Cached: the tasks of one response mostly share their times (one statement's now()).
+    return "null" if value is None else f'"{rfc3339(value)}"'
+
+
+def encode_task(task: Task) -> str:
+    """A task as the API returns it, encoded as JSON.
+
+    Written out with a template rather than built as a dict and dumped: a batch response
+    encodes a thousand tasks, and this is several times faster.
+    """
+    error = None if task.error is None else task.error.to_json()
+    return _TASK % (
+        task.id,
+        _text(task.command),
+        json.dumps(task.payload),
+        task.status.value,
+        _text(task.queue),
+        task.priority,
+        task.attempt,
+        task.max_attempts,
+        _json(task.timeout_seconds),
+        _time(task.scheduled_at),
+        _time(task.created_at),
+        _time(task.dispatched_at),
+        _time(task.started_at),
+        _time(task.finished_at),
+        _json(task.worker_id),
+        _json(task.result),
+        _json(error),
+        _json(trace_id(task.trace_context)),
+        "false" if task.cancel_requested_at is None else "true",
+    )
+
+
+def encode_tasks(tasks: Iterable[Task]) -> str:
+    """A JSON array of tasks."""
+    return "[" + ", ".join(map(encode_task, tasks)) + "]"
 
 
 def worker_json(worker: Worker) -> dict[str, Any]:

@@ -22,7 +22,12 @@ from taskmill.scheduler.errors import (
     UnsupportedMediaType,
 )
 from taskmill.scheduler.listing import parse_list_query
-from taskmill.scheduler.representation import task_json, valid_traceparent, worker_json
+from taskmill.scheduler.representation import (
+    encode_task,
+    encode_tasks,
+    valid_traceparent,
+    worker_json,
+)
 from taskmill.scheduler.service import TaskService
 from taskmill.scheduler.validation import parse_batch, parse_json, parse_submission
 
@@ -49,6 +54,13 @@ def send_json(resp: falcon.Response, body: Any, status: int = 200) -> None:
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
     resp.text = json.dumps(body)
+
+
+def send_encoded(resp: falcon.Response, text: str, status: int = 200) -> None:
+    """Writes a response already encoded as JSON."""
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = text
 
 
 def read_json(req: falcon.Request, limit: int, *, strict_type: bool = True) -> Any:
@@ -112,15 +124,13 @@ class TasksResource:
         )
         task = submitted.tasks[0]
         resp.location = f"/v1/tasks/{task.id}"
-        send_json(resp, task_json(task), 201 if submitted.created else 200)
+        send_encoded(resp, encode_task(task), 201 if submitted.created else 200)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Lists tasks, newest first."""
         page = self._service.list_tasks(parse_list_query(req.params))
-        send_json(
-            resp,
-            {"tasks": [task_json(task) for task in page.tasks], "next_cursor": page.next_cursor},
-        )
+        cursor = "null" if page.next_cursor is None else f'"{page.next_cursor}"'
+        send_encoded(resp, f'{{"tasks": {encode_tasks(page.tasks)}, "next_cursor": {cursor}}}')
 
 
 class BatchResource:
@@ -141,11 +151,8 @@ class BatchResource:
             trace_context=valid_traceparent(req.get_header("traceparent")),
             batch=True,
         )
-        send_json(
-            resp,
-            {"tasks": [task_json(task) for task in submitted.tasks]},
-            201 if submitted.created else 200,
-        )
+        status = 201 if submitted.created else 200
+        send_encoded(resp, f'{{"tasks": {encode_tasks(submitted.tasks)}}}', status)
 
 
 class TaskResource:
@@ -156,7 +163,7 @@ class TaskResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: uuid.UUID) -> None:
         """Returns the task."""
-        send_json(resp, task_json(self._service.get(task_id)))
+        send_encoded(resp, encode_task(self._service.get(task_id)))
 
 
 class CancelResource:
@@ -167,7 +174,7 @@ class CancelResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, task_id: uuid.UUID) -> None:
         """Cancels the task, or asks its worker to stop it."""
-        send_json(resp, task_json(self._service.cancel(task_id)))
+        send_encoded(resp, encode_task(self._service.cancel(task_id)))
 
 
 class WorkersResource:

@@ -7,6 +7,7 @@ knows about HTTP.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -102,7 +103,11 @@ class TaskService:
             ]
         pairs = list(zip(submissions, keys, strict=True))
         for _ in range(2):
-            new = [_new_task(s, key, digest, trace_context) for s, key in pairs]
+            ids = _new_ids(len(pairs))
+            new = [
+                _new_task(s, key, digest, trace_context, task_id)
+                for (s, key), task_id in zip(pairs, ids, strict=True)
+            ]
             inserted = self._submit(new)
             if len(inserted) == len(new):
                 return Submitted(inserted, created=True)
@@ -177,8 +182,18 @@ class TaskService:
         check_schema(self._db)
 
 
+def _new_ids(count: int) -> list[uuid.UUID]:
+    """Random (version 4) UUIDs, from one read of the system's randomness for all of them."""
+    random = os.urandom(16 * count)
+    return [uuid.UUID(bytes=random[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
+
+
 def _new_task(
-    submission: Submission, key: str | None, digest: str | None, trace_context: str | None
+    submission: Submission,
+    key: str | None,
+    digest: str | None,
+    trace_context: str | None,
+    task_id: uuid.UUID,
 ) -> NewTask:
     return NewTask(
         command=submission.command,
@@ -192,5 +207,5 @@ def _new_task(
         idempotency_key=key,
         request_hash=digest,
         trace_context=trace_context,
-        id=uuid.uuid4(),
+        id=task_id,
     )

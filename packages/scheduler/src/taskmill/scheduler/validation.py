@@ -26,6 +26,8 @@ MAX_TIMEOUT_SECONDS = 7 * 86400
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})"
 )
+#: Made once: json.dumps with options builds a new encoder on every call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _SUBMISSION_FIELDS = frozenset(
     {
         "command",
@@ -138,89 +140,125 @@ def parse_batch(value: Any, max_payload_bytes: int) -> list[Submission]:
         errors.append(FieldError("tasks", f"must hold 1 to {MAX_BATCH} tasks, not {len(tasks)}"))
         raise InvalidRequest(errors)
     submissions = [
-        _submission(item, f"tasks[{index}].", max_payload_bytes, errors)
+        _submission(item, f"tasks[{index}].", max_payload_bytes, errors, payload=False)
         for index, item in enumerate(tasks)
     ]
+    _check_payloads(tasks, max_payload_bytes, errors)
     if errors:
         raise InvalidRequest(errors)
     return [s for s in submissions if s is not None]
 
 
+def _check_payloads(tasks: list[Any], max_bytes: int, errors: list[FieldError]) -> None:
+    """Checks a batch's payloads, encoding them in one call while all are clearly fine."""
+    payloads = [task.get("payload", {}) if type(task) is dict else {} for task in tasks]
+    text = _COMPACT.encode(payloads)
+    if text.isascii() and len(text) <= max_bytes and "\\u0000" not in text:
+        return
+    before = len(errors)
+    for index, payload in enumerate(payloads):
+        check_payload(payload, "payload", max_bytes, errors, f"tasks[{index}].")
+    if len(errors) > before:
+        errors.sort(key=_task_index)  # stable: each task's problems stay together, in order
+
+
+def _task_index(error: FieldError) -> int:
+    return int(error.field[6 : error.field.index("]")]) if error.field.startswith("tasks[") else -1
+
+
 def _submission(
-    value: Any, prefix: str, max_payload_bytes: int, errors: list[FieldError]
+    value: Any,
+    prefix: str,
+    max_payload_bytes: int,
+    errors: list[FieldError],
+    *,
+    payload: bool = True,
 ) -> Submission | None:
-    if not isinstance(value, dict):
+    # Field paths are only built when a field is wrong: this runs for every task of a batch.
+    if type(value) is not dict:
         errors.append(FieldError(prefix.rstrip(".") or "body", "must be a JSON object"))
         return None
     count = len(errors)
-    for name in sorted(value.keys() - _SUBMISSION_FIELDS):
-        errors.append(FieldError(prefix + name, "unknown field"))
-    command = check_name(value.get("command"), prefix + "command", MAX_COMMAND_LENGTH, errors)
-    payload = value.get("payload", {})
-    check_payload(payload, prefix + "payload", max_payload_bytes, errors)
-    scheduled_at = None
+    unknown = value.keys() - _SUBMISSION_FIELDS
+    if unknown:
+        errors.extend(FieldError(prefix + name, "unknown field") for name in sorted(unknown))
+    get = value.get
+    command = check_name(get("command"), "command", MAX_COMMAND_LENGTH, errors, prefix)
+    if payload:
+        check_payload(get("payload", {}), "payload", max_payload_bytes, errors, prefix)
+    at, delay_value = get("scheduled_at"), get("delay_seconds")
+    scheduled_at = None if at is None else parse_rfc3339(at, prefix + "scheduled_at", errors)
     delay = 0.0
-    if value.get("scheduled_at") is not None:
-        scheduled_at = parse_rfc3339(value["scheduled_at"], prefix + "scheduled_at", errors)
-    if value.get("delay_seconds") is not None:
-        delay = _number(
-            value["delay_seconds"], prefix + "delay_seconds", errors, high=MAX_DELAY_SECONDS
-        )
-        if value.get("scheduled_at") is not None:
+    if delay_value is not None:
+        delay = _number(delay_value, prefix, "delay_seconds", errors, high=MAX_DELAY_SECONDS)
+        if at is not None:
             errors.append(
                 FieldError(prefix + "scheduled_at", "give scheduled_at or delay_seconds, not both")
             )
-    queue = "default"
-    if value.get("queue") is not None:
-        queue = check_name(value["queue"], prefix + "queue", MAX_QUEUE_LENGTH, errors)
-    priority = _integer(value.get("priority"), prefix + "priority", errors, INT32_MIN, INT32_MAX)
-    attempts = _integer(value.get("max_attempts"), prefix + "max_attempts", errors, 1, MAX_ATTEMPTS)
-    timeout = None
-    if value.get("timeout_seconds") is not None:
+    queue = get("queue")
+    if queue is not None:
+        queue = check_name(queue, "queue", MAX_QUEUE_LENGTH, errors, prefix)
+    priority = _integer(get("priority", 0), prefix, "priority", errors, INT32_MIN, INT32_MAX)
+    attempts = _integer(get("max_attempts", 1), prefix, "max_attempts", errors, 1, MAX_ATTEMPTS)
+    timeout = get("timeout_seconds")
+    if timeout is not None:
         timeout = _number(
-            value["timeout_seconds"],
-            prefix + "timeout_seconds",
-            errors,
-            high=MAX_TIMEOUT_SECONDS,
-            low_exclusive=True,
+            timeout, prefix, "timeout_seconds", errors, high=MAX_TIMEOUT_SECONDS, exclusive=True
         )
     if len(errors) > count:
         return None
     return Submission(
-        command, payload, queue, priority or 0, attempts or 1, timeout, scheduled_at, delay
+        command,
+        get("payload", {}),
+        queue or "default",
+        0 if priority is None else priority,
+        1 if attempts is None else attempts,
+        timeout,
+        scheduled_at,
+        delay,
     )
 
 
-def check_name(value: Any, path: str, max_length: int, errors: list[FieldError]) -> str:
+def check_name(
+    value: Any, name: str, max_length: int, errors: list[FieldError], prefix: str = ""
+) -> str:
     """Checks a command or queue name: 1 to ``max_length`` letters, digits, ``_ . : -``."""
-    if value is None:
-        errors.append(FieldError(path, "required"))
-    elif not isinstance(value, str):
-        errors.append(FieldError(path, "must be a string"))
-    elif not 1 <= len(value) <= max_length or not NAME_PATTERN.fullmatch(value):
-        errors.append(
-            FieldError(path, f"must be 1 to {max_length} letters, digits, or any of _ . : -")
-        )
-    else:
+    if type(value) is str and len(value) <= max_length and NAME_PATTERN.fullmatch(value):
         return value
+    if value is None:
+        message = "required"
+    elif not isinstance(value, str):
+        message = "must be a string"
+    else:
+        message = f"must be 1 to {max_length} letters, digits, or any of _ . : -"
+    errors.append(FieldError(prefix + name, message))
     return ""
 
 
-def check_payload(payload: Any, path: str, max_bytes: int, errors: list[FieldError]) -> None:
+def check_payload(
+    payload: Any, name: str, max_bytes: int, errors: list[FieldError], prefix: str = ""
+) -> None:
     """Checks that a payload can be stored: its size, and text PostgreSQL can hold."""
-    try:
-        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        errors.append(FieldError(path, "contains invalid Unicode (an unpaired surrogate)"))
+    if payload == {} and type(payload) is dict:
         return
+    text = _COMPACT.encode(payload)
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            errors.append(
+                FieldError(prefix + name, "contains invalid Unicode (an unpaired surrogate)")
+            )
+            return
     if size > max_bytes:
-        errors.append(
-            FieldError(path, f"is {size} bytes as JSON; the limit is {max_bytes}", too_large=True)
-        )
+        message = f"is {size} bytes as JSON; the limit is {max_bytes}"
+        errors.append(FieldError(prefix + name, message, too_large=True))
     # json.dumps writes NUL as \u0000, which PostgreSQL's jsonb cannot store.
     if "\\u0000" in text and _has_nul(payload):
-        errors.append(FieldError(path, "contains a NUL character (\\u0000), which cannot be kept"))
+        message = "contains a NUL character (\\u0000), which cannot be kept"
+        errors.append(FieldError(prefix + name, message))
 
 
 def _has_nul(value: Any) -> bool:
@@ -255,33 +293,35 @@ def parse_rfc3339(value: Any, path: str, errors: list[FieldError]) -> datetime |
         return None
 
 
-def _integer(value: Any, path: str, errors: list[FieldError], low: int, high: int) -> int | None:
+def _integer(
+    value: Any, prefix: str, name: str, errors: list[FieldError], low: int, high: int
+) -> int | None:
+    if type(value) is int and low <= value <= high:
+        return value
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        errors.append(FieldError(path, "must be an integer"))
-    elif not low <= value <= high:
-        errors.append(FieldError(path, f"must be between {low} and {high}"))
+        errors.append(FieldError(prefix + name, "must be an integer"))
     else:
-        return value
+        errors.append(FieldError(prefix + name, f"must be between {low} and {high}"))
     return None
 
 
 def _number(
     value: Any,
-    path: str,
+    prefix: str,
+    name: str,
     errors: list[FieldError],
     *,
     high: float,
-    low: float = 0.0,
-    low_exclusive: bool = False,
+    exclusive: bool = False,
 ) -> float:
+    """Checks a number from 0 (or above 0 when ``exclusive``) up to ``high``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        errors.append(FieldError(path, "must be a number"))
+        errors.append(FieldError(prefix + name, "must be a number"))
         return 0.0
-    too_low = value <= low if low_exclusive else value < low
-    if too_low or value > high:
-        bound = "above" if low_exclusive else "at least"
-        errors.append(FieldError(path, f"must be {bound} {low:g} and at most {high:g}"))
+    if (value <= 0 if exclusive else value < 0) or value > high:
+        bound = "above" if exclusive else "at least"
+        errors.append(FieldError(prefix + name, f"must be {bound} 0 and at most {high:g}"))
         return 0.0
     return float(value)
