@@ -1,22 +1,32 @@
-"""A scriptable HTTP/1.1 server for the client's transport tests.
+"""Servers for the client's tests: a scriptable HTTP/1.1 server, and the real scheduler.
 
 The real scheduler cannot be made to answer ``503`` or drop a kept-alive connection on cue;
-this stand-in can. It records every request with the client port it came from, so tests can
-count connections.
+the scripted stand-in can. It records every request with the client port it came from, so
+tests can count connections. Everything else runs against the real scheduler.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from waitress import wasyncore
 
 from taskmill.client import Client
+from taskmill.common.db import Database
+from taskmill.common.models import TaskError, TaskStatus
+from taskmill.common.settings import DatabaseSettings
+from taskmill.common.tasks import Outcome, TaskStore
+from taskmill.common.workers import WorkerStore
+from taskmill.scheduler import SchedulerSettings, create_app, create_server
 
 
 @dataclass
@@ -126,3 +136,61 @@ def make_client() -> Iterator[Callable[..., Client]]:
     yield make
     for client in made:
         client.close()
+
+
+@dataclass
+class Scheduler:
+    """A real scheduler served by waitress on a free port, over a fresh database."""
+
+    url: str
+    token: str
+    store: TaskStore
+    workers: WorkerStore
+
+    def finish(
+        self, task_id: str, status: TaskStatus, result: Any = None, error: TaskError | None = None
+    ) -> None:
+        """Moves a task to a final state as a worker's report would (no worker runs here)."""
+        claimed = {str(t.id): t for t in self.store.claim(["w-test"] * 1000, 60.0)}
+        task = claimed.get(task_id) or self.store.get(uuid.UUID(task_id))
+        outcome = Outcome(
+            task.id, task.attempt, status, datetime.now(UTC), result, error, retryable=False
+        )
+        assert self.store.apply([outcome]) == {task.id}
+
+
+@pytest.fixture
+def scheduler(database_url: str) -> Iterator[Scheduler]:
+    """The real scheduler app (``create_app``) served by waitress in a thread, with a token."""
+    settings = SchedulerSettings(
+        database=DatabaseSettings.from_url(database_url),
+        port=0,
+        threads=4,
+        api_tokens=("test-token",),
+        migrate_on_start=False,
+    )
+    db = Database(settings.database, max_connections=6, application_name="client-tests")
+    server = create_server(create_app(settings, db), settings)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield Scheduler(
+            f"http://127.0.0.1:{server.effective_port}",
+            "test-token",
+            TaskStore(db),
+            WorkerStore(db),
+        )
+    finally:
+        # Closing every channel (listener included) empties waitress's loop, which then ends.
+        wasyncore.close_all(server._map)
+        server.task_dispatcher.shutdown()
+        thread.join(timeout=10)
+        db.close()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

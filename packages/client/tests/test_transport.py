@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,12 +29,6 @@ MakeClient = Callable[..., Client]
 
 def _task(status: str = "scheduled", **fields: Any) -> dict[str, Any]:
     return {"id": "t-1", "command": "echo", "status": status, **fields}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_submit_is_retried_after_503_with_the_same_idempotency_key(
@@ -95,8 +88,10 @@ def test_a_request_unsafe_to_repeat_is_not_retried_once_sent(
     assert len(fake_server.seen) == 1
 
 
-def test_connection_refused_is_retried_then_reported_in_one_line(make_client: MakeClient) -> None:
-    client = make_client(f"http://127.0.0.1:{_free_port()}", retries=1)
+def test_connection_refused_is_retried_then_reported_in_one_line(
+    make_client: MakeClient, unused_port: int
+) -> None:
+    client = make_client(f"http://127.0.0.1:{unused_port}", retries=1)
     with pytest.raises(Unavailable) as caught:
         client.submit("echo")
     assert "cannot reach the scheduler at http://127.0.0.1:" in caught.value.message
