@@ -139,6 +139,58 @@ def percentiles(values: Sequence[float], prefix: str) -> dict[str, float | None]
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (from /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU time used by each service and by the database's backends of the bench database."""
+
+    def __init__(self, services: Sequence[Service], sql: pg8000.native.Connection) -> None:
+        self._services = services
+        self._sql = sql
+        self._start: dict[str, float] = {}
+        self._backends: dict[int, float] = {}
+
+    def _sample(self) -> dict[str, float]:
+        sample: dict[str, float] = {}
+        for service in self._services:
+            key = "worker" if service.name == "worker" else service.name
+            sample[key] = sample.get(key, 0.0) + cpu_seconds(service.process.pid)
+        return sample
+
+    def start(self) -> None:
+        """Marks the start of a phase."""
+        self._start = self._sample()
+        self._machine = machine_busy_seconds()
+        pids = self._sql.run(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+        self._backends = {int(pid): cpu_seconds(int(pid)) for (pid,) in pids}
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds each part used since ``start`` (backends opened meanwhile missed)."""
+        used = {k: v - self._start.get(k, 0.0) for k, v in self._sample().items()}
+        used["postgres"] = sum(
+            max(0.0, cpu_seconds(pid) - before) for pid, before in self._backends.items()
+        )
+        used["machine"] = machine_busy_seconds() - self._machine
+        return used
+
+
 def _check_alive(services: Sequence[Service]) -> None:
     for service in services:
         if service.process.poll() is not None:
@@ -175,12 +227,15 @@ def throughput(
         _check_alive(services)
         return int(sql.run(succeeded, seq=first_seq)[0][0])
 
+    meter = CpuMeter(services, sql)
+    meter.start()
     began = time.perf_counter()
     for body in bodies:
         api.post("/v1/tasks/batch", body)
     submitted = time.perf_counter() - began
     finished = wait_until(lambda: done() >= args.tasks, args.timeout - submitted, 0.02)
     elapsed = time.perf_counter() - began
+    cpu = meter.stop()
     count = done()
     ((span,),) = sql.run(
         "SELECT extract(epoch FROM max(finished_at) - min(created_at)) FROM tasks "
@@ -194,6 +249,11 @@ def throughput(
         "completed": count,
         "tasks_per_s": round(count / elapsed, 1),
         "timed_out": not finished,
+        "cpu_us_per_task": {
+            k: round(v * 1e6 / max(count, 1)) for k, v in cpu.items() if k != "machine"
+        },
+        "machine_busy_cores": round(cpu["machine"] / elapsed, 2),
+        "own_busy_cores": round((sum(cpu.values()) - cpu["machine"]) / elapsed, 2),
     }
 
 
@@ -260,7 +320,8 @@ def profiling(services: Sequence[Service], folder: str | None, seconds: float) -
                 "--duration",
                 str(int(seconds)),
                 "--rate",
-                "250",
+                "100",
+                "--gil",  # only the thread holding the GIL: where the Python CPU goes
                 "--format",
                 "raw",
                 "--output",
@@ -456,6 +517,17 @@ def main() -> None:
             "  taskmill pickup split (ms): created->dispatched p50 {claim_p50_ms} "
             "p95 {claim_p95_ms}; dispatched->started p50 {assign_p50_ms} p95 {assign_p95_ms}; "
             "handler p50 {run_p50_ms}; DB span of phase 1 {db_span_seconds} s".format(**mine)
+        )
+    if mine and "cpu_us_per_task" in mine:
+        parts = mine["cpu_us_per_task"]
+        listed = ", ".join(f"{k} {v}" for k, v in parts.items())
+        print(
+            f"  taskmill CPU per task in phase 1 (us): {listed}; total {sum(parts.values())} "
+            f"(2 cores at 10,000 tasks/s leave 200 us per task for everything)"
+        )
+        print(
+            f"  machine busy during phase 1: {mine['machine_busy_cores']} of {os.cpu_count()} "
+            f"cores, of which taskmill and its database backends {mine['own_busy_cores']}"
         )
     print(f"  load average at the end {os.getloadavg()[0]:.2f}")
     if args.json:
