@@ -233,8 +233,9 @@ def test_wait_timeout_exits_1(scheduler: Scheduler, client: Client) -> None:
     [("status", "{id}"), ("cancel", "{id}"), ("wait", "{id}"), ("status", "not-a-uuid")],
 )
 def test_unknown_tasks_exit_3(scheduler: Scheduler, args: tuple[str, ...]) -> None:
-    argv = [arg.format(id=uuid.uuid4()) for arg in args]
-    _one_line_error(taskmill(scheduler, *argv), 3, "not found")
+    task_id = str(uuid.uuid4()) if "{id}" in args else args[-1]
+    argv = [arg.format(id=task_id) for arg in args]
+    _one_line_error(taskmill(scheduler, *argv), 3, f"no task with id {task_id!r}")
 
 
 @pytest.mark.parametrize(

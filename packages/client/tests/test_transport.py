@@ -188,11 +188,11 @@ def test_environment_supplies_url_and_token(
             "invalid request: max_attempts: must be between 1 and 100; command: required",
         ),
         (Reply(401, {"detail": "missing bearer token"}), AuthError, "missing bearer token"),
-        (Reply(404, {"detail": "no task t-1"}), TaskNotFound, "no task t-1"),
+        (Reply(404, {"detail": "no task t-1"}), TaskNotFound, "no task with id 't-1'"),
         (Reply(409, {"detail": "already finished"}), Conflict, "already finished"),
         (Reply(500, {"detail": "see its log"}), ServerError, "server error 500: see its log"),
         (Reply(200, raw=b"<html>"), ServerError, "not JSON"),
-        (Reply(404, raw=b"nope"), TaskNotFound, "HTTP 404"),
+        (Reply(404, raw=b"nope"), TaskNotFound, "no task with id 't-1'"),
     ],
 )
 def test_errors_map_to_the_hierarchy(
@@ -207,6 +207,14 @@ def test_errors_map_to_the_hierarchy(
         make_client(fake_server.url).get("t-1")
     if isinstance(caught.value, ValidationError):
         assert [p.field for p in caught.value.errors] == ["max_attempts", "command"]
+
+
+def test_a_404_outside_tasks_means_a_wrong_url(
+    fake_server: FakeServer, make_client: MakeClient
+) -> None:
+    fake_server.default = lambda seen: Reply(404, {"detail": f"no route matches {seen.path}"})
+    with pytest.raises(ServerError, match=r"no route matches /api/v1/tasks\?.* \(is http"):
+        list(make_client(fake_server.url + "/api").list())
 
 
 def test_ids_are_quoted_into_the_path(fake_server: FakeServer, make_client: MakeClient) -> None:

@@ -66,7 +66,36 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     commands = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
 
-    submit = commands.add_parser("submit", parents=[common], help="submit a task")
+    _add_submit(commands.add_parser("submit", parents=[common], help="submit a task"))
+
+    status = commands.add_parser("status", parents=[common], help="show a task")
+    status.add_argument("task_id", metavar="ID")
+
+    wait = commands.add_parser("wait", parents=[common], help="wait until tasks finish")
+    wait.add_argument("task_ids", metavar="ID", nargs="+")
+    wait.add_argument(
+        "--timeout",
+        type=_duration,
+        metavar="DURATION",
+        help="give up after this long (exit status 1)",
+    )
+
+    listing = commands.add_parser("list", parents=[common], help="list tasks, newest first")
+    listing.add_argument("--status", choices=[s.value for s in TaskStatus])
+    listing.add_argument("--command", dest="filter_command", metavar="C")
+    listing.add_argument("--queue", metavar="Q")
+    listing.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="show at most N tasks (default 20)"
+    )
+
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a task")
+    cancel.add_argument("task_id", metavar="ID")
+
+    commands.add_parser("workers", parents=[common], help="list the live workers")
+    return parser
+
+
+def _add_submit(submit: argparse.ArgumentParser) -> None:
     submit.add_argument("task_command", metavar="COMMAND", help="the handler name")
     payload = submit.add_mutually_exclusive_group()
     payload.add_argument("--payload", metavar="JSON", help="JSON payload, or - to read stdin")
@@ -98,32 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--queue", metavar="Q", help="queue name (default: default)")
     submit.add_argument("--idempotency-key", metavar="KEY", help="makes the submit repeatable")
     submit.add_argument("--wait", action="store_true", help="wait until the task finishes")
-
-    status = commands.add_parser("status", parents=[common], help="show a task")
-    status.add_argument("task_id", metavar="ID")
-
-    wait = commands.add_parser("wait", parents=[common], help="wait until tasks finish")
-    wait.add_argument("task_ids", metavar="ID", nargs="+")
-    wait.add_argument(
-        "--timeout",
-        type=_duration,
-        metavar="DURATION",
-        help="give up after this long (exit status 1)",
-    )
-
-    listing = commands.add_parser("list", parents=[common], help="list tasks, newest first")
-    listing.add_argument("--status", choices=[s.value for s in TaskStatus])
-    listing.add_argument("--command", dest="filter_command", metavar="C")
-    listing.add_argument("--queue", metavar="Q")
-    listing.add_argument(
-        "--limit", type=int, default=20, metavar="N", help="show at most N tasks (default 20)"
-    )
-
-    cancel = commands.add_parser("cancel", parents=[common], help="cancel a task")
-    cancel.add_argument("task_id", metavar="ID")
-
-    commands.add_parser("workers", parents=[common], help="list the live workers")
-    return parser
 
 
 def run(argv: Sequence[str] | None, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:

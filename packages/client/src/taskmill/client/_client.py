@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from taskmill.client._errors import ServerError, TaskFailed, WaitTimeout
+from taskmill.client._errors import ServerError, TaskFailed, TaskNotFound, WaitTimeout
 from taskmill.client._models import SubmitSpec, Task, Worker
 from taskmill.client._retry import Caller, RetryPolicy
 
@@ -164,7 +164,7 @@ class Client:
             AuthError: The token was refused.
             Unavailable: The scheduler could not be reached, after retries.
         """
-        return Task.from_json(self._caller.call("GET", _task_path(task_id), safe=True))
+        return self._task_call("GET", task_id, "")
 
     def list(
         self,
@@ -215,8 +215,7 @@ class Client:
             AuthError: The token was refused.
             Unavailable: The scheduler could not be reached, after retries.
         """
-        path = _task_path(task_id) + "/cancel"
-        return Task.from_json(self._caller.call("POST", path, safe=True))
+        return self._task_call("POST", task_id, "/cancel")
 
     def workers(self) -> builtins.list[Worker]:
         """Returns the live workers of the fleet.
@@ -227,6 +226,19 @@ class Client:
         """
         data = self._caller.call("GET", "/v1/workers", safe=True)
         return [Worker.from_json(item) for item in _items(data, "workers")]
+
+    def _task_call(self, method: str, task_id: str | uuid.UUID, suffix: str) -> Task:
+        text = str(task_id)
+        if not text:
+            raise ValueError("a task id must not be empty")
+        path = "/v1/tasks/" + quote(text, safe="") + suffix
+        try:
+            return Task.from_json(self._caller.call(method, path, safe=True))
+        except TaskNotFound as exc:
+            # For a malformed id the server's detail names a route; say what was asked instead.
+            raise TaskNotFound(
+                f"no task with id {text!r}", status=exc.status, problem=exc.problem
+            ) from None
 
     def wait(
         self, task_id: str | uuid.UUID, timeout: float | None = None, poll: float = 1.0
@@ -315,13 +327,6 @@ def _spec(item: SubmitSpec | Mapping[str, Any]) -> SubmitSpec:
     if isinstance(item, SubmitSpec):
         return item
     return SubmitSpec(**item)
-
-
-def _task_path(task_id: str | uuid.UUID) -> str:
-    text = str(task_id)
-    if not text:
-        raise ValueError("a task id must not be empty")
-    return "/v1/tasks/" + quote(text, safe="")
 
 
 def _items(data: Any, key: str) -> builtins.list[Any]:

@@ -123,10 +123,10 @@ class Caller:
                 time.sleep(self._policy.pause(retry, _retry_after(response)))
                 retry += 1
                 continue
-            return _answer(response)
+            return _answer(response, self.url, path)
 
 
-def _answer(response: Response) -> Any:
+def _answer(response: Response, url: str, path: str) -> Any:
     if 200 <= response.status < 300:
         try:
             return response.json()
@@ -135,10 +135,10 @@ def _answer(response: Response) -> Any:
                 f"the server answered {response.status} with a body that is not JSON",
                 status=response.status,
             ) from None
-    raise _error(response)
+    raise _error(response, url, path)
 
 
-def _error(response: Response) -> TaskmillClientError:
+def _error(response: Response, url: str, path: str) -> TaskmillClientError:
     status = response.status
     problem = _problem(response)
     text = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
@@ -151,8 +151,13 @@ def _error(response: Response) -> TaskmillClientError:
         )
     if status in (401, 403):
         return AuthError(f"not authorized: {text}", status=status, problem=problem)
-    if status == 404:
+    if status == 404 and path.startswith("/v1/tasks/"):
         return TaskNotFound(f"not found: {text}", status=status, problem=problem)
+    if status == 404:
+        # Not a task: the URL does not lead to the API (a wrong --url path, another server).
+        return ServerError(
+            f"{text} (is {url} a taskmill scheduler?)", status=status, problem=problem
+        )
     if status == 409:
         return Conflict(f"conflict: {text}", status=status, problem=problem)
     if status == 503 or status in _MAYBE_DONE:
