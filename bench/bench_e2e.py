@@ -81,6 +81,7 @@ def cluster(url: str, args: argparse.Namespace) -> Iterator[tuple[Cluster, list[
     logs = Path(tempfile.mkdtemp(prefix="taskmill-bench-e2e-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKMILL_", "OTEL_"))}
     env.update(TASKMILL_DATABASE_URL=url, TASKMILL_MIGRATE="false")
+    env.update(item.split("=", 1) for item in args.env)  # type: ignore[misc]
     running = Cluster(url, logs, env)
     try:
         scheduler = running.start_scheduler()
@@ -488,6 +489,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--admin-url", default=ADMIN_URL)
     parser.add_argument("--profile", metavar="DIR", help="py-spy the services during phase 1")
     parser.add_argument("--profile-seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the services' environment (repeatable), e.g. TASKMILL_LOG_LEVEL=DEBUG",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs")
     parser.add_argument("--json", metavar="FILE", help="also write every row here")
     return parser.parse_args()
