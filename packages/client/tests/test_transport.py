@@ -251,5 +251,6 @@ def test_wait_polls_with_backoff_and_times_out_as_timeouterror(
     assert 0.5 <= time.monotonic() - started < 5
     assert isinstance(caught.value, WaitTimeout)
     assert [t.status for t in caught.value.pending] == ["running"]
-    # Backoff from 50 ms growing by half each poll: about 6 polls in 0.5 s, not hundreds.
-    assert 3 <= len(fake_server.seen) <= 12
+    # Backoff from 50 ms growing by half each poll: about 6 polls in 0.5 s, not hundreds
+    # (at least 2 even when a loaded machine slows every request).
+    assert 2 <= len(fake_server.seen) <= 12
