@@ -65,7 +65,7 @@ def test_with_tokens_loopback_clients_need_one_too(secured) -> None:
 def test_every_route_is_checked_before_anything_else(secured) -> None:
     # Bad bodies, unknown routes and wrong methods all get 401 first: nothing leaks.
     requests = [("POST", "/v1/tasks"), ("GET", "/v1/tasks/x"), ("GET", "/nowhere"),
-                ("DELETE", "/v1/workers"), ("POST", "/schedule"), ("GET", "/readyz")]  # fmt: skip
+                ("DELETE", "/v1/workers"), ("POST", "/schedule"), ("GET", "/v1/workers")]  # fmt: skip
     for method, path in requests:
         result = secured.simulate_request(method, path, remote_addr=REMOTE)
         assert result.status_code == 401, (method, path)
@@ -73,6 +73,11 @@ def test_every_route_is_checked_before_anything_else(secured) -> None:
 
 def test_healthz_needs_no_token(secured) -> None:
     assert secured.simulate_get("/healthz", remote_addr=REMOTE).status_code == 200
+
+
+def test_readyz_needs_no_token(secured) -> None:
+    # Kubernetes and compose probes send no Authorization header.
+    assert secured.simulate_get("/readyz", remote_addr=REMOTE).status_code == 200
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"])

@@ -15,7 +15,8 @@ import falcon
 from taskmill.scheduler.errors import Unauthorized
 
 #: Paths served without a token: liveness probes carry no credentials.
-PUBLIC_PATHS = frozenset({"/healthz"})
+# Orchestrator probes carry no API token; neither answer reveals more than up/ready.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def is_loopback(address: str | None) -> bool:
