@@ -120,40 +120,10 @@ def create_server(
 def _assemble(
     settings: CoordinatorSettings, db: Database, coordinator_id: str
 ) -> CoordinatorServer:
-    tasks = TaskStore(db, Backoff(settings.retry_backoff_base, settings.retry_backoff_max))
-    workers = WorkerStore(db)
-    registry = WorkerRegistry(lambda address: create_channel(address, settings.security))
     senders = ThreadPoolExecutor(_SENDERS, thread_name_prefix="assign")
-    dispatcher = Dispatcher(
-        tasks,
-        registry,
-        senders,
-        lease_seconds=settings.lease_seconds,
-        batch_size=settings.batch_size,
-        poll_interval=settings.poll_interval,
-        assign_timeout=settings.assign_timeout,
-    )
-    fleet = Fleet(
-        workers,
-        tasks,
-        registry,
-        Wakers(work=dispatcher.wake, room=dispatcher.slots_freed),
-        coordinator_id=coordinator_id,
-        lease_seconds=settings.lease_seconds,
-    )
-    listener = Listener(
-        db, dispatcher.wake, lambda task_id: senders.submit(fleet.forward_cancel, task_id)
-    )
-    liveness = Liveness(
-        workers,
-        tasks,
-        registry,
-        dispatcher.wake,
-        dead_after=settings.dead_after,
-        interval=settings.liveness_interval,
-    )
-    servicer = CoordinatorServicer(fleet, settings.worker_heartbeat_interval)
     try:
+        fleet, dispatcher, listener, liveness = _parts(settings, db, coordinator_id, senders)
+        servicer = CoordinatorServicer(fleet, settings.worker_heartbeat_interval)
         server, port, health_servicer = create_grpc_server(
             _bind_address(settings.host, settings.port),
             lambda s: coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, s),
@@ -179,8 +149,47 @@ def _assemble(
         _server=server,
         _health=health_servicer,
         _db=db,
-        _registry=registry,
+        _registry=fleet.registry,
         _senders=senders,
         _stop=stop,
         _threads=threads,
     )
+
+
+def _parts(
+    settings: CoordinatorSettings, db: Database, coordinator_id: str, senders: ThreadPoolExecutor
+) -> tuple[Fleet, Dispatcher, Listener, Liveness]:
+    """Builds the service layer and the three loops around one registry and two stores."""
+    tasks = TaskStore(db, Backoff(settings.retry_backoff_base, settings.retry_backoff_max))
+    workers = WorkerStore(db)
+    registry = WorkerRegistry(lambda address: create_channel(address, settings.security))
+    dispatcher = Dispatcher(
+        tasks,
+        registry,
+        senders,
+        lease_seconds=settings.lease_seconds,
+        batch_size=settings.batch_size,
+        poll_interval=settings.poll_interval,
+        assign_timeout=settings.assign_timeout,
+    )
+    wakers = Wakers(work=dispatcher.wake, room=dispatcher.slots_freed)
+    fleet = Fleet(
+        workers,
+        tasks,
+        registry,
+        wakers,
+        coordinator_id=coordinator_id,
+        lease_seconds=settings.lease_seconds,
+    )
+    listener = Listener(
+        db, dispatcher.wake, lambda task_id: senders.submit(fleet.forward_cancel, task_id)
+    )
+    liveness = Liveness(
+        workers,
+        tasks,
+        registry,
+        dispatcher.wake,
+        dead_after=settings.dead_after,
+        interval=settings.liveness_interval,
+    )
+    return fleet, dispatcher, listener, liveness

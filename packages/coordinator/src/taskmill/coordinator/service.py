@@ -48,6 +48,10 @@ class Wakers:
 class Fleet:
     """Serves this coordinator's workers.
 
+    Attributes:
+        registry: This coordinator's in-memory view of its workers.
+        coordinator_id: This process's unique id.
+
     Args:
         workers: The worker store.
         tasks: The task store.
@@ -71,7 +75,7 @@ class Fleet:
     ) -> None:
         self._workers = workers
         self._tasks = tasks
-        self._registry = registry
+        self.registry = registry
         self._wakers = wakers
         self.coordinator_id = coordinator_id
         self._lease_seconds = lease_seconds
@@ -103,7 +107,7 @@ class Fleet:
             version=version,
             handlers=handlers,
         )
-        self._registry.add(worker)
+        self.registry.add(worker)
         logger.info(
             "worker %s registered: %s, capacity %d, host %r", worker.id, address, capacity, hostname
         )
@@ -121,19 +125,19 @@ class Fleet:
         """
         worker = self._workers.heartbeat(worker_id, max(free_slots, 0))
         if worker is None:
-            self._registry.remove(worker_id)
+            self.registry.remove(worker_id)
             raise UnknownWorker(f"no live worker has id {worker_id}; register again")
-        if worker_id not in self._registry:
+        if worker_id not in self.registry:
             self._adopt(worker, free_slots)
         self._tasks.extend_held_leases(worker_id, list(held), self._lease_seconds)
-        if self._registry.heartbeat(worker_id, free_slots, held):
+        if self.registry.heartbeat(worker_id, free_slots, held):
             self._wakers.room()
         return self._tasks.cancel_requested(worker_id)
 
     def _adopt(self, worker: Worker, free_slots: int) -> None:
         """Takes over a worker registered with a coordinator that is gone (a restart)."""
         adopted = self._workers.adopt(worker.id, self.coordinator_id) or worker
-        self._registry.add(adopted, free_slots=free_slots)
+        self.registry.add(adopted, free_slots=free_slots)
         logger.info(
             "worker %s adopted from coordinator %s", worker.id, worker.coordinator_id or "?"
         )
@@ -150,7 +154,7 @@ class Fleet:
         changed = self._tasks.apply(outcomes) if outcomes else set()
         released = set(self._tasks.release(worker_id, rejected)) if rejected else set()
         done = [o.task_id for o in outcomes if o.status is not TaskStatus.RUNNING]
-        if self._registry.finished(worker_id, [*done, *rejected]):
+        if self.registry.finished(worker_id, [*done, *rejected]):
             self._wakers.room()
         # A failure with attempts left was scheduled again, after a backoff: the dispatch loop
         # must set its timer for it.
@@ -163,7 +167,7 @@ class Fleet:
     def deregister(self, worker_id: str) -> None:
         """Removes a worker that is stopping and recovers the tasks it still held."""
         self._workers.remove(worker_id)
-        self._registry.remove(worker_id)
+        self.registry.remove(worker_id)
         recovered = self._tasks.recover_lost([worker_id])
         logger.info("worker %s deregistered (%d tasks recovered)", worker_id, len(recovered))
         if TaskStatus.SCHEDULED in recovered.values():
@@ -180,7 +184,7 @@ class Fleet:
         except (ValueError, TaskNotFound):
             logger.warning("cancel requested for unknown task %r", task_id)
             return False
-        stub = self._registry.stub(task.worker_id) if task.worker_id else None
+        stub = self.registry.stub(task.worker_id) if task.worker_id else None
         if stub is None or task.status.is_final:
             return False
         try:
