@@ -570,3 +570,25 @@ def test_pool_lends_each_thread_its_own_connection(database_url: str) -> None:
         db.close()
 
     assert len(set(pids)) == 4
+
+
+def test_a_report_from_another_worker_changes_nothing(database_url: str) -> None:
+    """A task given back after an assignment timed out keeps its attempt; when it is sent to a
+    second worker, a late report from the first must not count."""
+    db = Database(DatabaseSettings.from_url(database_url))
+    try:
+        store = TaskStore(db)
+        with db.transaction() as conn:
+            (task,) = store.insert(conn, [NewTask("echo")])
+        (first,) = store.claim(["w-first"], lease_seconds=30)
+        assert store.release("w-first", [task.id]) == [task.id]
+        (second,) = store.claim(["w-second"], lease_seconds=30)
+        assert second.attempt == first.attempt
+        late = Outcome(task.id, first.attempt, TaskStatus.SUCCEEDED, datetime.now(UTC), "late")
+        assert store.apply([late], worker_id="w-first") == set()
+        assert store.get(task.id).status is TaskStatus.DISPATCHED
+        own = Outcome(task.id, second.attempt, TaskStatus.SUCCEEDED, datetime.now(UTC), "own")
+        assert store.apply([own], worker_id="w-second") == {task.id}
+        assert store.get(task.id).result == "own"
+    finally:
+        db.close()

@@ -63,13 +63,17 @@ def test_a_failure_with_attempts_left_is_retried_after_backoff(harness) -> None:
     assert task.dispatched_at is not None and task.dispatched_at >= retried.scheduled_at
 
 
-def test_reports_from_an_unknown_worker_are_still_applied(harness) -> None:
+def test_reports_apply_only_to_the_reporting_workers_tasks(harness) -> None:
     coordinator = harness.coordinator()
     worker = harness.worker(coordinator)
     [task_id] = _dispatched(harness, worker)
+    # A task given back after an assignment timeout keeps its attempt number: a late report
+    # from another worker must not finish it.
     applied = worker.report(str(task_id), TaskStatus.SUCCEEDED, result=7, worker_id="w-gone")
-    assert applied == 1
-    assert harness.task(task_id).result == 7
+    assert applied == 0
+    assert harness.task(task_id).status is TaskStatus.DISPATCHED
+    assert worker.report(str(task_id), TaskStatus.SUCCEEDED, result=8) == 1
+    assert harness.task(task_id).result == 8
 
 
 def test_a_rejected_task_is_given_back_and_dispatched_again(harness) -> None:

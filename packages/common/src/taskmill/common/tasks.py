@@ -229,11 +229,14 @@ class TaskStore:
 
     # -- outcomes ---------------------------------------------------------------------------
 
-    def apply(self, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
+    def apply(self, outcomes: Sequence[Outcome], worker_id: str | None = None) -> set[uuid.UUID]:
         """Applies workers' reports in one transaction, a batched UPDATE per kind.
 
         Returns the ids of the tasks that changed; the others were stale or duplicates.
         A task's "running" report is applied before its final report in the same batch.
+        With ``worker_id``, only tasks dispatched to that worker change: a task given back
+        after an assignment timed out keeps its attempt number, so a late report from the
+        first worker must not count for the next one.
         """
         order = (TaskStatus.RUNNING, TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
         changed: set[uuid.UUID] = set()
@@ -248,13 +251,14 @@ class TaskStore:
             for status in order:
                 batch = by_status.get(status, [])
                 if batch:
-                    changed.update(self._apply_batch(conn, status, batch))
+                    changed.update(self._apply_batch(conn, status, batch, worker_id))
         return changed
 
     def _apply_batch(
-        self, conn: Connection, status: TaskStatus, batch: list[Outcome]
+        self, conn: Connection, status: TaskStatus, batch: list[Outcome], worker_id: str | None
     ) -> list[uuid.UUID]:
         common: dict[str, Any] = {
+            "worker_id": worker_id,
             "ids": [o.task_id for o in batch],
             "attempts": [o.attempt for o in batch],
             "ats": [o.at for o in batch],

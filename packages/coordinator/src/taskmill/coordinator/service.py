@@ -149,9 +149,10 @@ class Fleet:
         """Applies a worker's status reports and gives back the tasks it rejected.
 
         Reports are applied even from a worker this coordinator does not know (it may have just
-        restarted). Returns how many reports changed a task; the rest were duplicates or stale.
+        restarted), but only to tasks dispatched to that worker. Returns how many reports
+        changed a task; the rest were duplicates or stale.
         """
-        changed = self._tasks.apply(outcomes) if outcomes else set()
+        changed = self._tasks.apply(outcomes, worker_id) if outcomes else set()
         released = set(self._tasks.release(worker_id, rejected)) if rejected else set()
         done = [o.task_id for o in outcomes if o.status is not TaskStatus.RUNNING]
         if self.registry.finished(worker_id, [*done, *rejected]):

@@ -99,7 +99,8 @@ UPDATE tasks SET status = 'running', started_at = r.at
 FROM unnest(
     CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:ats AS timestamptz[])
 ) AS r(id, attempt, at)
-WHERE tasks.id = r.id AND tasks.attempt = r.attempt AND tasks.status = 'dispatched'
+WHERE tasks.id = r.id AND tasks.attempt = r.attempt
+  AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id) AND tasks.status = 'dispatched'
 RETURNING tasks.id
 
 -- name: mark_succeeded
@@ -111,6 +112,7 @@ FROM unnest(
     CAST(:ats AS timestamptz[])
 ) AS r(id, attempt, result, at)
 WHERE tasks.id = r.id AND tasks.attempt = r.attempt
+  AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
   AND tasks.status IN ('dispatched', 'running')
 RETURNING tasks.id
 
@@ -140,6 +142,7 @@ FROM unnest(
     CAST(:retryable AS bool[]), CAST(:ats AS timestamptz[])
 ) AS r(id, attempt, error, retryable, at)
 WHERE tasks.id = r.id AND tasks.attempt = r.attempt
+  AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
   AND tasks.status IN ('dispatched', 'running')
 RETURNING tasks.id, tasks.status
 
@@ -149,6 +152,7 @@ FROM unnest(
     CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:ats AS timestamptz[])
 ) AS r(id, attempt, at)
 WHERE tasks.id = r.id AND tasks.attempt = r.attempt
+  AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
   AND tasks.status IN ('dispatched', 'running')
 RETURNING tasks.id
 
