@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,11 @@ def setup_tracing(service_name: str, version: str, env: Mapping[str, str]) -> Tr
     resource = defaults.merge(detected)
     if str(detected.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: service_name}))
-    provider = TracerProvider(resource=resource)
     exporter = _exporter(env)
+    # Without an exporter, spans are never recorded, so they cost next to nothing; they still
+    # get ids and carry the trace context from the request to the worker.
+    sampler = None if exporter is not None else ALWAYS_OFF
+    provider = TracerProvider(resource=resource, sampler=sampler)
     if exporter is not None:
         processor = (
             SimpleSpanProcessor(exporter)
@@ -109,6 +113,18 @@ def current_traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span, or ``None`` when there is none."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def traceparent_of(span: trace.Span) -> str | None:
+    """The W3C ``traceparent`` that names ``span`` as the parent, or ``None`` when invalid."""
+    return current_traceparent_in(trace.set_span_in_context(span))
+
+
+def current_traceparent_in(context: otel_context.Context) -> str | None:
+    """The W3C ``traceparent`` of the span current in ``context``."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=context)
     return carrier.get("traceparent")
 
 

@@ -7,12 +7,13 @@ import os
 import signal
 import sys
 import threading
+from importlib.metadata import version
 from types import FrameType
 
 from taskmill.common.errors import TaskmillError
-from taskmill.common.telemetry import setup_logging
+from taskmill.common.telemetry import setup_logging, setup_tracing
 from taskmill.coordinator.server import create_server
-from taskmill.coordinator.settings import load_settings
+from taskmill.coordinator.settings import CoordinatorSettings, load_settings
 
 logger = logging.getLogger("taskmill.coordinator")
 
@@ -22,6 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(os.environ.get("TASKMILL_LOG_LEVEL", "INFO"))
     try:
         settings = load_settings(argv, os.environ)
+    except TaskmillError as exc:
+        print(f"taskmill-coordinator: {exc.message}", file=sys.stderr)
+        return 1
+    provider = setup_tracing("taskmill-coordinator", version("taskmill-coordinator"), os.environ)
+    try:
+        return _serve(settings)
+    finally:
+        provider.shutdown()
+
+
+def _serve(settings: CoordinatorSettings) -> int:
+    try:
         server = create_server(settings)
     except TaskmillError as exc:
         print(f"taskmill-coordinator: {exc.message}", file=sys.stderr)

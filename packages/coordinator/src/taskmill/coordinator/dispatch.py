@@ -19,15 +19,27 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 
 import grpc
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from taskmill.common.convert import to_assignment
 from taskmill.common.errors import TaskmillError
 from taskmill.common.models import Task
 from taskmill.common.tasks import TaskStore
+from taskmill.common.telemetry import (
+    QUEUE,
+    TASK_ATTEMPT,
+    TASK_COMMAND,
+    TASK_ID,
+    WORKER_ID,
+    context_from_traceparent,
+    traceparent_of,
+)
 from taskmill.coordinator.registry import WorkerRegistry
 from taskmill.v1 import worker_pb2
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 #: How long after a task's due time the loop wakes: the claim compares with the database's
 #: clock, so waking a little late guarantees the task is due, never early.
@@ -132,32 +144,47 @@ class Dispatcher:
         return min(self._poll_interval, due_in + DUE_MARGIN)
 
     def _send(self, worker_id: str, batch: Sequence[Task]) -> None:
+        # One dispatch span per task continues the trace stored with it; each assignment
+        # carries its span's context, so the worker's execution span is its child. The batched
+        # call itself runs in the first task's context, which its gRPC client span joins.
+        spans = [_dispatch_span(task, worker_id) for task in batch]
+        try:
+            with trace.use_span(spans[0], end_on_exit=False):
+                error = self._assign(worker_id, batch, spans)
+        finally:
+            for span in spans:
+                if error:
+                    span.set_status(Status(StatusCode.ERROR, error))
+                span.end()
+
+    def _assign(self, worker_id: str, batch: Sequence[Task], spans: list[Span]) -> str | None:
+        """Sends one worker its tasks; returns why it did not take them, or ``None``."""
         ids = [task.id for task in batch]
         try:
             stub = self._registry.stub(worker_id)
             if stub is None:
-                self._give_back(worker_id, ids, "the worker left")
-                return
-            request = worker_pb2.AssignTasksRequest(
-                worker_id=worker_id, assignments=[to_assignment(task) for task in batch]
-            )
+                return self._give_back(worker_id, ids, "the worker left")
+            assignments = [
+                to_assignment(task, traceparent=traceparent_of(span))
+                for task, span in zip(batch, spans, strict=True)
+            ]
+            request = worker_pb2.AssignTasksRequest(worker_id=worker_id, assignments=assignments)
             response = stub.AssignTasks(request, timeout=self._assign_timeout)
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
             full = code is grpc.StatusCode.RESOURCE_EXHAUSTED
             reason = f"{code.name if code else 'error'}: {details}"
-            self._give_back(worker_id, ids, reason, full=full)
-            return
+            return self._give_back(worker_id, ids, reason, full=full)
         except Exception:
             logger.exception("sending %d tasks to worker %s failed", len(ids), worker_id)
-            self._give_back(worker_id, ids, "internal error")
-            return
+            return self._give_back(worker_id, ids, "internal error")
         self._registry.accepted(worker_id, ids, response.free_slots)
+        return None
 
     def _give_back(
         self, worker_id: str, ids: list[uuid.UUID], reason: str, *, full: bool = False
-    ) -> None:
+    ) -> str:
         """Returns tasks a worker did not take to ``scheduled``, attempt unchanged.
 
         A worker that was merely full gets tasks again as soon as it reports one finished; any
@@ -173,3 +200,19 @@ class Dispatcher:
             # returns them to scheduled later.
             logger.warning("could not give back %d tasks: %s", len(ids), exc.message)
         self.wake()
+        return reason
+
+
+def _dispatch_span(task: Task, worker_id: str) -> Span:
+    return tracer.start_span(
+        "dispatch",
+        context=context_from_traceparent(task.trace_context),
+        kind=SpanKind.PRODUCER,
+        attributes={
+            TASK_ID: str(task.id),
+            TASK_COMMAND: task.command,
+            TASK_ATTEMPT: task.attempt,
+            WORKER_ID: worker_id,
+            QUEUE: task.queue,
+        },
+    )
