@@ -5,8 +5,11 @@
 Throughput: ``Task.batch_defer`` of ``--chunk`` jobs per call into a throwaway database, run by
 ``--workers`` processes of ``App.run_worker(concurrency=N)`` (asyncio; the no-op task is
 ``async`` so it runs on the event loop, procrastinate's fastest path; LISTEN/NOTIFY on);
-finished = ``status = 'succeeded'`` in ``procrastinate_jobs``. Pickup latency: the job's
-``started`` event minus its ``deferred`` event (both the database's ``now()``).
+finished = ``status = 'succeeded'`` in ``procrastinate_jobs``. ``ANALYZE procrastinate_jobs``
+right after the enqueue (inside the timed window): without statistics, procrastinate's one-job
+fetch sorts the whole backlog (44 ms a fetch at 20,000 jobs here, 1.5 ms after ``ANALYZE``).
+Pickup latency: the job's ``started`` event minus its ``deferred`` event (both the database's
+``now()``).
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def run(args: Any, echo: Any, sql: psycopg.Connection[Any], procs: Any) -> dict[
         for start in range(0, args.tasks, args.chunk):
             stop = min(args.tasks, start + args.chunk)
             echo.batch_defer(*({"n": i} for i in range(start, stop)))
+        sql.execute("ANALYZE procrastinate_jobs")
 
     lib.note(f"procrastinate: throughput of {args.tasks} jobs")
     figures = lib.throughput(enqueue_all, lambda: _scalar(sql, done), args.tasks, args.timeout)
