@@ -65,7 +65,8 @@ def test_with_tokens_loopback_clients_need_one_too(secured) -> None:
 def test_every_route_is_checked_before_anything_else(secured) -> None:
     # Bad bodies, unknown routes and wrong methods all get 401 first: nothing leaks.
     requests = [("POST", "/v1/tasks"), ("GET", "/v1/tasks/x"), ("GET", "/nowhere"),
-                ("DELETE", "/v1/workers"), ("POST", "/schedule"), ("GET", "/v1/workers")]  # fmt: skip
+                ("DELETE", "/v1/workers"), ("POST", "/schedule"),
+                ("GET", "/v1/workers")]  # fmt: skip
     for method, path in requests:
         result = secured.simulate_request(method, path, remote_addr=REMOTE)
         assert result.status_code == 401, (method, path)

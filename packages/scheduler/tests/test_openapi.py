@@ -10,6 +10,7 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from taskmill.scheduler import openapi
+from taskmill.scheduler.auth import PUBLIC_PATHS
 
 _CONVERTER = re.compile(r"\{(\w+):[^}]+\}")
 
@@ -66,13 +67,13 @@ def test_the_validator_rejects_a_broken_document() -> None:
         validate(broken)
 
 
-def test_every_operation_has_a_unique_id_and_only_healthz_is_public() -> None:
+def test_every_operation_has_a_unique_id_and_only_the_probes_are_public() -> None:
     document = openapi.document("1.0")
     operations = [op for ops in document["paths"].values() for op in ops.values()]
 
     ids = [op["operationId"] for op in operations]
     assert len(ids) == len(set(ids))
-    public = [
+    public = {
         path for path, ops in document["paths"].items() if ops.get("get", {}).get("security") == []
-    ]
-    assert public == ["/healthz"]
+    }
+    assert public == PUBLIC_PATHS

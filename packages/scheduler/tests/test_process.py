@@ -180,3 +180,51 @@ def test_a_bad_setting_is_a_one_line_error_naming_it(variable: str, value: str) 
     line = _fails_to_start([], env)
 
     assert variable in line
+
+
+def _children(pid: int) -> set[int]:
+    """The ids of a process's children (Linux /proc)."""
+    children = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                children.add(int(entry))
+    return children
+
+
+def _wait_until(condition, what: str):
+    deadline = time.monotonic() + DEADLINE
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def test_several_processes_share_the_port_replace_a_lost_one_and_stop_together(
+    database_url: str,
+) -> None:
+    with scheduler(["--processes", "2", "--threads", "2"], _env(database_url)) as (process, port):
+        parent = process.popen.pid
+        first = _wait_until(lambda: len(_children(parent)) == 2 and _children(parent), "2 children")
+        ids = {_request(port, "POST", "/v1/tasks", {"command": "echo"})[2]["id"] for _ in range(20)}
+        assert len(ids) == 20
+
+        lost = min(first)
+        os.kill(lost, signal.SIGKILL)
+        second = _wait_until(
+            lambda: (c := _children(parent)) and len(c) == 2 and lost not in c and c, "a new child"
+        )
+        listed = {t["id"] for t in _request(port, "GET", "/v1/tasks?limit=100")[2]["tasks"]}
+        assert listed == ids
+
+        process.popen.send_signal(signal.SIGTERM)
+        assert process.popen.wait(timeout=DEADLINE) == 0
+        log = process.rest_of_log()
+    assert all(not os.path.exists(f"/proc/{pid}") for pid in second)
+    assert "starting another" in log and "Traceback" not in log

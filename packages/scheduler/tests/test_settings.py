@@ -26,6 +26,7 @@ def test_every_variable_is_read() -> None:
             "TASKMILL_SCHEDULER_HOST": "0.0.0.0",
             "TASKMILL_SCHEDULER_PORT": "9000",
             "TASKMILL_SCHEDULER_THREADS": "4",
+            "TASKMILL_SCHEDULER_PROCESSES": "3",
             "TASKMILL_API_TOKENS": " a, b ,,c ",
             "TASKMILL_MAX_PAYLOAD_BYTES": "1000",
             "TASKMILL_MAX_BATCH_BYTES": "5000",
@@ -34,6 +35,7 @@ def test_every_variable_is_read() -> None:
     )
 
     assert (settings.host, settings.port, settings.threads) == ("0.0.0.0", 9000, 4)
+    assert settings.processes == 3
     assert settings.api_tokens == ("a", "b", "c")
     assert (settings.max_payload_bytes, settings.max_batch_bytes) == (1000, 5000)
     assert settings.migrate_on_start is False
@@ -52,6 +54,7 @@ def test_tokens_never_appear_in_the_repr() -> None:
         ("TASKMILL_SCHEDULER_PORT", "http"),
         ("TASKMILL_SCHEDULER_PORT", "70000"),
         ("TASKMILL_SCHEDULER_THREADS", "0"),
+        ("TASKMILL_SCHEDULER_PROCESSES", "0"),
         ("TASKMILL_MAX_PAYLOAD_BYTES", "-1"),
         ("TASKMILL_MAX_BATCH_BYTES", "1.5"),
     ],
@@ -63,14 +66,14 @@ def test_a_bad_value_is_a_config_error_naming_the_variable(variable: str, value:
 
 def test_flags_override_the_environment() -> None:
     args = _parser().parse_args(
-        ["--host", "::", "--port", "0", "--threads", "2", "--no-migrate",
+        ["--host", "::", "--port", "0", "--threads", "2", "--processes", "2", "--no-migrate",
          "--database-url", "postgresql://x@h/d"]
     )  # fmt: skip
     env = {"TASKMILL_SCHEDULER_HOST": "10.0.0.1", "TASKMILL_SCHEDULER_PORT": "1234"}
 
     settings = settings_from(args, env)
 
-    assert (settings.host, settings.port, settings.threads) == ("::", 0, 2)
+    assert (settings.host, settings.port, settings.threads, settings.processes) == ("::", 0, 2, 2)
     assert settings.migrate_on_start is False and settings.database.host == "h"
 
 

@@ -1,28 +1,28 @@
 """``taskmill-scheduler``: serve the HTTP API.
 
 Flags override environment variables (``TASKMILL_SCHEDULER_HOST``, ``_PORT``, ``_THREADS``,
-``TASKMILL_DATABASE_URL``, ``TASKMILL_API_TOKENS``, ``TASKMILL_MAX_PAYLOAD_BYTES``,
-``TASKMILL_MAX_BATCH_BYTES``, ``TASKMILL_MIGRATE``). Prints one line and exits 1 when it cannot
-start; SIGTERM or Ctrl-C stop it after the requests in progress.
+``_PROCESSES``, ``TASKMILL_DATABASE_URL``, ``TASKMILL_API_TOKENS``,
+``TASKMILL_MAX_PAYLOAD_BYTES``, ``TASKMILL_MAX_BATCH_BYTES``, ``TASKMILL_MIGRATE``). Prints one
+line and exits 1 when it cannot start; SIGTERM or Ctrl-C stop it after the requests in progress.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
-import signal
+import socket
 import sys
 from collections.abc import Mapping
-from types import FrameType
 
 from taskmill.common.db import Database
 from taskmill.common.errors import TaskmillError
 from taskmill.common.migrate import prepare_schema
 from taskmill.common.settings import DatabaseSettings
 from taskmill.scheduler.app import create_app
-from taskmill.scheduler.server import create_server
+from taskmill.scheduler.server import bind, create_server, run
 from taskmill.scheduler.settings import SchedulerSettings
 from taskmill.scheduler.version import VERSION
 
@@ -40,7 +40,10 @@ def _parser() -> argparse.ArgumentParser:
         help="port to listen on, 0 for any free one (TASKMILL_SCHEDULER_PORT; 8081)",
     )
     parser.add_argument(
-        "--threads", type=int, help="requests handled at once (TASKMILL_SCHEDULER_THREADS; 16)"
+        "--threads", type=int, help="requests each process handles at once (..._THREADS; 16)"
+    )
+    parser.add_argument(
+        "--processes", type=int, help="server processes sharing the port (..._PROCESSES; 1)"
     )
     parser.add_argument("--database-url", help="postgresql://user:password@host:port/db")
     parser.add_argument(
@@ -59,13 +62,11 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Scheduler
         ConfigError: A value is malformed.
     """
     settings = SchedulerSettings.from_env(env)
-    changes: dict[str, object] = {}
-    if args.host is not None:
-        changes["host"] = args.host
-    if args.port is not None:
-        changes["port"] = args.port
-    if args.threads is not None:
-        changes["threads"] = args.threads
+    changes: dict[str, object] = {
+        name: getattr(args, name)
+        for name in ("host", "port", "threads", "processes")
+        if getattr(args, name) is not None
+    }
     if args.database_url is not None:
         changes["database"] = DatabaseSettings.from_url(args.database_url)
     if args.no_migrate:
@@ -73,9 +74,33 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Scheduler
     return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
 
 
-def _stop(signum: int, frame: FrameType | None) -> None:
-    # waitress's loop stops on SystemExit raised in the main thread and drains its workers.
-    raise SystemExit(0)
+def _database(settings: SchedulerSettings) -> Database:
+    return Database(
+        settings.database,
+        max_connections=settings.threads + 2,
+        application_name="taskmill-scheduler",
+        prepare_statements=True,
+    )
+
+
+def _prepare(settings: SchedulerSettings) -> socket.socket:
+    """Migrates (or checks) the schema, then binds the port."""
+    db = _database(settings)
+    try:
+        prepare_schema(db, migrate=settings.migrate_on_start)
+    finally:
+        db.close()  # before any fork: server processes open their own connections
+    return bind(settings.host, settings.port)
+
+
+def _serve(settings: SchedulerSettings, sock: socket.socket) -> int:
+    """Runs one server process until it is told to stop."""
+    db = _database(settings)
+    try:
+        create_server(create_app(settings, db), settings, sock).run()
+    finally:
+        db.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,14 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         settings = settings_from(args, os.environ)
-        db = Database(
-            settings.database,
-            max_connections=settings.threads + 2,
-            application_name="taskmill-scheduler",
-            prepare_statements=True,
-        )
-        prepare_schema(db, migrate=settings.migrate_on_start)
-        server = create_server(create_app(settings, db), settings)
+        sock = _prepare(settings)
     except TaskmillError as exc:
         print(f"taskmill-scheduler: {exc.message}", file=sys.stderr)
         return 1
@@ -104,20 +122,19 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning(
             "TASKMILL_API_TOKENS is not set: serving loopback clients only, without a token"
         )
-    signal.signal(signal.SIGTERM, _stop)
+    host, port = sock.getsockname()[:2]
     logger.info(
-        "taskmill-scheduler %s listening on http://%s:%s",
+        "taskmill-scheduler %s listening on http://%s:%s (%d process(es), %d threads each)",
         VERSION,
-        server.effective_host,
-        server.effective_port,
+        f"[{host}]" if ":" in host else host,
+        port,
+        settings.processes,
+        settings.threads,
     )
-    try:
-        server.run()
-    finally:
-        server.close()
-        db.close()
+    code = run(sock, settings.processes, functools.partial(_serve, settings))
+    sock.close()
     logger.info("taskmill-scheduler stopped")
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -1,24 +1,26 @@
 """Bearer-token authentication, as Falcon middleware.
 
-Every route but ``/healthz`` needs ``Authorization: Bearer <token>`` with one of the tokens in
-``TASKMILL_API_TOKENS``. With no token configured the scheduler is meant for one machine: it
-serves loopback clients only and refuses everyone else.
+Every route but the probes ``/healthz`` and ``/readyz`` needs ``Authorization: Bearer <token>``
+with one of the tokens in ``TASKMILL_API_TOKENS``. With no token configured the scheduler is
+meant for one machine: it serves loopback clients only and refuses everyone else.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+from functools import lru_cache
 
 import falcon
 
 from taskmill.scheduler.errors import Unauthorized
 
-#: Paths served without a token: liveness probes carry no credentials.
-# Orchestrator probes carry no API token; neither answer reveals more than up/ready.
+#: Paths served without a token: orchestrator probes carry no API token, and neither answer
+#: reveals more than up/ready.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 
 
+@lru_cache(maxsize=1024)
 def is_loopback(address: str | None) -> bool:
     """Whether a client address is a loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.1)."""
     if not address:

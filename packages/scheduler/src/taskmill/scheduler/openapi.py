@@ -309,8 +309,10 @@ def _operational_paths() -> dict[str, Any]:
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness: the database answers and its schema is current",
+                "summary": "Readiness: the database answers and its schema is current "
+                "(no authentication)",
                 "operationId": "ready",
+                "security": [],
                 "responses": {"200": _json(status, "Ready."), **_problems()},
             }
         },

@@ -1,8 +1,22 @@
-"""``create_server``: the app served by waitress, on a port that may be 0 (any free port)."""
+"""Serving: waitress on a socket bound up front, in one process or several.
+
+The socket is bound before anything is served, so port 0 (any free port) works and the port is
+known to log. With ``processes > 1`` the parent forks that many children after binding; each
+child runs its own waitress, app and database pool on the shared socket (the kernel spreads
+connections), which lets the API use more than one core despite Python's GIL. The parent only
+supervises: it forwards SIGTERM and replaces a child that dies.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import waitress
@@ -11,21 +25,44 @@ from taskmill.scheduler.settings import SchedulerSettings
 
 logger = logging.getLogger(__name__)
 
+#: Builds and runs one server on the socket until it is told to stop; returns an exit code.
+Serve = Callable[[socket.socket], int]
 
-def create_server(app: Any, settings: SchedulerSettings) -> Any:
-    """Binds a waitress server for ``app`` without starting it.
+_BACKLOG = 1024
+_RESPAWN_DELAY = 1.0
 
-    ``server.effective_port`` is the bound port (useful with port 0); ``server.run()`` serves
-    until ``SystemExit`` or ``KeyboardInterrupt`` is raised in the main thread, then lets the
-    requests in progress finish.
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``; port 0 picks a free port.
 
     Raises:
         OSError: The address cannot be bound.
     """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def create_server(app: Any, settings: SchedulerSettings, sock: socket.socket) -> Any:
+    """A waitress server for ``app`` on a bound socket, not yet running.
+
+    ``server.run()`` serves until ``SystemExit`` or ``KeyboardInterrupt`` is raised in the
+    calling thread, then lets the requests in progress finish.
+    """
     return waitress.create_server(
         app,
-        host=settings.host,
-        port=settings.port,
+        sockets=[sock],
         threads=settings.threads,
         ident="taskmill-scheduler",
         # Above the app's own limits, so the app answers with a proper problem document;
@@ -34,3 +71,74 @@ def create_server(app: Any, settings: SchedulerSettings) -> Any:
         expose_tracebacks=False,
         clear_untrusted_proxy_headers=True,
     )
+
+
+def _stop(signum: int, frame: object) -> None:
+    # waitress's loop stops on SystemExit raised in the main thread and drains its workers.
+    raise SystemExit(0)
+
+
+def run(sock: socket.socket, processes: int, serve: Serve) -> int:
+    """Serves on ``sock`` in this process, or in ``processes`` children; returns an exit code.
+
+    Stops on SIGTERM or SIGINT: each server finishes the requests in progress.
+    """
+    if processes <= 1:
+        signal.signal(signal.SIGTERM, _stop)
+        return serve(sock)
+    return _Supervisor(sock, processes, serve).run()
+
+
+class _Supervisor:
+    """Keeps ``processes`` children serving until told to stop."""
+
+    def __init__(self, sock: socket.socket, processes: int, serve: Serve) -> None:
+        self._sock = sock
+        self._processes = processes
+        self._serve = serve
+        self._children: set[int] = set()
+        self._stopping = False
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for _ in range(self._processes):
+            self._spawn()
+        while self._children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            self._children.discard(pid)
+            if not self._stopping:
+                logger.error("server process %d ended (%s); starting another", pid, status)
+                time.sleep(_RESPAWN_DELAY)
+                if not self._stopping:
+                    self._spawn()
+        return 0
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stopping = True
+        for pid in self._children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def _spawn(self) -> None:
+        pid = os.fork()
+        if pid:
+            self._children.add(pid)
+            return
+        # The child: default signal handling, then serve until told to stop.
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, _stop)
+            code = self._serve(self._sock)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
+        except BaseException:  # a child must never return into the parent's code
+            logger.exception("server process %d failed", os.getpid())
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)

@@ -21,7 +21,9 @@ class SchedulerSettings:
         database: Where the tasks are stored.
         host: The address to listen on.
         port: The port to listen on; 0 picks a free one.
-        threads: How many requests are handled at once.
+        threads: How many requests each process handles at once.
+        processes: How many server processes share the port (each with its own threads and
+            database pool); more than one lets the API use more than one core.
         api_tokens: The accepted bearer tokens; none means loopback clients only.
         max_payload_bytes: The largest payload of one task, encoded as JSON.
         max_batch_bytes: The largest body of a batch submit.
@@ -33,6 +35,7 @@ class SchedulerSettings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     threads: int = 16
+    processes: int = 1
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     max_payload_bytes: int = 256 * 1024
     max_batch_bytes: int = 16 * 1024 * 1024
@@ -59,6 +62,7 @@ class SchedulerSettings:
             host=env.get("TASKMILL_SCHEDULER_HOST") or "127.0.0.1",
             port=_integer(env, "TASKMILL_SCHEDULER_PORT", DEFAULT_PORT, 0, 65535),
             threads=_integer(env, "TASKMILL_SCHEDULER_THREADS", 16, 1, 256),
+            processes=_integer(env, "TASKMILL_SCHEDULER_PROCESSES", 1, 1, 64),
             api_tokens=tokens,
             max_payload_bytes=_integer(env, "TASKMILL_MAX_PAYLOAD_BYTES", 256 * 1024, 1, 2**30),
             max_batch_bytes=_integer(env, "TASKMILL_MAX_BATCH_BYTES", 16 * 1024 * 1024, 1, 2**31),
