@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,7 +24,9 @@ from taskmill.common.telemetry import (
     TASK_ID,
     WORKER_ID,
     TraceContextFilter,
+    context_from_traceparent,
 )
+from taskmill.worker.tracing import parent_context
 
 
 class Dispatch:
@@ -49,6 +52,21 @@ class Recorder:
             for span in self.exporter.get_finished_spans()
             if span.name == name and span.attributes and span.attributes.get(TASK_ID) == task_id
         ]
+
+    def wait_child(self, name: str, parent: ReadableSpan) -> ReadableSpan:
+        assert parent.context is not None
+        span_id = parent.context.span_id
+
+        def children() -> list[ReadableSpan]:
+            return [
+                span
+                for span in self.exporter.get_finished_spans()
+                if span.name == name and span.parent is not None and span.parent.span_id == span_id
+            ]
+
+        found = wait_for(children, what=f"span {name!r} under {parent.name!r}")
+        assert len(found) == 1, found
+        return found[0]
 
     def wait_span(self, name: str, task_id: str) -> ReadableSpan:
         found = wait_for(lambda: self.spans(name, task_id), what=f"span {name!r} of {task_id}")
@@ -119,9 +137,8 @@ def test_reports_carry_the_execute_span_and_the_final_report_is_its_child(
     assert final.traceparent == traceparent_of(span)
     running = coordinator.report(task.task_id, "running")
     assert running is not None and running.traceparent == traceparent_of(span)
-    report = recorder.wait_span("report succeeded", task.task_id)
-    assert report.parent is not None and span.context is not None and report.context is not None
-    assert report.parent.span_id == span.context.span_id
+    report = recorder.wait_child("report succeeded", span)
+    assert span.context is not None and report.context is not None
     assert report.context.trace_id == span.context.trace_id
     assert span.start_time <= report.start_time <= report.end_time <= span.end_time
 
@@ -136,7 +153,7 @@ def test_a_failed_task_has_error_status_and_its_exception_recorded(assign, recor
     assert event["exception.type"] == "RuntimeError"
     assert event["exception.message"] == "out of cheese"
     assert "in fail" in event["exception.stacktrace"]
-    recorder.wait_span("report failed", task.task_id)
+    recorder.wait_child("report failed", span)
 
 
 def test_timeouts_and_unknown_commands_are_errors_under_the_dispatch(assign, recorder):
@@ -160,7 +177,7 @@ def test_each_attempt_of_a_retried_task_gets_its_own_span_in_the_trace(
     first = assignment("fail", {}, attempt=1, max_attempts=2, traceparent=dispatch.traceparent)
     assign(first)
     coordinator.wait_final(first.task_id)
-    recorder.wait_span("report failed", first.task_id)
+    recorder.wait_span("execute fail", first.task_id)
     redispatch = f"00-{dispatch.trace_id}-{secrets.token_hex(8)}-01"  # same trace, new dispatch
     second = assignment(
         "fail", {}, task_id=first.task_id, attempt=2, max_attempts=2, traceparent=redispatch
@@ -244,12 +261,52 @@ def test_process_handlers_are_traced_from_the_parent_and_their_logs_carry_the_id
     assert _exception_event(failed)["exception.type"] == "KeyError"
 
 
-def test_without_an_sdk_reports_pass_the_dispatch_context_on(
-    coordinator, start_worker, worker_stub
+@pytest.mark.parametrize("provider", [NoOpTracerProvider, TracerProvider], ids=["no-sdk", "sdk"])
+def test_without_an_exporter_the_handler_runs_in_the_dispatch_context(
+    coordinator, start_worker, worker_stub, provider, task_logs
 ):
-    worker = start_worker(tracer_provider=NoOpTracerProvider())
+    worker = start_worker(tracer_provider=provider())  # exports nothing: no span processor
     worker_id = coordinator.wait_registered()
+    stub = worker_stub(worker)
     dispatch = Dispatch()
-    task = assignment("echo", 1, traceparent=dispatch.traceparent)
-    worker_stub(worker).AssignTasks(assign_request(worker_id, task))
-    assert coordinator.wait_final(task.task_id).traceparent == dispatch.traceparent
+    task = assignment("test.current_span", {}, traceparent=dispatch.traceparent)
+    stub.AssignTasks(assign_request(worker_id, task))
+    final = coordinator.wait_final(task.task_id)
+    assert json.loads(final.result_json) == {
+        "trace_id": dispatch.trace_id,
+        "span_id": dispatch.span_id,
+    }
+    assert final.traceparent == dispatch.traceparent
+    running = coordinator.report(task.task_id, "running")
+    assert running is not None and running.traceparent == dispatch.traceparent
+    # A task dispatched without a trace still gets ids for its log lines.
+    untraced = assignment("test.log", {})
+    stub.AssignTasks(assign_request(worker_id, untraced))
+    reported = coordinator.wait_final(untraced.task_id).traceparent
+    [record] = [r for r in task_logs.records if "hello from the handler" in r.getMessage()]
+    assert reported == f"00-{record.trace_id}-{record.span_id}-01"
+
+
+_TRACE = "0af7651916cd43dd8448eb211c80319c"
+_SPAN = "b7ad6b7169203331"
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        f"00-{_TRACE}-{_SPAN}-01",
+        f"00-{_TRACE}-{_SPAN}-00",
+        f"01-{_TRACE}-{_SPAN}-01-future",
+        f"00-{_TRACE}-{_SPAN}-01-extra",
+        f"ff-{_TRACE}-{_SPAN}-01",
+        f"00-{'0' * 32}-{_SPAN}-01",
+        f"00-{_TRACE}-{'0' * 16}-01",
+        f"00-{_TRACE[:-1]}x-{_SPAN}-01",
+        f"00-{_TRACE}-{_SPAN}-1",
+        "not a traceparent",
+        "",
+    ],
+)
+def test_parent_context_reads_a_traceparent_as_the_common_propagator_does(traceparent):
+    fast = trace.get_current_span(parent_context(traceparent)).get_span_context()
+    assert fast == trace.get_current_span(context_from_traceparent(traceparent)).get_span_context()

@@ -28,7 +28,7 @@ from taskmill.worker.execution import TIMEOUT, UNKNOWN_COMMAND, WORKER_SHUTDOWN,
 from taskmill.worker.model import Assignment, Outcome, Report, ReportStatus
 from taskmill.worker.process import run_in_process
 from taskmill.worker.registry import Handler
-from taskmill.worker.tracing import TaskTracer, traceparent_of
+from taskmill.worker.tracing import TaskTracer
 from taskmill.worker.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -251,8 +251,7 @@ class Executor:
         self._queue.put(job)
 
     def _start_span(self, job: Job) -> None:
-        job.span = self._tracer.start(job.assignment)
-        job.traceparent = traceparent_of(job.span)
+        job.span, job.traceparent = self._tracer.start(job.assignment)
 
     def _settle(self, job: Job, outcome: Outcome) -> None:
         job.state = JobState.DONE
@@ -308,17 +307,18 @@ class Executor:
         handler = job.handler
         assert handler is not None  # jobs without a handler are settled when admitted
         deadline = time.monotonic() + job.timeout if job.timeout else None
-        with self._tracer.current(job.span):  # handler logs and spans belong to the attempt
-            try:
-                if handler.process:
-                    return self._execute_in_process(job, deadline)
-                if deadline is not None:
-                    self._watchdog.watch(deadline, job)
-                return run_handler(handler, job.assignment, job.cancel)
-            except Exception as exc:
-                logger.exception("task %s could not be run", job.assignment.task_id)
-                message = f"the worker could not run the task: {exc}"
-                return Outcome.failed(type(exc).__name__, message)
+        token = self._tracer.activate(job.span)  # handler logs and spans belong to the attempt
+        try:
+            if handler.process:
+                return self._execute_in_process(job, deadline)
+            if deadline is not None:
+                self._watchdog.watch(deadline, job)
+            return run_handler(handler, job.assignment, job.cancel)
+        except Exception as exc:
+            logger.exception("task %s could not be run", job.assignment.task_id)
+            return Outcome.failed(type(exc).__name__, f"the worker could not run the task: {exc}")
+        finally:
+            self._tracer.deactivate(token)
 
     def _execute_in_process(self, job: Job, deadline: float | None) -> Outcome | None:
         assert job.handler is not None
