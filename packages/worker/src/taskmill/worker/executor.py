@@ -67,7 +67,7 @@ class Job:
     state: JobState = JobState.QUEUED
     timeout: float | None = None
     span: Span | None = None
-    traceparent: str = ""  # the span's, once it exists
+    traceparent: str = ""  # what its reports carry, once the span exists
 
 
 class Executor:
@@ -139,7 +139,8 @@ class Executor:
                 job.cancel.set()
                 job.state = JobState.DONE
                 if job.span is not None:
-                    self._tracer.finish(job.span, Outcome.failed(WORKER_SHUTDOWN, "abandoned"))
+                    message = "the worker stopped without draining"
+                    self._tracer.finish(job.span, Outcome.failed(WORKER_SHUTDOWN, message))
             self._jobs.clear()
             self._draining = True
             self._lock.wait_for(lambda: self._children == 0, _STOP_WAIT_SECONDS)
