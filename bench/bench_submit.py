@@ -82,9 +82,13 @@ def _local_answers() -> bool:
 
 
 @contextlib.contextmanager
-def scheduler(database_url: str, threads: int | None) -> Iterator[tuple[str, int, int]]:
+def scheduler(
+    database_url: str, threads: int | None, processes: int
+) -> Iterator[tuple[str, int, int]]:
     """Runs ``taskmill-scheduler --port 0`` and yields (host, port, pid)."""
     command = [shutil.which("taskmill-scheduler") or "taskmill-scheduler", "--port", "0"]
+    command += ["--host", "127.0.0.1"]
+    command += ["--processes", str(processes)]
     if threads:
         command += ["--threads", str(threads)]
     env = {**os.environ, "TASKMILL_DATABASE_URL": database_url}
@@ -150,14 +154,26 @@ def drive(
     return len(merged), merged
 
 
+def _stat(pid: str) -> list[str]:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rpartition(")")[2].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far; 0 where /proc is missing."""
+    """CPU time (user + system) used so far by a process and its children; 0 without /proc."""
+    ticks = 0
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for entry in entries:
+        try:
+            fields = _stat(entry)
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def run(
@@ -187,6 +203,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--threads", type=int, help="scheduler threads (default: its own)")
+    parser.add_argument("--processes", type=int, default=1, help="scheduler processes")
     parser.add_argument("--database-url", help="use this (migrated or empty) database")
     parser.add_argument("--embedded", action="store_true", help="always use a throwaway server")
     args = parser.parse_args()
@@ -197,7 +214,7 @@ def main() -> None:
     ).encode()
     with (
         fresh_database(args.database_url, args.embedded) as url,
-        scheduler(url, args.threads) as server,
+        scheduler(url, args.threads, args.processes) as server,
     ):
         print(
             f"scheduler at http://{server[0]}:{server[1]}; {args.clients} clients, "

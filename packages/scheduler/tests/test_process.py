@@ -84,7 +84,7 @@ def _env(database_url: str, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def scheduler(args: list[str], env: dict[str, str]) -> Iterator[tuple[Process, int]]:
-    process = Process(["--port", "0", *args], env)
+    process = Process(["--host", "127.0.0.1", "--port", "0", *args], env)
     try:
         match = process.wait_for_line(_LISTENING)
         yield process, int(match.group(2))

@@ -12,7 +12,7 @@ from taskmill.scheduler.settings import SchedulerSettings
 def test_defaults() -> None:
     settings = SchedulerSettings.from_env({})
 
-    assert (settings.host, settings.port, settings.threads) == ("127.0.0.1", 8081, 16)
+    assert (settings.host, settings.port, settings.threads) == ("0.0.0.0", 8081, 16)
     assert settings.api_tokens == () and settings.migrate_on_start is True
     assert settings.max_payload_bytes == 256 * 1024
     assert settings.max_body_bytes > settings.max_payload_bytes
@@ -23,7 +23,7 @@ def test_every_variable_is_read() -> None:
     settings = SchedulerSettings.from_env(
         {
             "TASKMILL_DATABASE_URL": "postgresql://u:p@db:6543/tm",
-            "TASKMILL_SCHEDULER_HOST": "0.0.0.0",
+            "TASKMILL_SCHEDULER_HOST": "127.0.0.2",
             "TASKMILL_SCHEDULER_PORT": "9000",
             "TASKMILL_SCHEDULER_THREADS": "4",
             "TASKMILL_SCHEDULER_PROCESSES": "3",
@@ -34,7 +34,7 @@ def test_every_variable_is_read() -> None:
         }
     )
 
-    assert (settings.host, settings.port, settings.threads) == ("0.0.0.0", 9000, 4)
+    assert (settings.host, settings.port, settings.threads) == ("127.0.0.2", 9000, 4)
     assert settings.processes == 3
     assert settings.api_tokens == ("a", "b", "c")
     assert (settings.max_payload_bytes, settings.max_batch_bytes) == (1000, 5000)

@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taskmill-scheduler", description="Serve the taskmill HTTP API."
     )
-    parser.add_argument("--host", help="address to listen on (TASKMILL_SCHEDULER_HOST; 127.0.0.1)")
+    parser.add_argument("--host", help="address to listen on (TASKMILL_SCHEDULER_HOST; 0.0.0.0)")
     parser.add_argument(
         "--port",
         type=int,

@@ -32,7 +32,7 @@ class SchedulerSettings:
     """
 
     database: DatabaseSettings
-    host: str = "127.0.0.1"
+    host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
     threads: int = 16
     processes: int = 1
@@ -59,7 +59,7 @@ class SchedulerSettings:
         tokens = tuple(token.strip() for token in listed if token.strip())
         return cls(
             database=common.database,
-            host=env.get("TASKMILL_SCHEDULER_HOST") or "127.0.0.1",
+            host=env.get("TASKMILL_SCHEDULER_HOST") or "0.0.0.0",
             port=_integer(env, "TASKMILL_SCHEDULER_PORT", DEFAULT_PORT, 0, 65535),
             threads=_integer(env, "TASKMILL_SCHEDULER_THREADS", 16, 1, 256),
             processes=_integer(env, "TASKMILL_SCHEDULER_PROCESSES", 1, 1, 64),

@@ -95,6 +95,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: Made once: json.loads with options builds a new decoder on every call.
+_STRICT = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_json(body: bytes) -> Any:
     """Parses a request body as strict JSON (no NaN or Infinity).
 
@@ -102,7 +106,7 @@ def parse_json(body: bytes) -> Any:
         InvalidRequest: The body is not JSON.
     """
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        return _STRICT.decode(body.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         # ValueError covers JSONDecodeError, bad UTF-8 and over-long integers.
         detail = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
