@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import falcon.testing
 import pytest
 
-from taskmill.common.db import Database
+from taskmill.common.db import Database, QueryError
 from taskmill.common.models import Task, WorkerState
 from taskmill.common.settings import DatabaseSettings
 from taskmill.common.tasks import NewTask
@@ -136,3 +136,18 @@ def test_an_unreachable_database_is_503_with_retry_after(offline_api) -> None:
         assert result.headers["Retry-After"] == "1"
         assert result.json["type"].endswith("database-unavailable")
         assert "Traceback" not in result.text
+
+
+def test_a_database_error_is_500_without_the_database_message(db, settings, caplog) -> None:
+    def refused(tasks: Sequence[NewTask]) -> list[Task]:
+        raise QueryError('duplicate key value violates unique constraint "tasks_pkey"', "23505")
+
+    client = falcon.testing.TestClient(create_app(settings, db, submit=refused))
+
+    result = client.simulate_post(
+        "/v1/tasks", body='{"command": "echo"}', headers={"Content-Type": "application/json"}
+    )
+
+    assert result.status_code == 500
+    assert "tasks_pkey" not in result.text
+    assert "tasks_pkey" in caplog.text

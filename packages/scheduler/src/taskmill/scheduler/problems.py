@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 _TYPE_PREFIX = "urn:taskmill:problem:"
+_INTERNAL = "the scheduler failed; its log says why"
 
 #: HTTP status and problem type of each error class; a subclass takes its nearest ancestor's.
 STATUSES: dict[type[TaskmillError], tuple[int, str]] = {
@@ -102,9 +103,12 @@ class TaskmillErrorHandler:
             logger.warning("%s %s: %s", req.method, req.path, error.message)
         elif status == 401:
             resp.set_header("WWW-Authenticate", 'Bearer realm="taskmill"')
-        elif status == 500:
+        detail = error.message
+        if status == 500:
+            # A database's own message can quote data or schema: the log gets it, not the caller.
             logger.error("%s %s failed: %s", req.method, req.path, error.message)
-        _respond(resp, status, problem(status, kind, error.message, **extra))
+            detail = _INTERNAL
+        _respond(resp, status, problem(status, kind, detail, **extra))
 
 
 def handle_unexpected(
@@ -112,7 +116,7 @@ def handle_unexpected(
 ) -> None:
     """Logs an unexpected exception and answers ``500`` without revealing anything of it."""
     logger.exception("%s %s failed", req.method, req.path)
-    _respond(resp, 500, problem(500, "internal-error", "the scheduler failed; see its log"))
+    _respond(resp, 500, problem(500, "internal-error", _INTERNAL))
 
 
 def serialize_http_error(
