@@ -124,6 +124,8 @@ class _Supervisor:
                 os.kill(pid, signal.SIGTERM)
 
     def _spawn(self) -> None:
+        if self._stopping:  # a signal came while starting: start nothing more
+            return
         pid = os.fork()
         if pid:
             self._children.add(pid)
