@@ -104,6 +104,8 @@ class _Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         for _ in range(self._processes):
             self._spawn()
+        if self._stopping:  # the signal may have come between a check and a fork
+            self._on_signal(signal.SIGTERM, None)
         while self._children:
             try:
                 pid, status = os.wait()
@@ -113,8 +115,9 @@ class _Supervisor:
             if not self._stopping:
                 logger.error("server process %d ended (%s); starting another", pid, status)
                 time.sleep(_RESPAWN_DELAY)
-                if not self._stopping:
-                    self._spawn()
+                self._spawn()
+                if self._stopping:
+                    self._on_signal(signal.SIGTERM, None)
         return 0
 
     def _on_signal(self, signum: int, frame: object) -> None:
