@@ -17,7 +17,7 @@ PostgreSQL (127.0.0.1:5432, user postgres), dropped afterwards. Then:
    ``bench/peers/setup.sh``), with the same tasks, chunk, workers and concurrency, and prints
    one JSON line; all of them end in one table.
 
-    uv run python bench/bench_e2e.py                   # everything, ~5 minutes on 2 cores
+    uv run python bench/bench_e2e.py                   # everything, ~4 minutes on 2 cores
     uv run python bench/bench_e2e.py --peers none      # taskmill only
     uv run python bench/bench_e2e.py --profile DIR     # py-spy of each service in phase 1
 """
@@ -81,7 +81,7 @@ def cluster(url: str, args: argparse.Namespace) -> Iterator[tuple[Cluster, list[
     logs = Path(tempfile.mkdtemp(prefix="taskmill-bench-e2e-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKMILL_", "OTEL_"))}
     env.update(TASKMILL_DATABASE_URL=url, TASKMILL_MIGRATE="false")
-    env.update(item.split("=", 1) for item in args.env)  # type: ignore[misc]
+    env.update(item.split("=", 1) for item in args.env)
     running = Cluster(url, logs, env)
     try:
         scheduler = running.start_scheduler()
