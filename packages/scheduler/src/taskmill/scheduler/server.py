@@ -54,15 +54,20 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def create_server(app: Any, settings: SchedulerSettings, sock: socket.socket) -> Any:
-    """A waitress server for ``app`` on a bound socket, not yet running.
+def create_server(app: Any, settings: SchedulerSettings, sock: socket.socket | None = None) -> Any:
+    """A waitress server for ``app``, not yet running.
 
-    ``server.run()`` serves until ``SystemExit`` or ``KeyboardInterrupt`` is raised in the
-    calling thread, then lets the requests in progress finish.
+    Serves on ``sock`` when given, else binds ``settings.host:settings.port`` (port 0 picks a
+    free one: ``server.effective_port`` tells which). ``server.run()`` serves until
+    ``SystemExit`` or ``KeyboardInterrupt`` is raised in the calling thread, then lets the
+    requests in progress finish.
+
+    Raises:
+        OSError: The address cannot be bound.
     """
     return waitress.create_server(
         app,
-        sockets=[sock],
+        sockets=[sock if sock is not None else bind(settings.host, settings.port)],
         threads=settings.threads,
         ident="taskmill-scheduler",
         # Above the app's own limits, so the app answers with a proper problem document;
