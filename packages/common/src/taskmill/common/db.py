@@ -13,8 +13,10 @@ import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
+import pg8000.converters
 import pg8000.exceptions
 import pg8000.native
 
@@ -28,6 +30,23 @@ Row = dict[str, Any]
 
 #: SQLSTATE classes that mean the server or the connection went away, not that the query was bad.
 _UNAVAILABLE_SQLSTATES = ("08", "57P")
+
+
+def _timestamptz_in(text: str) -> Any:
+    # pg8000 parses with strptime (~17 us a value); fromisoformat reads PostgreSQL's ISO output
+    # (``2026-01-02 03:04:05.678+00``) ~50x faster. Anything else (infinity, BC dates, years
+    # past 9999) goes to pg8000's own parser, which decides what it becomes.
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return pg8000.converters.timestamptz_in(text)
+
+
+def _timestamp_in(text: str) -> Any:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return pg8000.converters.timestamp_in(text)
 
 
 class QueryError(DatabaseError):
@@ -244,6 +263,8 @@ class Database:
             ) from exc
         # The connect timeout would otherwise also bound every later query.
         raw._usock.settimeout(None)
+        raw.register_in_adapter(pg8000.converters.TIMESTAMPTZ, _timestamptz_in)
+        raw.register_in_adapter(pg8000.converters.TIMESTAMP, _timestamp_in)
         return Connection(raw, prepare=self._prepare_statements)
 
     @contextmanager
