@@ -21,9 +21,11 @@ from taskmill.common.db import Database
 from taskmill.common.errors import TaskmillError
 from taskmill.common.migrate import prepare_schema
 from taskmill.common.settings import DatabaseSettings
+from taskmill.common.telemetry import setup_logging, setup_tracing
 from taskmill.scheduler.app import create_app
 from taskmill.scheduler.server import bind, create_server, run
 from taskmill.scheduler.settings import SchedulerSettings
+from taskmill.scheduler.tracing import traced
 from taskmill.scheduler.version import VERSION
 
 logger = logging.getLogger("taskmill.scheduler")
@@ -95,20 +97,21 @@ def _prepare(settings: SchedulerSettings) -> socket.socket:
 
 def _serve(settings: SchedulerSettings, sock: socket.socket) -> int:
     """Runs one server process until it is told to stop."""
+    # Per process: a span exporter's thread does not survive a fork.
+    provider = setup_tracing("taskmill-scheduler", VERSION, os.environ)
     db = _database(settings)
     try:
-        create_server(create_app(settings, db), settings, sock).run()
+        create_server(traced(create_app(settings, db)), settings, sock).run()
     finally:
         db.close()
+        provider.shutdown()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``taskmill-scheduler``."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(os.environ.get("TASKMILL_LOG_LEVEL", "INFO"))
     try:
         settings = settings_from(args, os.environ)
         sock = _prepare(settings)

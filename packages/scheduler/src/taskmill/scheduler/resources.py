@@ -29,6 +29,7 @@ from taskmill.scheduler.representation import (
     worker_json,
 )
 from taskmill.scheduler.service import TaskService
+from taskmill.scheduler.tracing import request_traceparent
 from taskmill.scheduler.validation import parse_batch, parse_json, parse_submission
 
 _IDEMPOTENCY_KEY_MAX = 255
@@ -105,6 +106,11 @@ def idempotency_key(req: falcon.Request) -> str | None:
     return key
 
 
+def _traceparent(req: falcon.Request) -> str | None:
+    """The request span's context; without tracing middleware (tests), the caller's header."""
+    return request_traceparent() or valid_traceparent(req.get_header("traceparent"))
+
+
 class TasksResource:
     """``/v1/tasks``: submit one task; list tasks."""
 
@@ -120,7 +126,7 @@ class TasksResource:
         submitted = self._service.submit(
             [submission],
             idempotency_key=idempotency_key(req),
-            trace_context=valid_traceparent(req.get_header("traceparent")),
+            trace_context=_traceparent(req),
         )
         task = submitted.tasks[0]
         resp.location = f"/v1/tasks/{task.id}"
@@ -148,7 +154,6 @@ class BatchResource:
         submitted = self._service.submit(
             submissions,
             idempotency_key=idempotency_key(req),
-            trace_context=valid_traceparent(req.get_header("traceparent")),
             batch=True,
         )
         status = 201 if submitted.created else 200
@@ -236,7 +241,7 @@ class ScheduleResource:
         submitted = self._service.submit(
             [legacy.parse_schedule(body, self._limits.payload_bytes)],
             idempotency_key=idempotency_key(req),
-            trace_context=valid_traceparent(req.get_header("traceparent")),
+            trace_context=_traceparent(req),
         )
         send_json(resp, legacy.schedule_json(submitted.tasks[0]))
 

@@ -20,6 +20,7 @@ from taskmill.common.tasks import NewTask, TaskStore
 from taskmill.common.workers import WorkerStore
 from taskmill.scheduler.errors import IdempotencyKeyReused
 from taskmill.scheduler.listing import ListQuery, encode_cursor
+from taskmill.scheduler.tracing import task_traceparents
 from taskmill.scheduler.validation import Submission, request_hash
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,10 @@ class TaskService:
     ) -> Submitted:
         """Stores tasks, all or none.
 
-        With an idempotency key, a repeat of the same request returns the tasks stored the
-        first time (``created`` is ``False``). A batch's tasks get the keys ``<key> [<index>]``.
+        A single task stores ``trace_context``; each task of a batch gets its own span, linked
+        to the request's. With an idempotency key, a repeat of the same request returns the
+        tasks stored the first time (``created`` is ``False``). A batch's tasks get the keys
+        ``<key> [<index>]``.
 
         Raises:
             IdempotencyKeyReused: The key was used before with a different request.
@@ -104,9 +107,16 @@ class TaskService:
         pairs = list(zip(submissions, keys, strict=True))
         for _ in range(2):
             ids = _new_ids(len(pairs))
+            contexts = (
+                task_traceparents(
+                    ids, [s.command for s in submissions], [s.queue for s in submissions]
+                )
+                if batch
+                else [trace_context] * len(ids)
+            )
             new = [
-                _new_task(s, key, digest, trace_context, task_id)
-                for (s, key), task_id in zip(pairs, ids, strict=True)
+                _new_task(s, key, digest, context, task_id)
+                for (s, key), task_id, context in zip(pairs, ids, contexts, strict=True)
             ]
             inserted = self._submit(new)
             if len(inserted) == len(new):
