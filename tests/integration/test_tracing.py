@@ -126,32 +126,29 @@ def test_one_trace_from_request_to_worker(cluster: Cluster, receiver: tuple[Rece
     done = cluster.wait_final([ok["id"], failing["id"]])
     assert done[failing["id"]]["attempt"] == 2
 
-    def executions() -> list[Span] | None:
+    def connected() -> tuple[list[Span], list[Span]] | None:
+        # Spans arrive from three processes in any order: wait until each execution span's
+        # chain of parents reaches a request span of the scheduler.
         spans = spans_received.in_trace(TRACE_ID)
-        found = [s for s in spans if s.service == "taskmill-worker" and "execute" in s.name]
-        return found if len(found) >= 3 else None
-
-    execute_spans = wait_for(executions, 30, "three execution spans")
-
-    def request_spans_arrived() -> list[Span] | None:
-        found = [
-            s
-            for s in spans_received.in_trace(TRACE_ID)
+        requests = {
+            s.span_id
+            for s in spans
             if s.service == "taskmill-scheduler" and s.parent_span_id == PARENT_SPAN_ID
-        ]
-        return found if len(found) >= 2 else None
+        }
+        executions = [s for s in spans if s.service == "taskmill-worker" and "execute" in s.name]
+        if len(requests) < 2 or len(executions) < 3:
+            return None
+        if any(not set(_ancestors(s, spans)) & requests for s in executions):
+            return None
+        return spans, executions
 
-    # The scheduler's request spans continue the incoming traceparent.
-    request_spans = wait_for(request_spans_arrived, 30, "the two request spans")
-    spans = spans_received.in_trace(TRACE_ID)
+    spans, execute_spans = wait_for(connected, 30, "execution spans joined to the requests")
     assert {"taskmill-scheduler", "taskmill-coordinator", "taskmill-worker"} <= {
         s.service for s in spans
     }
-    request_ids = {s.span_id for s in request_spans}
 
     by_task: dict[str, list[Span]] = {}
     for span in execute_spans:
-        assert set(_ancestors(span, spans)) & request_ids, span
         by_task.setdefault(span.attributes["taskmill.task.id"], []).append(span)
     assert len(by_task[ok["id"]]) == 1
     retried = by_task[failing["id"]]
@@ -184,11 +181,17 @@ def test_each_task_of_a_batch_has_its_own_trace_linked_to_the_request(
     trace_ids = {t["trace_id"] for t in tasks}
     assert len(trace_ids) == 2 and TRACE_ID not in trace_ids
 
-    def executed() -> list[Span] | None:
-        found = [s for s in spans_received.all() if s.trace_id in trace_ids and "execute" in s.name]
-        return found if len(found) == 2 else None
+    def traced(trace_id: str) -> tuple[Span, Span] | None:
+        # Wait until the task's execution span's chain of parents reaches its submit span.
+        spans = spans_received.in_trace(trace_id)
+        submits = [s for s in spans if s.service == "taskmill-scheduler"]
+        executions = [s for s in spans if "execute" in s.name]
+        if len(submits) != 1 or len(executions) != 1:
+            return None
+        if submits[0].span_id not in _ancestors(executions[0], spans):
+            return None
+        return submits[0], executions[0]
 
-    wait_for(executed, 30, "both execution spans")
     request = wait_for(
         lambda: [
             s
@@ -200,8 +203,5 @@ def test_each_task_of_a_batch_has_its_own_trace_linked_to_the_request(
     )
     assert len(request) == 1
     for trace_id in trace_ids:
-        spans = spans_received.in_trace(trace_id)
-        (submit,) = [s for s in spans if s.service == "taskmill-scheduler"]
+        submit, _ = wait_for(lambda t=trace_id: traced(t), 30, f"trace {trace_id} joined up")
         assert submit.links == ((TRACE_ID, request[0].span_id),)
-        (execute,) = [s for s in spans if "execute" in s.name]
-        assert submit.span_id in _ancestors(execute, spans)
