@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -263,6 +264,10 @@ class Database:
             ) from exc
         # The connect timeout would otherwise also bound every later query.
         raw._usock.settimeout(None)
+        if raw._usock.family in (socket.AF_INET, socket.AF_INET6):
+            # pg8000 writes a message bigger than its 8 KiB buffer in pieces; with Nagle on, the
+            # last piece waits for the server's delayed ACK: 40 ms for a large parameter.
+            raw._usock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         raw.register_in_adapter(pg8000.converters.TIMESTAMPTZ, _timestamptz_in)
         raw.register_in_adapter(pg8000.converters.TIMESTAMP, _timestamp_in)
         return Connection(raw, prepare=self._prepare_statements)
