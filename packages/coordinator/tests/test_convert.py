@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from taskmill.common.convert import (
+    claimed_to_assignment,
     from_timestamp,
     is_rejection,
     outcome_from_report,
@@ -16,6 +17,7 @@ from taskmill.common.convert import (
     to_timestamp,
 )
 from taskmill.common.models import Task, TaskError, TaskStatus
+from taskmill.common.tasks import ClaimedTask
 from taskmill.v1 import common_pb2
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -123,3 +125,31 @@ def test_malformed_reports_are_refused(report: common_pb2.StatusReport) -> None:
 def test_timestamps_are_utc_and_zero_is_unset() -> None:
     assert from_timestamp(to_timestamp(NOW)) == NOW
     assert from_timestamp(common_pb2.Assignment().scheduled_at) is None
+
+
+def test_claimed_assignment_carries_every_field() -> None:
+    task_id = uuid.uuid4()
+    claimed = ClaimedTask(
+        id=task_id,
+        worker_id="w-1",
+        command="echo",
+        payload={"n": 1, "text": "é"},
+        attempt=2,
+        max_attempts=3,
+        timeout_seconds=None,
+        queue="q",
+        trace_context="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+        scheduled_at=NOW.timestamp(),
+        lease_expires_at=(NOW + timedelta(seconds=15)).timestamp(),
+    )
+    assignment = claimed_to_assignment(claimed)
+    assert assignment.task_id == str(task_id)
+    assert assignment.command == "echo"
+    assert assignment.payload_json == '{"n":1,"text":"é"}'
+    assert (assignment.attempt, assignment.max_attempts) == (2, 3)
+    assert assignment.timeout_seconds == 0.0
+    assert assignment.queue == "q"
+    assert assignment.traceparent == claimed.trace_context
+    assert assignment.scheduled_at.ToDatetime(tzinfo=UTC) == NOW
+    assert assignment.lease_expires_at.ToDatetime(tzinfo=UTC) == NOW + timedelta(seconds=15)
+    assert claimed_to_assignment(claimed, traceparent="tp").traceparent == "tp"

@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from taskmill.common.models import Task, TaskError, TaskStatus
-from taskmill.common.tasks import Outcome
+from taskmill.common.tasks import ClaimedTask, Outcome
 from taskmill.v1 import common_pb2
 
 #: Report statuses that are outcomes of an attempt, and the task status each one leads to.
@@ -32,9 +32,13 @@ _REPORT_STATUSES: dict[TaskStatus, common_pb2.TaskStatus] = {
 }
 
 
+#: One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def to_json_text(value: Any) -> str:
     """Encodes a JSON value as compact UTF-8 JSON text."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def to_timestamp(value: datetime) -> Timestamp:
@@ -72,6 +76,36 @@ def to_assignment(task: Task, *, traceparent: str | None = None) -> common_pb2.A
     if task.lease_expires_at is not None:
         assignment.lease_expires_at.CopyFrom(to_timestamp(task.lease_expires_at))
     return assignment
+
+
+def _epoch_timestamp(seconds: float) -> Timestamp:
+    # The database keeps microseconds: round to them rather than carry float noise in nanos.
+    micros = round(seconds * 1_000_000)
+    whole, fraction = divmod(micros, 1_000_000)
+    return Timestamp(seconds=whole, nanos=fraction * 1000)
+
+
+def claimed_to_assignment(
+    task: ClaimedTask, *, traceparent: str | None = None
+) -> common_pb2.Assignment:
+    """Builds the assignment for a task claimed with ``TaskStore.claim_due``.
+
+    Args:
+        task: The claimed task.
+        traceparent: The dispatch span's W3C trace context; defaults to the task's own.
+    """
+    return common_pb2.Assignment(
+        task_id=str(task.id),
+        command=task.command,
+        payload_json=to_json_text(task.payload),
+        attempt=task.attempt,
+        max_attempts=task.max_attempts,
+        timeout_seconds=task.timeout_seconds or 0.0,
+        queue=task.queue,
+        traceparent=traceparent or task.trace_context or "",
+        scheduled_at=_epoch_timestamp(task.scheduled_at),
+        lease_expires_at=_epoch_timestamp(task.lease_expires_at),
+    )
 
 
 def error_to_proto(error: TaskError) -> common_pb2.TaskError:

@@ -75,6 +75,37 @@ class Outcome:
     retryable: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """What the coordinator needs of a claimed task to assign it (see ``TaskStore.claim_due``).
+
+    Attributes:
+        id: The task.
+        worker_id: The worker whose slot it fills.
+        command: The handler name.
+        payload: The JSON payload.
+        attempt: The attempt this dispatch starts (already counted).
+        max_attempts: How many attempts the task may have.
+        timeout_seconds: Bound on the attempt's run time, or ``None``.
+        queue: The queue name.
+        trace_context: The W3C ``traceparent`` stored with the task.
+        scheduled_at: When the task became due, in seconds since the epoch.
+        lease_expires_at: When the lease runs out, in seconds since the epoch.
+    """
+
+    id: uuid.UUID
+    worker_id: str
+    command: str
+    payload: Any
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float | None
+    queue: str
+    trace_context: str | None
+    scheduled_at: float
+    lease_expires_at: float
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Exponential backoff between execution attempts: ``base * 2**(attempt-1)``, capped at
@@ -82,6 +113,34 @@ class Backoff:
 
     base: float = 1.0
     maximum: float = 300.0
+
+
+def _claimed(
+    task_id: str,
+    worker_id: str,
+    command: str,
+    payload: Any,
+    attempt: int,
+    max_attempts: int,
+    timeout_seconds: float | None,
+    queue: str,
+    trace_context: str | None,
+    scheduled_at: float,
+    lease_expires_at: float,
+) -> ClaimedTask:
+    return ClaimedTask(
+        uuid.UUID(task_id),
+        worker_id,
+        command,
+        payload,
+        attempt,
+        max_attempts,
+        timeout_seconds,
+        queue,
+        trace_context,
+        float(scheduled_at),
+        float(lease_expires_at),
+    )
 
 
 def _json(value: Any) -> str:
@@ -205,6 +264,20 @@ class TaskStore:
         tasks = [Task.from_row(row) for row in rows]
         tasks.sort(key=lambda task: (-task.priority, task.scheduled_at, task.seq))
         return tasks
+
+    def claim_due(self, slots: Sequence[str], lease_seconds: float) -> list[ClaimedTask]:
+        """Claims like :meth:`claim`, returning only what an assignment needs (far cheaper).
+
+        The tasks come in slot order: the first fills ``slots[0]``, and so on; a claim that
+        finds fewer due tasks than slots fills the first ones.
+        """
+        if not slots:
+            return []
+        with self._db.connection() as conn:
+            claimed = conn.scalar(
+                "claim_due_assignments", slots=_json(list(slots)), lease_seconds=lease_seconds
+            )
+        return [_claimed(*fields) for fields in claimed or ()]
 
     def next_due_at(self) -> datetime | None:
         """When the earliest scheduled task is due, or ``None`` when none is scheduled."""

@@ -22,10 +22,9 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from taskmill.common.convert import to_assignment
+from taskmill.common.convert import claimed_to_assignment
 from taskmill.common.errors import TaskmillError
-from taskmill.common.models import Task
-from taskmill.common.tasks import TaskStore
+from taskmill.common.tasks import ClaimedTask, TaskStore
 from taskmill.common.telemetry import (
     QUEUE,
     TASK_ATTEMPT,
@@ -116,14 +115,14 @@ class Dispatcher:
             # Nobody has room: tasks may be waiting for the next slot that frees.
             self._backlog = True
             return False
-        claimed = self._tasks.claim(slots, self._lease_seconds)
+        claimed = self._tasks.claim_due(slots, self._lease_seconds)
         self._backlog = len(claimed) == len(slots)
         if not claimed:
             return False
         self._registry.served(slots[len(claimed) - 1])
-        by_worker: dict[str, list[Task]] = {}
+        by_worker: dict[str, list[ClaimedTask]] = {}
         for task in claimed:
-            by_worker.setdefault(task.worker_id or "", []).append(task)
+            by_worker.setdefault(task.worker_id, []).append(task)
         for worker_id, batch in by_worker.items():
             ids = [task.id for task in batch]
             if self._registry.reserve(worker_id, ids):
@@ -143,7 +142,7 @@ class Dispatcher:
             return MIN_SLEEP
         return min(self._poll_interval, due_in + DUE_MARGIN)
 
-    def _send(self, worker_id: str, batch: Sequence[Task]) -> None:
+    def _send(self, worker_id: str, batch: Sequence[ClaimedTask]) -> None:
         # One dispatch span per task continues the trace stored with it; each assignment
         # carries its span's context, so the worker's execution span is its child. The batched
         # call itself runs in the first task's context, which its gRPC client span joins.
@@ -157,7 +156,9 @@ class Dispatcher:
                     span.set_status(Status(StatusCode.ERROR, error))
                 span.end()
 
-    def _assign(self, worker_id: str, batch: Sequence[Task], spans: list[Span]) -> str | None:
+    def _assign(
+        self, worker_id: str, batch: Sequence[ClaimedTask], spans: list[Span]
+    ) -> str | None:
         """Sends one worker its tasks; returns why it did not take them, or ``None``."""
         ids = [task.id for task in batch]
         try:
@@ -165,7 +166,7 @@ class Dispatcher:
             if stub is None:
                 return self._give_back(worker_id, ids, "the worker left")
             assignments = [
-                to_assignment(task, traceparent=traceparent_of(span))
+                claimed_to_assignment(task, traceparent=traceparent_of(span))
                 for task, span in zip(batch, spans, strict=True)
             ]
             request = worker_pb2.AssignTasksRequest(worker_id=worker_id, assignments=assignments)
@@ -203,7 +204,7 @@ class Dispatcher:
         return reason
 
 
-def _dispatch_span(task: Task, worker_id: str) -> Span:
+def _dispatch_span(task: ClaimedTask, worker_id: str) -> Span:
     return tracer.start_span(
         "dispatch",
         context=context_from_traceparent(task.trace_context),

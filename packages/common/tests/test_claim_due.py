@@ -1,0 +1,89 @@
+"""TaskStore.claim_due, the coordinator's lean claim, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from taskmill.common.db import Database
+from taskmill.common.models import TaskStatus
+from taskmill.common.settings import DatabaseSettings
+from taskmill.common.tasks import NewTask, TaskStore
+
+LEASE = 60.0
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[TaskStore]:
+    db = Database(DatabaseSettings.from_url(database_url), max_connections=2)
+    try:
+        yield TaskStore(db)
+    finally:
+        db.close()
+
+
+def _insert(store: TaskStore, *tasks: NewTask) -> None:
+    with store._db.transaction() as conn:
+        store.insert(conn, tasks)
+
+
+def test_claim_due_fills_slots_in_priority_order_and_skips_future_tasks(store: TaskStore) -> None:
+    now = datetime.now(UTC)
+    _insert(
+        store,
+        NewTask("a", priority=1, scheduled_at=now - timedelta(minutes=1)),
+        NewTask("b", priority=3),
+        NewTask("c", priority=1, scheduled_at=now - timedelta(minutes=2)),
+        NewTask("d", priority=2),
+        NewTask("future", priority=9, scheduled_at=now + timedelta(hours=1)),
+    )
+
+    claimed = store.claim_due(["w-a", "w-b", "w-c", "w-d", "w-e", "w-f"], LEASE)
+
+    assert [(t.command, t.worker_id) for t in claimed] == [
+        ("b", "w-a"),
+        ("d", "w-b"),
+        ("c", "w-c"),
+        ("a", "w-d"),
+    ]
+    assert store.claim_due(["w-a"], LEASE) == []
+
+
+def test_claim_due_returns_what_the_row_holds(store: TaskStore) -> None:
+    traceparent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    _insert(
+        store,
+        NewTask(
+            "sleep",
+            {"seconds": 0.5, "text": "é"},
+            queue="slow",
+            max_attempts=3,
+            timeout_seconds=9.5,
+            trace_context=traceparent,
+        ),
+    )
+
+    (claimed,) = store.claim_due(["w-1"], LEASE)
+
+    task = store.get(claimed.id)
+    assert task.status is TaskStatus.DISPATCHED
+    assert (task.worker_id, claimed.worker_id) == ("w-1", "w-1")
+    assert (claimed.command, claimed.payload, claimed.queue) == (
+        "sleep",
+        {"seconds": 0.5, "text": "é"},
+        "slow",
+    )
+    assert (claimed.attempt, claimed.max_attempts) == (task.attempt, 3) == (1, 3)
+    assert claimed.timeout_seconds == 9.5
+    assert claimed.trace_context == traceparent
+    assert task.lease_expires_at is not None
+    assert claimed.scheduled_at == pytest.approx(task.scheduled_at.timestamp(), abs=1e-6)
+    assert claimed.lease_expires_at == pytest.approx(task.lease_expires_at.timestamp(), abs=1e-6)
+
+
+def test_claim_due_of_no_slots_claims_nothing(store: TaskStore) -> None:
+    _insert(store, NewTask("a"))
+    assert store.claim_due([], LEASE) == []
+    assert store.claim_due(["w-1"], LEASE)[0].command == "a"
