@@ -143,6 +143,14 @@ def _claimed(
     )
 
 
+_REPORT_QUERIES = {
+    TaskStatus.RUNNING: "mark_running",
+    TaskStatus.SUCCEEDED: "mark_succeeded",
+    TaskStatus.FAILED: "mark_failed",
+    TaskStatus.CANCELLED: "mark_cancelled",
+}
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -330,27 +338,21 @@ class TaskStore:
     def _apply_batch(
         self, conn: Connection, status: TaskStatus, batch: list[Outcome], worker_id: str | None
     ) -> list[uuid.UUID]:
-        common: dict[str, Any] = {
-            "worker_id": worker_id,
-            "ids": [o.task_id for o in batch],
-            "attempts": [o.attempt for o in batch],
-            "ats": [o.at for o in batch],
-        }
-        if status is TaskStatus.RUNNING:
-            rows = conn.run("mark_running", **common)
-        elif status is TaskStatus.SUCCEEDED:
-            rows = conn.run("mark_succeeded", results=[_json(o.result) for o in batch], **common)
+        reports = [
+            {"id": str(o.task_id), "attempt": o.attempt, "at": o.at.timestamp()} for o in batch
+        ]
+        if status is TaskStatus.SUCCEEDED:
+            for report, outcome in zip(reports, batch, strict=True):
+                report["result"] = outcome.result
         elif status is TaskStatus.FAILED:
-            rows = conn.run(
-                "mark_failed",
-                errors=[_json((o.error or TaskError("error", "")).to_json()) for o in batch],
-                retryable=[o.retryable for o in batch],
-                backoff_base=self._backoff.base,
-                backoff_max=self._backoff.maximum,
-                **common,
-            )
-        else:
-            rows = conn.run("mark_cancelled", **common)
+            for report, outcome in zip(reports, batch, strict=True):
+                report["error"] = (outcome.error or TaskError("error", "")).to_json()
+                report["retryable"] = outcome.retryable
+        params: dict[str, Any] = {"worker_id": worker_id, "reports": _json(reports)}
+        if status is TaskStatus.FAILED:
+            params["backoff_base"] = self._backoff.base
+            params["backoff_max"] = self._backoff.maximum
+        rows = conn.run(_REPORT_QUERIES[status], **params)
         return [row[0] for row in rows]
 
     # -- recovery ---------------------------------------------------------------------------

@@ -134,23 +134,23 @@ UPDATE tasks SET
 WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'dispatched' AND worker_id = :worker_id
 RETURNING id
 
+-- The report queries take one JSON array of reports (far cheaper for pg8000 to send than one
+-- array per column) and join it to tasks by primary key: a nested loop over the reports, so
+-- the cost follows the batch, never the number of tasks in flight.
+
 -- name: mark_running
-UPDATE tasks SET status = 'running', started_at = r.at
-FROM unnest(
-    CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:ats AS timestamptz[])
-) AS r(id, attempt, at)
+UPDATE tasks SET status = 'running', started_at = to_timestamp(r.at)
+FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(id uuid, attempt int, at float8)
 WHERE tasks.id = r.id AND tasks.attempt = r.attempt
   AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id) AND tasks.status = 'dispatched'
 RETURNING tasks.id
 
 -- name: mark_succeeded
 UPDATE tasks SET
-    status = 'succeeded', result = CAST(r.result AS jsonb), finished_at = r.at,
-    started_at = coalesce(tasks.started_at, r.at), lease_expires_at = NULL
-FROM unnest(
-    CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:results AS text[]),
-    CAST(:ats AS timestamptz[])
-) AS r(id, attempt, result, at)
+    status = 'succeeded', result = coalesce(r.result, CAST('null' AS jsonb)),
+    finished_at = to_timestamp(r.at),
+    started_at = coalesce(tasks.started_at, to_timestamp(r.at)), lease_expires_at = NULL
+FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(id uuid, attempt int, at float8, result jsonb)
 WHERE tasks.id = r.id AND tasks.attempt = r.attempt
   AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
   AND tasks.status IN ('dispatched', 'running')
@@ -163,10 +163,10 @@ UPDATE tasks SET
     status = CASE WHEN r.retryable AND tasks.attempt < tasks.max_attempts
             AND tasks.cancel_requested_at IS NULL
         THEN 'scheduled' ELSE 'failed' END,
-    error = CAST(r.error AS jsonb),
+    error = r.error,
     finished_at = CASE WHEN r.retryable AND tasks.attempt < tasks.max_attempts
             AND tasks.cancel_requested_at IS NULL
-        THEN NULL ELSE r.at END,
+        THEN NULL ELSE to_timestamp(r.at) END,
     scheduled_at = CASE WHEN r.retryable AND tasks.attempt < tasks.max_attempts
             AND tasks.cancel_requested_at IS NULL
         THEN now() + make_interval(secs => least(
@@ -177,20 +177,17 @@ UPDATE tasks SET
             AND tasks.cancel_requested_at IS NULL
         THEN NULL ELSE tasks.worker_id END,
     lease_expires_at = NULL
-FROM unnest(
-    CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:errors AS text[]),
-    CAST(:retryable AS bool[]), CAST(:ats AS timestamptz[])
-) AS r(id, attempt, error, retryable, at)
+FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
+    id uuid, attempt int, at float8, error jsonb, retryable bool
+)
 WHERE tasks.id = r.id AND tasks.attempt = r.attempt
   AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
   AND tasks.status IN ('dispatched', 'running')
 RETURNING tasks.id, tasks.status
 
 -- name: mark_cancelled
-UPDATE tasks SET status = 'cancelled', finished_at = r.at, lease_expires_at = NULL
-FROM unnest(
-    CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:ats AS timestamptz[])
-) AS r(id, attempt, at)
+UPDATE tasks SET status = 'cancelled', finished_at = to_timestamp(r.at), lease_expires_at = NULL
+FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(id uuid, attempt int, at float8)
 WHERE tasks.id = r.id AND tasks.attempt = r.attempt
   AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
   AND tasks.status IN ('dispatched', 'running')
@@ -247,9 +244,16 @@ FROM tasks WHERE status = 'scheduled'
 -- name: extend_held_leases
 -- Extends the leases of the tasks a worker says it holds; tasks it no longer holds (an
 -- assignment that never arrived) keep their lease, which expires and lets them be recovered.
+-- Rows locked meanwhile (a report changing them) are skipped, not waited for: waiting could
+-- deadlock with a report batch locking the same rows in another order, and the report either
+-- ends the lease or the next heartbeat extends it.
 UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
-WHERE worker_id = :worker_id AND id = ANY(CAST(:ids AS uuid[]))
-  AND status IN ('dispatched', 'running')
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE worker_id = :worker_id AND id = ANY(CAST(:ids AS uuid[]))
+      AND status IN ('dispatched', 'running')
+    FOR UPDATE SKIP LOCKED
+)
 
 -- name: submit_tasks
 -- The scheduler's submit path: inserts tasks given as one JSON array (far cheaper for pg8000

@@ -1,0 +1,45 @@
+"""Heartbeat lease extension against a real PostgreSQL: it never waits on a row being changed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from taskmill.common.db import Database
+from taskmill.common.settings import DatabaseSettings
+from taskmill.common.tasks import NewTask, TaskStore
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[TaskStore]:
+    db = Database(DatabaseSettings.from_url(database_url), max_connections=4)
+    try:
+        yield TaskStore(db)
+    finally:
+        db.close()
+
+
+def test_extending_leases_skips_rows_a_report_holds(store: TaskStore) -> None:
+    db = store._db
+    with db.transaction() as conn:
+        store.insert(conn, [NewTask("a"), NewTask("b")])
+    locked, free = store.claim_due(["w-1", "w-1"], 60.0)
+    done = threading.Event()
+    with db.transaction() as conn:
+        # Stands in for a report batch holding one of the worker's rows.
+        conn.execute("SELECT id FROM tasks WHERE id = :id FOR UPDATE", id=locked.id)
+        extend = threading.Thread(
+            target=lambda: (
+                store.extend_held_leases("w-1", [locked.id, free.id], 600.0),
+                done.set(),
+            )
+        )
+        extend.start()
+        assert done.wait(30), "the heartbeat waited for the locked row"
+    extend.join()
+    assert store.get(free.id).lease_expires_at != store.get(locked.id).lease_expires_at
+    assert store.get(locked.id).lease_expires_at.timestamp() == pytest.approx(
+        locked.lease_expires_at, abs=1e-6
+    )
