@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -47,7 +48,9 @@ def test_defaults_are_an_empty_payload_now_priority_0_one_attempt_default_queue(
 
     assert task["payload"] == {}
     assert (task["priority"], task["max_attempts"], task["queue"]) == (0, 1, "default")
-    assert task["timeout_seconds"] is None and task["trace_id"] is None
+    assert task["timeout_seconds"] is None
+    # Every task gets a trace, even with tracing off and no traceparent from the caller.
+    assert re.fullmatch("[0-9a-f]{32}", task["trace_id"])
     scheduled = datetime.fromisoformat(task["scheduled_at"])
     assert before < scheduled < datetime.now(UTC) + timedelta(seconds=5)
     assert task["scheduled_at"] == task["created_at"]
@@ -73,7 +76,10 @@ def test_a_valid_traceparent_is_stored_and_gives_the_trace_id(api, store) -> Non
     result = api.post("/v1/tasks", {"command": "echo"}, headers={"traceparent": TRACEPARENT})
 
     assert result.json["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
-    assert store.get(uuid.UUID(result.json["id"])).trace_context == TRACEPARENT
+    # Stored: a span of this request in the caller's trace (nothing is exported here).
+    stored = store.get(uuid.UUID(result.json["id"])).trace_context
+    assert stored.startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    assert stored != TRACEPARENT
 
 
 @pytest.mark.parametrize(
@@ -89,7 +95,9 @@ def test_an_invalid_traceparent_is_ignored(api, header: str) -> None:
     result = api.post("/v1/tasks", {"command": "echo"}, headers={"traceparent": header})
 
     assert result.status_code == 201
-    assert result.json["trace_id"] is None
+    # A new trace instead of the malformed one.
+    assert re.fullmatch("[0-9a-f]{32}", result.json["trace_id"])
+    assert result.json["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 def test_every_problem_is_listed_and_nothing_is_stored(api) -> None:

@@ -21,7 +21,6 @@ from concurrent.futures import Executor
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from taskmill.common.convert import claimed_to_assignment
@@ -34,6 +33,7 @@ from taskmill.common.telemetry import (
     TASK_ID,
     WORKER_ID,
     context_from_traceparent,
+    exporting,
     traceparent_of,
 )
 from taskmill.coordinator.registry import WorkerRegistry
@@ -148,7 +148,7 @@ class Dispatcher:
         # One dispatch span per task continues the trace stored with it; each assignment
         # carries its span's context, so the worker's execution span is its child. The batched
         # call itself runs in the first task's context, which its gRPC client span joins.
-        if not _exports(trace.get_tracer_provider()):
+        if not exporting():
             # Spans nobody sees cost ~30 us a task: the assignments carry the stored context.
             context = context_from_traceparent(batch[0].trace_context)
             traceparents = [task.trace_context or "" for task in batch]
@@ -229,16 +229,3 @@ def _dispatch_span(task: ClaimedTask, worker_id: str) -> Span:
             QUEUE: task.queue,
         },
     )
-
-
-def _exports(provider: trace.TracerProvider) -> bool:
-    """Whether spans from ``provider`` can reach a span processor (as the worker decides it).
-
-    The SDK has no public way to ask; when its internals change, the answer is yes, which costs
-    time, never spans.
-    """
-    if isinstance(provider, SdkTracerProvider):
-        processor = getattr(provider, "_active_span_processor", None)
-        processors = getattr(processor, "_span_processors", None)
-        return processors is None or len(processors) > 0
-    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))

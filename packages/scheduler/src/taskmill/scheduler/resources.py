@@ -106,9 +106,9 @@ def idempotency_key(req: falcon.Request) -> str | None:
     return key
 
 
-def _traceparent(req: falcon.Request) -> str | None:
-    """The request span's context; without tracing middleware (tests), the caller's header."""
-    return request_traceparent() or valid_traceparent(req.get_header("traceparent"))
+def _traceparent(req: falcon.Request) -> str:
+    """The trace context stored with a task submitted by this request."""
+    return request_traceparent(valid_traceparent(req.get_header("traceparent")))
 
 
 class TasksResource:

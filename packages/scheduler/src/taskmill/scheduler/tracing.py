@@ -17,27 +17,45 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Link, SpanKind
 
-from taskmill.common.telemetry import QUEUE, TASK_COMMAND, TASK_ID, current_traceparent
+from taskmill.common.telemetry import (
+    QUEUE,
+    TASK_COMMAND,
+    TASK_ID,
+    current_traceparent,
+    exporting,
+    new_traceparent,
+)
 from taskmill.common.telemetry import traceparent_of as _traceparent_of
 
 tracer = trace.get_tracer(__name__)
 
 
 def traced(app: Any) -> Any:
-    """Wraps a WSGI app so each request runs in a server span."""
-    return OpenTelemetryMiddleware(app)
+    """Wraps a WSGI app so each request runs in a server span, when spans are exported.
+
+    Without an exporter the middleware would cost more than the rest of a submit's tracing, so
+    the app is served bare and ``request_traceparent`` makes the ids itself.
+    """
+    return OpenTelemetryMiddleware(app) if exporting() else app
 
 
-def request_traceparent() -> str | None:
-    """The ``traceparent`` of the current request's span."""
-    return current_traceparent()
+def request_traceparent(incoming: str | None) -> str:
+    """The ``traceparent`` to store with a single task: the request span's, or, when no span
+    is recorded, a new span id in the caller's trace (``incoming``) or in a new one."""
+    if trace.get_current_span().get_span_context().is_valid:
+        current = current_traceparent()
+        if current:
+            return current
+    return new_traceparent(incoming)
 
 
 def task_traceparents(
     ids: Sequence[uuid.UUID], commands: Sequence[str], queues: Sequence[str]
 ) -> list[str | None]:
     """Starts and ends one span per task of a batch, linked to the request's span, and returns
-    their ``traceparent`` values in order."""
+    their ``traceparent`` values in order (new trace ids only, when nothing is exported)."""
+    if not exporting():
+        return [new_traceparent() for _ in ids]
     request = trace.get_current_span().get_span_context()
     links = [Link(request)] if request.is_valid else []
     root = otel_context.Context()
