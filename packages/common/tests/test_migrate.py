@@ -178,8 +178,16 @@ def test_three_concurrent_taskmill_migrate_runs_apply_each_migration_once(
 
     assert [p.returncode for p in processes] == [0, 0, 0], outputs
     assert all("Traceback" not in err for _, err in outputs)
-    assert sum("applied migrations" in out for out, _ in outputs) == 1, outputs
-    assert sum("nothing to do" in out for out, _ in outputs) == 2, outputs
+    # Each migration takes the lock in its own transaction, so the runs may share the work, but
+    # every migration is applied by exactly one of them.
+    applied = [
+        int(version)
+        for out, _ in outputs
+        if out.startswith("applied migrations ")
+        for version in out.removeprefix("applied migrations ").strip().split(", ")
+    ]
+    assert sorted(applied) == [m.version for m in known_migrations()], outputs
+    assert sum("nothing to do" in out for out, _ in outputs) >= 1, outputs
     assert _recorded(empty_database_url) == [[m.version, m.name] for m in known_migrations()]
 
 
