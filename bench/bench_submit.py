@@ -183,16 +183,18 @@ def run(
     address = server[:2]
     drive(address, path, body, args.clients, 1.0)  # warm up: connections, prepared statements
     cpu_before = cpu_seconds(server[2])
+    client_before = time.process_time()
     began = time.monotonic()
     requests, latencies = drive(address, path, body, args.clients, args.seconds)
     elapsed = time.monotonic() - began
     cpu_ms = (cpu_seconds(server[2]) - cpu_before) / requests * 1000
+    client_ms = (time.process_time() - client_before) / requests * 1000
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
     print(
         f"{label:<28} {requests * per_request / elapsed:>9,.0f} tasks/s "
         f"{requests / elapsed:>7,.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  "
-        f"scheduler CPU {cpu_ms:6.3f} ms/req",
+        f"scheduler CPU {cpu_ms:6.3f} ms/req  bench client CPU {client_ms:6.3f} ms/req",
         flush=True,
     )
 
