@@ -102,6 +102,13 @@ def _time(value: datetime | None) -> str:
     return "null" if value is None else f'"{rfc3339(value)}"'
 
 
+def _trace_id_json(trace_context: str) -> str:
+    value = trace_id(trace_context)
+    if value is None:
+        return "null"
+    return f'"{value}"' if value.isalnum() and value.isascii() else json.dumps(value)
+
+
 def encode_task(task: Task) -> str:
     """A task as the API returns it, encoded as JSON.
 
@@ -128,7 +135,7 @@ def encode_task(task: Task) -> str:
         "null" if task.worker_id is None else _dumps(task.worker_id),
         "null" if task.result is None else _dumps(task.result),
         "null" if error is None else _dumps(error.to_json()),
-        "null" if trace_context is None else _json(trace_id(trace_context)),
+        "null" if trace_context is None else _trace_id_json(trace_context),
         "false" if task.cancel_requested_at is None else "true",
     )
 
