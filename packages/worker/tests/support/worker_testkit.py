@@ -55,6 +55,7 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.heartbeats: list[coordinator_pb2.HeartbeatRequest] = []
         self.reports: list[tuple[str, common_pb2.StatusReport]] = []
         self.report_calls = 0
+        self.folded = 0  # final reports that carried their running report
         self.deregistered: list[str] = []
         self.fail_reports: list[grpc.StatusCode] = []
         self.cancel: set[str] = set()
@@ -118,7 +119,19 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 context.abort(self.fail_reports.pop(0), "injected failure")
             if request.worker_id not in self.known:
                 context.abort(grpc.StatusCode.NOT_FOUND, "unknown worker")
-            self.reports.extend((request.worker_id, report) for report in request.reports)
+            for report in request.reports:
+                if report.HasField("started_at"):
+                    # A folded running report: record it as the real coordinator applies it.
+                    self.folded += 1
+                    running = common_pb2.StatusReport(
+                        task_id=report.task_id,
+                        attempt=report.attempt,
+                        status=common_pb2.TASK_STATUS_RUNNING,
+                        occurred_at=report.started_at,
+                        traceparent=report.traceparent,
+                    )
+                    self.reports.append((request.worker_id, running))
+                self.reports.append((request.worker_id, report))
         return coordinator_pb2.ReportTaskStatusesResponse(applied=len(request.reports))
 
     def DeregisterWorker(

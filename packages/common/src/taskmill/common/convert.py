@@ -152,6 +152,7 @@ def outcome_from_report(report: common_pb2.StatusReport) -> Outcome:
         at=from_timestamp(report.occurred_at) or datetime.now(UTC),
         result=result,
         error=error,
+        started_at=from_timestamp(report.started_at) if report.HasField("started_at") else None,
     )
 
 

@@ -64,6 +64,8 @@ class Outcome:
         result: The JSON result of a succeeded attempt.
         error: The error of a failed attempt.
         retryable: Whether a failed attempt may be retried when attempts remain.
+        started_at: When a final attempt started, if its ``running`` report was folded into
+            this one (the worker never sent it on its own).
     """
 
     task_id: uuid.UUID
@@ -73,6 +75,7 @@ class Outcome:
     result: Any = None
     error: TaskError | None = None
     retryable: bool = True
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,9 +341,13 @@ class TaskStore:
     def _apply_batch(
         self, conn: Connection, status: TaskStatus, batch: list[Outcome], worker_id: str | None
     ) -> list[uuid.UUID]:
-        reports = [
+        reports: list[dict[str, Any]] = [
             {"id": str(o.task_id), "attempt": o.attempt, "at": o.at.timestamp()} for o in batch
         ]
+        if status is not TaskStatus.RUNNING:
+            for report, outcome in zip(reports, batch, strict=True):
+                if outcome.started_at is not None:
+                    report["started_at"] = outcome.started_at.timestamp()
         if status is TaskStatus.SUCCEEDED:
             for report, outcome in zip(reports, batch, strict=True):
                 report["result"] = outcome.result

@@ -49,4 +49,6 @@ def report_to_proto(report: Report) -> common_pb2.StatusReport:
         message.error.type = report.error.type
         message.error.message = report.error.message
         message.error.traceback = report.error.traceback
+    if report.started_at is not None:
+        message.started_at.CopyFrom(_timestamp(report.started_at))
     return message

@@ -136,7 +136,8 @@ RETURNING id
 
 -- The report queries take one JSON array of reports (far cheaper for pg8000 to send than one
 -- array per column) and join it to tasks by primary key: a nested loop over the reports, so
--- the cost follows the batch, never the number of tasks in flight.
+-- the cost follows the batch, never the number of tasks in flight. A final report may carry
+-- started_at: the worker folded its unsent "running" report into it.
 
 -- name: mark_running
 UPDATE tasks SET status = 'running', started_at = to_timestamp(r.at)
@@ -149,8 +150,11 @@ RETURNING tasks.id
 UPDATE tasks SET
     status = 'succeeded', result = coalesce(r.result, CAST('null' AS jsonb)),
     finished_at = to_timestamp(r.at),
-    started_at = coalesce(tasks.started_at, to_timestamp(r.at)), lease_expires_at = NULL
-FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(id uuid, attempt int, at float8, result jsonb)
+    started_at = coalesce(tasks.started_at, to_timestamp(r.started_at), to_timestamp(r.at)),
+    lease_expires_at = NULL
+FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
+    id uuid, attempt int, at float8, result jsonb, started_at float8
+)
 WHERE tasks.id = r.id AND tasks.attempt = r.attempt
   AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
   AND tasks.status IN ('dispatched', 'running')
@@ -176,9 +180,10 @@ UPDATE tasks SET
     worker_id = CASE WHEN r.retryable AND tasks.attempt < tasks.max_attempts
             AND tasks.cancel_requested_at IS NULL
         THEN NULL ELSE tasks.worker_id END,
-    lease_expires_at = NULL
+    lease_expires_at = NULL,
+    started_at = coalesce(tasks.started_at, to_timestamp(r.started_at))
 FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
-    id uuid, attempt int, at float8, error jsonb, retryable bool
+    id uuid, attempt int, at float8, error jsonb, retryable bool, started_at float8
 )
 WHERE tasks.id = r.id AND tasks.attempt = r.attempt
   AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
@@ -186,8 +191,9 @@ WHERE tasks.id = r.id AND tasks.attempt = r.attempt
 RETURNING tasks.id, tasks.status
 
 -- name: mark_cancelled
-UPDATE tasks SET status = 'cancelled', finished_at = to_timestamp(r.at), lease_expires_at = NULL
-FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(id uuid, attempt int, at float8)
+UPDATE tasks SET status = 'cancelled', finished_at = to_timestamp(r.at), lease_expires_at = NULL,
+    started_at = coalesce(tasks.started_at, to_timestamp(r.started_at))
+FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(id uuid, attempt int, at float8, started_at float8)
 WHERE tasks.id = r.id AND tasks.attempt = r.attempt
   AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
   AND tasks.status IN ('dispatched', 'running')

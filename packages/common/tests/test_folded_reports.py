@@ -1,0 +1,84 @@
+"""Final reports that carry the attempt's start (a ``running`` report folded into them)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from taskmill.common.convert import outcome_from_report, to_report
+from taskmill.common.db import Database
+from taskmill.common.models import TaskError, TaskStatus
+from taskmill.common.settings import DatabaseSettings
+from taskmill.common.tasks import Backoff, NewTask, Outcome, TaskStore
+
+S = TaskStatus
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[TaskStore]:
+    db = Database(DatabaseSettings.from_url(database_url), max_connections=2)
+    try:
+        yield TaskStore(db, Backoff(30.0, 30.0))
+    finally:
+        db.close()
+
+
+def _dispatched(store: TaskStore, max_attempts: int = 1) -> uuid.UUID:
+    with store._db.transaction() as conn:
+        (task,) = store.insert(conn, [NewTask("echo", {}, max_attempts=max_attempts)])
+    (claimed,) = store.claim(["w-1"], 60.0)
+    assert claimed.id == task.id
+    return task.id
+
+
+@pytest.mark.parametrize(
+    ("status", "fields"),
+    [
+        (S.SUCCEEDED, {"result": 1}),
+        (S.FAILED, {"error": TaskError("ValueError", "bad"), "retryable": False}),
+        (S.CANCELLED, {}),
+    ],
+)
+def test_a_folded_final_report_records_the_start(
+    store: TaskStore, status: TaskStatus, fields: dict[str, object]
+) -> None:
+    task_id = _dispatched(store)
+    started = datetime.now(UTC) - timedelta(seconds=2)
+    finished = datetime.now(UTC)
+
+    changed = store.apply([Outcome(task_id, 1, status, finished, started_at=started, **fields)])
+
+    task = store.get(task_id)
+    assert changed == {task_id}
+    assert (task.status, task.started_at, task.finished_at) == (status, started, finished)
+
+
+def test_a_running_report_applied_first_keeps_its_start(store: TaskStore) -> None:
+    task_id = _dispatched(store)
+    started = datetime.now(UTC) - timedelta(seconds=3)
+    assert store.apply([Outcome(task_id, 1, S.RUNNING, started)]) == {task_id}
+
+    later = started + timedelta(seconds=1)
+    store.apply([Outcome(task_id, 1, S.SUCCEEDED, datetime.now(UTC), started_at=later)])
+
+    assert store.get(task_id).started_at == started
+
+
+def test_a_failure_without_a_start_leaves_it_unset(store: TaskStore) -> None:
+    task_id = _dispatched(store)
+    error = TaskError("ValueError", "bad")
+    store.apply([Outcome(task_id, 1, S.FAILED, datetime.now(UTC), error=error, retryable=False)])
+    assert store.get(task_id).started_at is None
+
+
+def test_started_at_travels_in_the_report() -> None:
+    task_id = uuid.uuid4()
+    started = datetime(2026, 11, 26, 12, 0, 0, 250000, tzinfo=UTC)
+    report = to_report(task_id, 1, S.SUCCEEDED, result=1, at=started + timedelta(seconds=1))
+    assert outcome_from_report(report).started_at is None  # an older worker's report
+
+    report.started_at.FromDatetime(started)
+    assert outcome_from_report(report).started_at == started
