@@ -12,7 +12,6 @@ from taskmill.common.convert import (
     from_timestamp,
     is_rejection,
     outcome_from_report,
-    to_assignment,
     to_report,
     to_timestamp,
 )
@@ -50,26 +49,6 @@ def _task(**changes: object) -> Task:
     }
     values.update(changes)
     return Task(**values)  # type: ignore[arg-type]
-
-
-def test_assignment_carries_every_field() -> None:
-    task = _task()
-    assignment = to_assignment(task)
-    assert assignment.task_id == str(task.id)
-    assert assignment.command == "echo"
-    assert assignment.payload_json == '{"n":1,"text":"é"}'
-    assert (assignment.attempt, assignment.max_attempts) == (2, 3)
-    assert assignment.timeout_seconds == 1.5
-    assert assignment.queue == "q"
-    assert assignment.traceparent == task.trace_context
-    assert from_timestamp(assignment.scheduled_at) == NOW
-    assert from_timestamp(assignment.lease_expires_at) == NOW + timedelta(seconds=15)
-
-
-def test_assignment_without_timeout_or_trace_sends_zero_and_empty() -> None:
-    assignment = to_assignment(_task(timeout_seconds=None, trace_context=None))
-    assert assignment.timeout_seconds == 0
-    assert assignment.traceparent == ""
 
 
 def test_report_round_trips_to_outcome() -> None:
@@ -153,3 +132,22 @@ def test_claimed_assignment_carries_every_field() -> None:
     assert assignment.scheduled_at.ToDatetime(tzinfo=UTC) == NOW
     assert assignment.lease_expires_at.ToDatetime(tzinfo=UTC) == NOW + timedelta(seconds=15)
     assert claimed_to_assignment(claimed, traceparent="tp").traceparent == "tp"
+
+
+def test_claimed_assignment_without_timeout_or_trace_sends_zero_and_empty() -> None:
+    claimed = ClaimedTask(
+        id=uuid.uuid4(),
+        worker_id="w-1",
+        command="echo",
+        payload=None,
+        attempt=1,
+        max_attempts=1,
+        timeout_seconds=None,
+        queue="default",
+        trace_context=None,
+        scheduled_at=NOW.timestamp(),
+        lease_expires_at=NOW.timestamp(),
+    )
+    assignment = claimed_to_assignment(claimed)
+    assert assignment.timeout_seconds == 0
+    assert assignment.traceparent == ""

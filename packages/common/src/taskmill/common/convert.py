@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from taskmill.common.models import Task, TaskError, TaskStatus
+from taskmill.common.models import TaskError, TaskStatus
 from taskmill.common.tasks import ClaimedTask, Outcome
 from taskmill.v1 import common_pb2
 
@@ -53,29 +53,6 @@ def from_timestamp(value: Timestamp) -> datetime | None:
     if value.seconds == 0 and value.nanos == 0:
         return None
     return value.ToDatetime(tzinfo=UTC)
-
-
-def to_assignment(task: Task, *, traceparent: str | None = None) -> common_pb2.Assignment:
-    """Builds the assignment that hands a claimed task to a worker.
-
-    Args:
-        task: A task as returned by the claim (status ``dispatched``, attempt counted).
-        traceparent: The dispatch span's W3C trace context; defaults to the task's own.
-    """
-    assignment = common_pb2.Assignment(
-        task_id=str(task.id),
-        command=task.command,
-        payload_json=to_json_text(task.payload),
-        attempt=task.attempt,
-        max_attempts=task.max_attempts,
-        timeout_seconds=task.timeout_seconds or 0.0,
-        queue=task.queue,
-        traceparent=traceparent or task.trace_context or "",
-        scheduled_at=to_timestamp(task.scheduled_at),
-    )
-    if task.lease_expires_at is not None:
-        assignment.lease_expires_at.CopyFrom(to_timestamp(task.lease_expires_at))
-    return assignment
 
 
 def _epoch_timestamp(seconds: float) -> Timestamp:
