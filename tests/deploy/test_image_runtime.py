@@ -16,10 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pg8000.native
 from deploy_support import ROOT, RUNTIME_VENV, exec_form, parse_dockerfile
 
-from taskmill.common.settings import DatabaseSettings
+from taskmill.common.testing import admin_connection
 
 START_DEADLINE = 60.0
 STOP_DEADLINE = 30.0
@@ -135,20 +134,10 @@ def test_the_coordinator_and_worker_images_become_healthy_together(
 
 def wait_for_worker(database_url: str) -> list[str]:
     """The addresses of the registered workers, once there is one."""
-    settings = DatabaseSettings.from_url(database_url)
-    connection = pg8000.native.Connection(
-        settings.user,
-        host=settings.host,
-        port=settings.port,
-        database=settings.database,
-        password=settings.password,
-    )
-    try:
+    with admin_connection(database_url) as connection:
         deadline = time.monotonic() + START_DEADLINE
         while True:
             rows = connection.run("SELECT address FROM workers WHERE state = 'active'")
             if rows or time.monotonic() > deadline:
                 return [row[0] for row in rows]
             time.sleep(0.1)
-    finally:
-        connection.close()

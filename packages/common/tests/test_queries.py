@@ -8,24 +8,14 @@ import pg8000.native
 import pytest
 
 from taskmill.common.queries import all_queries, parse_queries, query
-from taskmill.common.settings import DatabaseSettings
+from taskmill.common.testing import admin_connection
 
 
 @pytest.fixture
 def raw_connection(database_url: str) -> Iterator[pg8000.native.Connection]:
     # Direct pg8000 on purpose: prepare() has the server parse and plan a query without running it.
-    settings = DatabaseSettings.from_url(database_url)
-    connection = pg8000.native.Connection(
-        settings.user,
-        host=settings.host,
-        port=settings.port,
-        database=settings.database,
-        password=settings.password,
-    )
-    try:
+    with admin_connection(database_url) as connection:
         yield connection
-    finally:
-        connection.close()
 
 
 def test_queries_are_loaded_from_every_file() -> None:

@@ -29,7 +29,8 @@ URL_VARIABLE = "TASKMILL_TEST_DATABASE_URL"
 
 
 @contextmanager
-def _admin(url: str) -> Iterator[pg8000.native.Connection]:
+def admin_connection(url: str) -> Iterator[pg8000.native.Connection]:
+    """A plain pg8000 connection to ``url``, for test set-up and inspection outside the stores."""
     settings = DatabaseSettings.from_url(url)
     connection = pg8000.native.Connection(
         settings.user,
@@ -67,12 +68,12 @@ def _create_database(admin_url: str, name: str, template: str | None) -> None:
     sql = f"CREATE DATABASE {pg8000.native.identifier(name)}"
     if template:
         sql += f" TEMPLATE {pg8000.native.identifier(template)}"
-    with _admin(admin_url) as admin:
+    with admin_connection(admin_url) as admin:
         admin.run(sql)
 
 
 def _drop_database(admin_url: str, name: str) -> None:
-    with _admin(admin_url) as admin:
+    with admin_connection(admin_url) as admin:
         # FORCE (PostgreSQL 13+) ends the sessions a test left open.
         admin.run(f"DROP DATABASE IF EXISTS {pg8000.native.identifier(name)} WITH (FORCE)")
 
