@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import select
 import socket
 import threading
 from collections.abc import Iterator
@@ -191,8 +192,6 @@ class Connection:
 
     def wait_readable(self, timeout: float) -> bool:
         """Waits until the server sends something (a notification), for at most ``timeout``."""
-        import select
-
         sock = self._raw._usock  # pg8000 exposes no public way to wait on its socket
         readable, _, _ = select.select([sock], [], [], max(timeout, 0.0))
         return bool(readable)

@@ -18,7 +18,7 @@ from importlib import resources
 
 from taskmill.common.db import Connection, Database
 from taskmill.common.errors import SchemaOutdated, SchemaTooNew, TaskmillError
-from taskmill.common.settings import DatabaseSettings
+from taskmill.common.settings import DEFAULT_DATABASE_URL, DatabaseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from taskmill.common.settings import DEFAULT_DATABASE_URL
-
     try:
         applied = migrate(args.database_url or DEFAULT_DATABASE_URL)
     except TaskmillError as exc:
