@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2
+from opentelemetry import trace
 
 from taskmill.common.errors import ConfigError
 from taskmill.common.grpcutil import (
@@ -129,6 +130,57 @@ def test_server_without_a_token_accepts_any_call() -> None:
     ):
         assert _cancel(with_token) is True
         assert _cancel(without_token) is True
+
+
+# -- tracing ----------------------------------------------------------------------------------
+
+CALLER = trace.SpanContext(
+    trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
+    span_id=0x00F067AA0BA902B7,
+    is_remote=False,
+    trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+)
+
+
+class _Seen(worker_pb2_grpc.WorkerServiceServicer):
+    """Records the traceparent a call carried and the trace its handler ran in."""
+
+    def __init__(self) -> None:
+        self.traceparents: list[str] = []
+        self.trace_ids: list[int] = []
+
+    def CancelTask(
+        self, request: worker_pb2.CancelTaskRequest, context: grpc.ServicerContext
+    ) -> worker_pb2.CancelTaskResponse:
+        metadata = dict(context.invocation_metadata())
+        self.traceparents.append(str(metadata.get("traceparent", "")))
+        self.trace_ids.append(trace.get_current_span().get_span_context().trace_id)
+        return worker_pb2.CancelTaskResponse(found=True)
+
+
+@pytest.mark.parametrize("traced", [True, False])
+def test_traced_calls_carry_the_callers_trace_and_untraced_ones_nothing(traced: bool) -> None:
+    seen = _Seen()
+    server, port, _ = create_server(
+        "127.0.0.1:0",
+        lambda s: worker_pb2_grpc.add_WorkerServiceServicer_to_server(seen, s),
+        GrpcSecurity(),
+        traced=traced,
+    )
+    try:
+        with (
+            create_channel(f"127.0.0.1:{port}", GrpcSecurity(), traced=traced) as channel,
+            trace.use_span(trace.NonRecordingSpan(CALLER)),
+        ):
+            assert _cancel(channel) is True
+    finally:
+        server.stop(None).wait()
+    if traced:
+        assert seen.traceparents[0].split("-")[1] == format(CALLER.trace_id, "032x")
+        assert seen.trace_ids == [CALLER.trace_id]
+    else:
+        assert seen.traceparents == [""]
+        assert seen.trace_ids == [0]
 
 
 # -- health -----------------------------------------------------------------------------------
