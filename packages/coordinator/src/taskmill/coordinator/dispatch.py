@@ -1,11 +1,10 @@
 """The dispatch loop: claim due tasks for the workers with room, then send each worker its share.
 
 One round plans slots round robin over the workers with room, claims that many due tasks in one
-committed statement, and hands each worker its tasks in one ``AssignTasks`` call. The calls are
-asynchronous (gRPC futures), so no network call happens inside a transaction, the loop never
-waits for a worker, and one slow worker does not hold up the others. A refused or failed
-assignment gives the tasks back (``scheduled``, attempt unchanged) from a small thread pool, and
-they go to another worker in the next round.
+committed statement, and hands each worker its tasks in one ``AssignTasks`` call, sent from a
+small thread pool so no network call happens inside a transaction and one slow worker does not
+hold up the others. A refused or failed assignment gives the tasks back (``scheduled``, attempt
+unchanged) and they go to another worker in the next round.
 
 The loop sleeps until something may have changed: a submit (``LISTEN``), the next task's due
 time, room on a worker, or the slow poll.
@@ -57,7 +56,7 @@ class Dispatcher:
     Args:
         tasks: The task store.
         registry: This coordinator's workers.
-        senders: The pool that gives back the tasks of failed assignments.
+        senders: The pool that runs ``AssignTasks`` calls.
         lease_seconds: The lease a claimed task gets; heartbeats extend it.
         batch_size: At most this many tasks per claim.
         poll_interval: The longest sleep between rounds (the safety net).
@@ -85,8 +84,6 @@ class Dispatcher:
         self._wake = threading.Event()
         # Whether the last claim filled every slot, so more tasks may be waiting for room.
         self._backlog = True
-        self._in_flight = threading.Condition()
-        self._calls = 0  # AssignTasks calls not yet answered
 
     def wake(self) -> None:
         """Asks for a round now (tasks were submitted or given back, or a worker has room)."""
@@ -131,7 +128,7 @@ class Dispatcher:
         for worker_id, batch in by_worker.items():
             ids = [task.id for task in batch]
             if self._registry.reserve(worker_id, ids):
-                self._send(worker_id, batch)
+                self._senders.submit(self._send, worker_id, batch)
             else:
                 self._give_back(worker_id, ids, "the worker left")
         logger.debug("claimed %d tasks for %d workers", len(claimed), len(by_worker))
@@ -148,88 +145,59 @@ class Dispatcher:
         return min(self._poll_interval, due_in + DUE_MARGIN)
 
     def _send(self, worker_id: str, batch: Sequence[ClaimedTask]) -> None:
-        """Starts one worker's ``AssignTasks`` call and returns at once; :meth:`_answered`
-        handles the answer, so a slow worker holds up neither the loop nor the others."""
-        ids = [task.id for task in batch]
-        stub = self._registry.stub(worker_id)
-        if stub is None:
-            self._give_back_later(worker_id, ids, "the worker left")
-            return
         # One dispatch span per task continues the trace stored with it; each assignment
         # carries its span's context, so the worker's execution span is its child. The batched
         # call itself runs in the first task's context, which its gRPC client span joins.
-        # Spans nobody sees cost ~30 us a task: without an exporter the assignments carry the
-        # stored context.
-        spans = [_dispatch_span(task, worker_id) for task in batch] if exporting() else []
-        if spans:
-            context = trace.set_span_in_context(spans[0])
-            traceparents = [traceparent_of(span) or "" for span in spans]
-        else:
+        if not exporting():
+            # Spans nobody sees cost ~30 us a task: the assignments carry the stored context.
             context = context_from_traceparent(batch[0].trace_context)
             traceparents = [task.trace_context or "" for task in batch]
-        token = otel_context.attach(context)
+            token = otel_context.attach(context)
+            try:
+                self._assign(worker_id, batch, traceparents)
+            finally:
+                otel_context.detach(token)
+            return
+        spans = [_dispatch_span(task, worker_id) for task in batch]
         try:
+            with trace.use_span(spans[0], end_on_exit=False):
+                error = self._assign(worker_id, batch, [traceparent_of(s) or "" for s in spans])
+        finally:
+            for span in spans:
+                if error:
+                    span.set_status(Status(StatusCode.ERROR, error))
+                span.end()
+
+    def _assign(
+        self, worker_id: str, batch: Sequence[ClaimedTask], traceparents: list[str]
+    ) -> str | None:
+        """Sends one worker its tasks; returns why it did not take them, or ``None``."""
+        ids = [task.id for task in batch]
+        try:
+            stub = self._registry.stub(worker_id)
+            if stub is None:
+                return self._give_back(worker_id, ids, "the worker left")
             assignments = [
                 claimed_to_assignment(task, traceparent=traceparent)
                 for task, traceparent in zip(batch, traceparents, strict=True)
             ]
             request = worker_pb2.AssignTasksRequest(worker_id=worker_id, assignments=assignments)
-            call = stub.AssignTasks.future(request, timeout=self._assign_timeout)
-        except Exception:
-            logger.exception("sending %d tasks to worker %s failed", len(ids), worker_id)
-            _end(spans, "internal error")
-            self._give_back_later(worker_id, ids, "internal error")
-            return
-        finally:
-            otel_context.detach(token)
-        with self._in_flight:
-            self._calls += 1
-        call.add_done_callback(lambda done: self._answered(worker_id, ids, spans, done))
-
-    def _answered(
-        self,
-        worker_id: str,
-        ids: list[uuid.UUID],
-        spans: list[Span],
-        call: grpc.Future[worker_pb2.AssignTasksResponse],
-    ) -> None:
-        """Handles the answer to an ``AssignTasks`` call, on the thread that completed it."""
-        error: str | None = None
-        try:
-            response = call.result()
+            response = stub.AssignTasks(request, timeout=self._assign_timeout)
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-            error = f"{code.name if code else 'error'}: {details}"
             full = code is grpc.StatusCode.RESOURCE_EXHAUSTED
-            self._give_back_later(worker_id, ids, error, full=full)
+            reason = f"{code.name if code else 'error'}: {details}"
+            return self._give_back(worker_id, ids, reason, full=full)
         except Exception:
             logger.exception("sending %d tasks to worker %s failed", len(ids), worker_id)
-            error = "internal error"
-            self._give_back_later(worker_id, ids, error)
-        else:
-            self._registry.accepted(worker_id, ids, response.free_slots)
-        finally:
-            _end(spans, error)
-            with self._in_flight:
-                self._calls -= 1
-                self._in_flight.notify_all()
-
-    def wait_sent(self, timeout: float) -> bool:
-        """Waits until every ``AssignTasks`` call has been answered (at shutdown)."""
-        with self._in_flight:
-            return self._in_flight.wait_for(lambda: self._calls == 0, timeout)
-
-    def _give_back_later(
-        self, worker_id: str, ids: list[uuid.UUID], reason: str, *, full: bool = False
-    ) -> None:
-        # Giving back writes to the database: never on the loop or on a gRPC callback thread.
-        self._backlog = True
-        self._senders.submit(self._give_back, worker_id, ids, reason, full=full)
+            return self._give_back(worker_id, ids, "internal error")
+        self._registry.accepted(worker_id, ids, response.free_slots)
+        return None
 
     def _give_back(
         self, worker_id: str, ids: list[uuid.UUID], reason: str, *, full: bool = False
-    ) -> None:
+    ) -> str:
         """Returns tasks a worker did not take to ``scheduled``, attempt unchanged.
 
         A worker that was merely full gets tasks again as soon as it reports one finished; any
@@ -245,13 +213,7 @@ class Dispatcher:
             # returns them to scheduled later.
             logger.warning("could not give back %d tasks: %s", len(ids), exc.message)
         self.wake()
-
-
-def _end(spans: Sequence[Span], error: str | None) -> None:
-    for span in spans:
-        if error:
-            span.set_status(Status(StatusCode.ERROR, error))
-        span.end()
+        return reason
 
 
 def _dispatch_span(task: ClaimedTask, worker_id: str) -> Span:

@@ -83,7 +83,6 @@ class CoordinatorServer:
         self.dispatcher.wake()
         for thread in self._threads:
             thread.join(timeout=10)
-        self.dispatcher.wait_sent(timeout=10)
         self._senders.shutdown(wait=True)
         self._server.stop(grace).wait()
         self._registry.close()
