@@ -1,13 +1,17 @@
-"""The database edge against a real PostgreSQL: timestamps read back exactly as pg8000 would."""
+"""The database edge against a real PostgreSQL: timestamps read back exactly as pg8000 would,
+and notifications read from an idle connection."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from taskmill.common.db import Database
+from taskmill.common.db import Connection, Database
+from taskmill.common.errors import DatabaseUnavailable
 from taskmill.common.settings import DatabaseSettings
+from taskmill.common.testing import admin_connection
 
 
 @pytest.mark.parametrize(
@@ -48,3 +52,62 @@ def test_timestamptz_keeps_the_session_time_zone_offset(database_url: str) -> No
         db.close()
     assert value == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert value.utcoffset() == timezone(timedelta(hours=5, minutes=30)).utcoffset(None)
+
+
+# -- notifications without a round trip ------------------------------------------------------
+
+
+def _listening(database_url: str) -> tuple[Database, Connection]:
+    db = Database(DatabaseSettings.from_url(database_url), max_connections=1)
+    conn = db.connect()
+    conn.execute("LISTEN probe")
+    return db, conn
+
+
+def _read_until(conn: Connection, count: int) -> list[str]:
+    """Waits for the socket and reads, until ``count`` notifications arrived (10 s at most)."""
+    payloads: list[str] = []
+    deadline = time.monotonic() + 10
+    while len(payloads) < count and time.monotonic() < deadline:
+        if conn.wait_readable(0.1):
+            payloads.extend(payload for _channel, payload in conn.read_notifications())
+    return payloads
+
+
+def test_read_notifications_reads_every_one_of_a_burst(database_url: str) -> None:
+    db, conn = _listening(database_url)
+    try:
+        with admin_connection(database_url) as other:
+            # 200 notifications of one commit arrive together: pg8000's buffer holds most of
+            # them after the first is read, and the socket no longer says readable. pg8000's
+            # own queue of notifications would keep only the last 100.
+            other.run("BEGIN")
+            for n in range(200):
+                other.run("SELECT pg_notify('probe', CAST(:n AS text))", n=n)
+            other.run("COMMIT")
+            assert _read_until(conn, 200) == [str(n) for n in range(200)]
+            other.run("NOTIFY probe, 'later'")
+            assert _read_until(conn, 1) == ["later"]
+        # Nothing is left half read: the connection still answers queries.
+        assert conn.execute("SELECT 1") == [[1]]
+    finally:
+        conn.close()
+        db.close()
+
+
+def test_read_notifications_reports_a_connection_the_server_ended(database_url: str) -> None:
+    db, conn = _listening(database_url)
+    try:
+        pid = conn.execute("SELECT pg_backend_pid()")[0][0]
+        with admin_connection(database_url) as other:
+            other.run("SELECT pg_terminate_backend(:pid)", pid=pid)
+        assert conn.wait_readable(10)
+        with pytest.raises(DatabaseUnavailable):
+            conn.read_notifications()
+            # The server's error and its closing may arrive apart; the next read sees the end.
+            assert conn.wait_readable(10)
+            conn.read_notifications()
+        assert conn.broken
+    finally:
+        conn.close()
+        db.close()

@@ -12,6 +12,7 @@ import logging
 import queue
 import select
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import pg8000.converters
+import pg8000.core
 import pg8000.exceptions
 import pg8000.native
 
@@ -32,6 +34,8 @@ Row = dict[str, Any]
 
 #: SQLSTATE classes that mean the server or the connection went away, not that the query was bad.
 _UNAVAILABLE_SQLSTATES = ("08", "57P")
+#: A protocol message's header: its type byte and its length (which counts itself).
+_HEADER = struct.Struct("!ci")
 
 
 def _timestamptz_in(text: str) -> Any:
@@ -185,20 +189,74 @@ class Connection:
         self._in_transaction = False
         self.execute("COMMIT")
 
-    @property
-    def notifications(self) -> Any:
-        """The pg8000 deque of ``(pid, channel, payload)`` notifications received so far."""
-        return self._raw.notifications
-
     def wait_readable(self, timeout: float) -> bool:
         """Waits until the server sends something (a notification), for at most ``timeout``."""
         sock = self._raw._usock  # pg8000 exposes no public way to wait on its socket
         readable, _, _ = select.select([sock], [], [], max(timeout, 0.0))
         return bool(readable)
 
-    def poll_notifications(self) -> None:
-        """Reads notifications the server has sent, without blocking for long."""
+    def poll_notifications(self) -> list[tuple[str, str]]:
+        """Returns the ``(channel, payload)`` notifications the server has sent, after a round
+        trip that also proves the connection alive.
+
+        pg8000 keeps only the last 100 notifications that arrive during one query.
+        """
         self.execute("SELECT 1")
+        return self._take_notifications([])
+
+    def read_notifications(self) -> list[tuple[str, str]]:
+        """Returns the ``(channel, payload)`` notifications sent to this idle connection,
+        without a round trip.
+
+        For a connection that only ``LISTEN``s, once :meth:`wait_readable` said so: it reads
+        every complete message the socket and pg8000's buffer hold (notifications, notices,
+        parameter changes), a ``SELECT 1`` round trip sooner than :meth:`poll_notifications`.
+
+        Raises:
+            DatabaseUnavailable: The server closed the connection or sent an error.
+        """
+        # pg8000 reads messages only while it runs a query, so this reads them as its own
+        # message loop does (through its buffered socket file and handlers), one at a time.
+        raw = self._raw
+        context = pg8000.core.Context(None)
+        read: list[tuple[str, str]] = self._take_notifications([])
+        try:
+            pending = self._pending()
+            if not pending:
+                # The socket was readable but holds nothing: the server closed it.
+                raise pg8000.exceptions.InterfaceError("the server closed the connection")
+            while pending:
+                code, length = _HEADER.unpack(pg8000.core._read(raw._sock, 5))
+                handler = raw.message_types.get(code)
+                if handler is None:
+                    raise pg8000.exceptions.InterfaceError(f"unexpected message {code!r}")
+                handler(pg8000.core._read(raw._sock, length - 4), context)
+                if context.error is not None:
+                    raise context.error
+                # pg8000's own queue keeps only the last 100.
+                self._take_notifications(read)
+                pending = self._pending()
+        except (pg8000.exceptions.InterfaceError, pg8000.exceptions.DatabaseError, OSError) as exc:
+            self.broken = True
+            raise _wrap(exc) from exc
+        return read
+
+    def _take_notifications(self, into: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        queued = self._raw.notifications
+        while queued:
+            _pid, channel, payload = queued.popleft()
+            into.append((channel, payload))
+        return into
+
+    def _pending(self) -> bool:
+        # Whether a message has arrived: peek at pg8000's buffer, filling it from the socket
+        # without blocking. An empty answer means nothing has arrived, or end of file.
+        sock = self._raw._usock
+        sock.setblocking(False)
+        try:
+            return bool(self._raw._sock.peek(1))
+        finally:
+            sock.settimeout(None)
 
     def close(self) -> None:
         """Closes the connection, ignoring errors from a connection already gone."""

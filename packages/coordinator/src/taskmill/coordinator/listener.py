@@ -21,8 +21,8 @@ SUBMITTED_CHANNEL = "taskmill_submitted"
 CANCEL_CHANNEL = "taskmill_cancel"
 #: How long one wait on the socket lasts, so a stop is noticed promptly.
 _WAIT = 0.25
-#: Reads notifications at least this often even when the socket stays quiet: pg8000 reads
-#: through a buffer, which may already hold a notification that arrived with a reply.
+#: A quiet connection gets a round trip this often, which proves it alive (a connection that
+#: died silently never turns readable) and reads anything that arrived with the last reply.
 _POLL_EVERY = 1.0
 _MAX_BACKOFF = 5.0
 
@@ -82,17 +82,15 @@ class Listener:
     def _serve(self, conn: Connection, stop: threading.Event) -> None:
         last_poll = time.monotonic()
         while not stop.is_set():
-            readable = conn.wait_readable(_WAIT)
-            if readable or time.monotonic() - last_poll >= _POLL_EVERY:
-                conn.poll_notifications()
+            if conn.wait_readable(_WAIT):
+                self._deliver(conn.read_notifications())
+            elif time.monotonic() - last_poll >= _POLL_EVERY:
+                self._deliver(conn.poll_notifications())
                 last_poll = time.monotonic()
-                self._deliver(conn)
 
-    def _deliver(self, conn: Connection) -> None:
+    def _deliver(self, notifications: list[tuple[str, str]]) -> None:
         submitted = False
-        notifications = conn.notifications
-        while notifications:
-            _pid, channel, payload = notifications.popleft()
+        for channel, payload in notifications:
             if channel == SUBMITTED_CHANNEL:
                 submitted = True
             elif channel == CANCEL_CHANNEL and payload:
