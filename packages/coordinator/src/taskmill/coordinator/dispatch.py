@@ -6,14 +6,17 @@ small thread pool so no network call happens inside a transaction and one slow w
 hold up the others. A refused or failed assignment gives the tasks back (``scheduled``, attempt
 unchanged) and they go to another worker in the next round.
 
-The loop sleeps until something may have changed: a submit (``LISTEN``), the next task's due
-time, room on a worker, or the slow poll.
+The loop sleeps until something may have changed: the next task's due time, room on a worker,
+tasks given back, or the slow poll. A submit (``LISTEN``) runs its round on the listener's own
+thread, one thread hand-off sooner; rounds never overlap.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -81,34 +84,71 @@ class Dispatcher:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._assign_timeout = assign_timeout
-        self._wake = threading.Event()
+        # When the loop runs its next round (monotonic clock); 0 means at once.
+        self._next_round = 0.0
+        self._timer = threading.Condition()
+        # Held while a round runs: rounds run one at a time, on the loop's or the listener's thread.
+        self._round = threading.Lock()
         # Whether the last claim filled every slot, so more tasks may be waiting for room.
         self._backlog = True
 
     def wake(self) -> None:
         """Asks for a round now (tasks were submitted or given back, or a worker has room)."""
-        self._wake.set()
+        with self._timer:
+            self._next_round = 0.0
+            self._timer.notify()
 
     def slots_freed(self) -> None:
         """Asks for a round if tasks may be waiting for the room that just opened."""
         if self._backlog:
-            self._wake.set()
+            self.wake()
+
+    def submitted(self) -> None:
+        """Runs a round on the calling thread (the listener's) when tasks were submitted.
+
+        This spares the hand-off to the loop's thread: a wake-up between threads is a good part
+        of an idle cluster's pickup latency. When a round is already running, the loop runs
+        another after it instead.
+        """
+        if not self._round.acquire(blocking=False):
+            self.wake()
+            return
+        try:
+            sleep = self._run_round()
+        finally:
+            self._round.release()
+        self._round_again_in(sleep)
 
     def run(self, stop: threading.Event) -> None:
-        """Runs rounds until ``stop`` is set."""
+        """Runs rounds until ``stop`` is set (and :meth:`wake` called, to end a wait)."""
         while not stop.is_set():
-            self._wake.clear()
-            try:
-                more = self.dispatch_once()
-                sleep = 0.0 if more else self._idle_sleep()
-            except TaskmillError as exc:
-                logger.warning("dispatch round failed: %s", exc.message)
-                sleep = min(self._poll_interval, 1.0)
-            except Exception:
-                logger.exception("dispatch round failed")
-                sleep = min(self._poll_interval, 1.0)
-            if sleep > 0 and not stop.is_set():
-                self._wake.wait(sleep)
+            with self._timer:
+                while not stop.is_set() and (left := self._next_round - time.monotonic()) > 0:
+                    self._timer.wait(left)
+                # A wake-up from now on asks for another round after this one.
+                self._next_round = math.inf
+            if stop.is_set():
+                return
+            with self._round:
+                sleep = self._run_round()
+            self._round_again_in(sleep)
+
+    def _run_round(self) -> float:
+        """Runs one round; returns how long the loop may sleep before the next."""
+        try:
+            more = self.dispatch_once()
+            return 0.0 if more else self._idle_sleep()
+        except TaskmillError as exc:
+            logger.warning("dispatch round failed: %s", exc.message)
+        except Exception:
+            logger.exception("dispatch round failed")
+        return min(self._poll_interval, 1.0)
+
+    def _round_again_in(self, sleep: float) -> None:
+        with self._timer:
+            # Never later than a round already asked for.
+            self._next_round = min(self._next_round, time.monotonic() + sleep)
+            self._timer.notify()
 
     def dispatch_once(self) -> bool:
         """Runs one round; returns whether another round may find more work at once."""

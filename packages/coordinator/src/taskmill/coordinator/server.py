@@ -189,7 +189,7 @@ def _parts(
         lease_seconds=settings.lease_seconds,
     )
     listener = Listener(
-        db, dispatcher.wake, lambda task_id: senders.submit(fleet.forward_cancel, task_id)
+        db, dispatcher.submitted, lambda task_id: senders.submit(fleet.forward_cancel, task_id)
     )
     liveness = Liveness(
         workers,
