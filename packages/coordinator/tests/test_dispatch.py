@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from taskmill.common.models import TaskStatus
+from taskmill.common.testing import admin_connection
 
 
 def test_register_records_the_worker(harness) -> None:
@@ -189,6 +190,27 @@ def test_a_submit_wakes_the_dispatcher(harness) -> None:
     for count in (1, 2, 3):
         harness.submit(1)
         harness.wait_until(lambda n=count: len(worker.assignments) == n, timeout=10)
+
+
+def test_the_listener_reconnects_when_its_connection_is_ended(harness) -> None:
+    # The slow poll is a minute: only the listener, connected again, can dispatch in time.
+    coordinator = harness.coordinator(poll_interval=60.0)
+    harness.wait_until(coordinator.listener.listening.is_set)
+    worker = harness.worker(coordinator)
+    harness.submit(1)
+    harness.wait_until(lambda: len(worker.assignments) == 1, timeout=10)
+    with admin_connection(harness.database_url) as admin:
+        ended = admin.run(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = 'taskmill-coordinator'"
+        )
+    assert ended  # the listening connection at least
+    # Submitted while the listener may be down: its reconnection asks for a round.
+    harness.submit(1)
+    harness.wait_until(lambda: len(worker.assignments) == 2, timeout=10)
+    harness.wait_until(coordinator.listener.listening.is_set)
+    harness.submit(1)
+    harness.wait_until(lambda: len(worker.assignments) == 3, timeout=10)
 
 
 def test_a_future_task_is_not_dispatched_early(harness) -> None:
