@@ -40,7 +40,7 @@ def test_claim_due_fills_slots_in_priority_order_and_skips_future_tasks(store: T
         NewTask("future", priority=9, scheduled_at=now + timedelta(hours=1)),
     )
 
-    claimed = store.claim_due(["w-a", "w-b", "w-c", "w-d", "w-e", "w-f"], LEASE)
+    claimed = store.claim_due([(w, 1) for w in ("w-a", "w-b", "w-c", "w-d", "w-e", "w-f")], LEASE)
 
     assert [(t.command, t.worker_id) for t in claimed] == [
         ("b", "w-a"),
@@ -48,7 +48,7 @@ def test_claim_due_fills_slots_in_priority_order_and_skips_future_tasks(store: T
         ("c", "w-c"),
         ("a", "w-d"),
     ]
-    assert store.claim_due(["w-a"], LEASE) == []
+    assert store.claim_due([("w-a", 1)], LEASE) == []
 
 
 def test_claim_due_returns_what_the_row_holds(store: TaskStore) -> None:
@@ -65,7 +65,7 @@ def test_claim_due_returns_what_the_row_holds(store: TaskStore) -> None:
         ),
     )
 
-    (claimed,) = store.claim_due(["w-1"], LEASE)
+    (claimed,) = store.claim_due([("w-1", 1)], LEASE)
 
     task = store.get(claimed.id)
     assert task.status is TaskStatus.DISPATCHED
@@ -86,4 +86,32 @@ def test_claim_due_returns_what_the_row_holds(store: TaskStore) -> None:
 def test_claim_due_of_no_slots_claims_nothing(store: TaskStore) -> None:
     _insert(store, NewTask("a"))
     assert store.claim_due([], LEASE) == []
-    assert store.claim_due(["w-1"], LEASE)[0].command == "a"
+    assert store.claim_due([("w-1", 0)], LEASE) == []
+    assert store.claim_due([("w-1", 1)], LEASE)[0].command == "a"
+
+
+@pytest.mark.parametrize(
+    ("due", "expected"),
+    [
+        (9, ["a", "b", "c", "b", "c", "b"]),  # every slot filled, then nothing more
+        (4, ["a", "b", "c", "b"]),  # the first slots of the round robin
+        (1, ["a"]),
+    ],
+)
+def test_claim_due_spreads_the_tasks_round_robin_over_the_shares(
+    store: TaskStore, due: int, expected: list[str]
+) -> None:
+    _insert(
+        store,
+        *(
+            NewTask(f"t{n:02}", scheduled_at=datetime(2026, 1, 1, 0, n, tzinfo=UTC))
+            for n in range(due)
+        ),
+    )
+
+    claimed = store.claim_due([("a", 1), ("b", 3), ("c", 2)], LEASE)
+
+    # The most urgent task fills the first slot, and so on.
+    assert [(t.command, t.worker_id) for t in claimed] == [
+        (f"t{n:02}", worker) for n, worker in enumerate(expected)
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -42,26 +43,45 @@ def test_plan_interleaves_workers_up_to_their_room(registry: WorkerRegistry) -> 
     registry.add(_worker("a", 1))
     registry.add(_worker("b", 3))
     registry.add(_worker("c", 2))
-    assert registry.plan(100) == ["a", "b", "c", "b", "c", "b"]
-    assert registry.plan(4) == ["a", "b", "c", "b"]
+    assert registry.plan(100) == [("a", 1), ("b", 3), ("c", 2)]  # a, b, c, b, c, b
+    assert registry.plan(4) == [("a", 1), ("b", 2), ("c", 1)]  # a, b, c, b
+    assert registry.plan(5) == [("a", 1), ("b", 2), ("c", 2)]  # a, b, c, b, c
+    assert registry.plan(2) == [("a", 1), ("b", 1)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_plan_shares_are_the_first_slots_of_the_round_robin(seed: int) -> None:
+    rng = random.Random(seed)
+    rooms = {f"w{n}": rng.randint(0, 7) for n in range(rng.randint(1, 5))}
+    limit = rng.randint(0, 30)
+    # Spelled out: one slot per worker per turn while it has room, cut at the limit.
+    slots = [w for turn in range(8) for w, room in rooms.items() if room > turn][:limit]
+    registry = WorkerRegistry(grpc.insecure_channel)
+    try:
+        for worker_id, room in rooms.items():
+            registry.add(_worker(worker_id, room))
+        shares = registry.plan(limit)
+    finally:
+        registry.close()
+    assert shares == [(w, slots.count(w)) for w in rooms if w in slots]
 
 
 def test_plan_starts_after_the_worker_served_last(registry: WorkerRegistry) -> None:
     for name in "abc":
         registry.add(_worker(name, 2))
     registry.served("b")
-    assert registry.plan(4) == ["c", "a", "b", "c"]
+    assert registry.plan(4) == [("c", 2), ("a", 1), ("b", 1)]  # c, a, b, c
     registry.served("c")
-    assert registry.plan(1) == ["a"]
+    assert registry.plan(1) == [("a", 1)]
     registry.remove("c")
-    assert registry.plan(3) == ["a", "b", "a"]
+    assert registry.plan(3) == [("a", 2), ("b", 1)]  # a, b, a
 
 
 def test_reserved_slots_are_not_planned_again(registry: WorkerRegistry) -> None:
     registry.add(_worker("a", 2))
     registry.add(_worker("b", 2))
     assert registry.reserve("a", [uuid.uuid4(), uuid.uuid4()])
-    assert registry.plan(10) == ["b", "b"]
+    assert registry.plan(10) == [("b", 2)]
     assert not registry.reserve("gone", [uuid.uuid4()])
 
 

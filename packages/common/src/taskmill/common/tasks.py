@@ -276,17 +276,25 @@ class TaskStore:
         tasks.sort(key=lambda task: (-task.priority, task.scheduled_at, task.seq))
         return tasks
 
-    def claim_due(self, slots: Sequence[str], lease_seconds: float) -> list[ClaimedTask]:
+    def claim_due(
+        self, shares: Sequence[tuple[str, int]], lease_seconds: float
+    ) -> list[ClaimedTask]:
         """Claims like :meth:`claim`, returning only what an assignment needs (far cheaper).
 
-        The tasks come in slot order: the first fills ``slots[0]``, and so on; a claim that
-        finds fewer due tasks than slots fills the first ones.
+        ``shares`` are the workers in round-robin order, each with how many tasks it takes:
+        ``[("a", 1), ("b", 3), ("c", 2)]`` has the slots ``a, b, c, b, c, b``. The tasks come in
+        slot order (the most urgent fills the first slot); a claim that finds fewer due tasks
+        than slots fills the first ones.
         """
-        if not slots:
+        slots = sum(count for _, count in shares)
+        if slots <= 0:
             return []
         with self._db.connection() as conn:
             claimed = conn.scalar(
-                "claim_due_assignments", slots=_json(list(slots)), lease_seconds=lease_seconds
+                "claim_due_assignments",
+                shares=_json(list(shares)),
+                slots=slots,
+                lease_seconds=lease_seconds,
             )
         return [_claimed(*fields) for fields in claimed or ()]
 

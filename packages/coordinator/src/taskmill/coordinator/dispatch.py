@@ -152,16 +152,16 @@ class Dispatcher:
 
     def dispatch_once(self) -> bool:
         """Runs one round; returns whether another round may find more work at once."""
-        slots = self._registry.plan(self._batch_size)
-        if not slots:
+        shares = self._registry.plan(self._batch_size)
+        if not shares:
             # Nobody has room: tasks may be waiting for the next slot that frees.
             self._backlog = True
             return False
-        claimed = self._tasks.claim_due(slots, self._lease_seconds)
-        self._backlog = len(claimed) == len(slots)
+        claimed = self._tasks.claim_due(shares, self._lease_seconds)
+        self._backlog = len(claimed) == sum(count for _, count in shares)
         if not claimed:
             return False
-        self._registry.served(slots[len(claimed) - 1])
+        self._registry.served(claimed[-1].worker_id)
         by_worker: dict[str, list[ClaimedTask]] = {}
         for task in claimed:
             by_worker.setdefault(task.worker_id, []).append(task)

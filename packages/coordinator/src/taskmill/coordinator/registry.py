@@ -133,25 +133,21 @@ class WorkerRegistry:
 
     # -- planning ----------------------------------------------------------------------------
 
-    def plan(self, limit: int) -> list[str]:
-        """Slots to fill, as worker ids in order: round robin over the workers with room.
+    def plan(self, limit: int) -> list[tuple[str, int]]:
+        """The next round's shares: the workers with room in round-robin order, each with how
+        many of the first ``limit`` slots of the round robin it gets.
 
-        The rotation starts after the worker served last, and each worker appears at most as
-        many times as its free slots: ``w1, w2, w3, w1, w2, w3, ...``.
+        The rotation starts after the worker served last, and each worker gets at most its free
+        slots: rooms ``a: 1, b: 3, c: 2`` make the slots ``a, b, c, b, c, b``, and a limit of 4
+        keeps ``a, b, c, b``, the shares ``[("a", 1), ("b", 2), ("c", 1)]``.
         """
         with self._lock:
             order = list(self._workers.values())
             if self._last_served in self._workers:
                 start = [entry.id for entry in order].index(self._last_served) + 1
                 order = order[start:] + order[:start]
-            room = [entry.room for entry in order]
-        slots: list[str] = []
-        while len(slots) < limit and any(room):
-            for index, entry in enumerate(order):
-                if room[index] > 0 and len(slots) < limit:
-                    slots.append(entry.id)
-                    room[index] -= 1
-        return slots
+            rooms = [(entry.id, entry.room) for entry in order if entry.room > 0]
+        return _round_robin(rooms, limit)
 
     def served(self, worker_id: str) -> None:
         """Records the last worker a round gave a task to; the next round starts after it."""
@@ -232,3 +228,29 @@ class WorkerRegistry:
             entry.free = max(0, free_slots - unlisted)
             entry.blocked = False
             return entry.room > 0
+
+
+def _round_robin(rooms: list[tuple[str, int]], limit: int) -> list[tuple[str, int]]:
+    """How many of the first ``limit`` round-robin slots each worker gets, in the same order."""
+    left, turns = limit, 0  # every worker with room takes ``turns`` slots, ``left`` remain
+    for level in sorted({room for _, room in rooms}):
+        width = sum(1 for _, room in rooms if room > turns)
+        if width * (level - turns) > left:
+            break
+        left -= width * (level - turns)
+        turns = level
+    else:
+        return rooms  # every free slot fits
+    # Whole turns for the workers still with room, then one more each for the first of them.
+    width = sum(1 for _, room in rooms if room > turns)
+    whole, extra = divmod(left, width)
+    turns += whole
+    shares: list[tuple[str, int]] = []
+    for worker_id, room in rooms:
+        share = min(room, turns)
+        if room > turns and extra > 0:
+            share += 1
+            extra -= 1
+        if share > 0:
+            shares.append((worker_id, share))
+    return shares
