@@ -40,15 +40,17 @@ def test_claim_due_fills_slots_in_priority_order_and_skips_future_tasks(store: T
         NewTask("future", priority=9, scheduled_at=now + timedelta(hours=1)),
     )
 
-    claimed = store.claim_due([(w, 1) for w in ("w-a", "w-b", "w-c", "w-d", "w-e", "w-f")], LEASE)
+    claim = store.claim_due([(w, 1) for w in ("w-a", "w-b", "w-c", "w-d", "w-e", "w-f")], LEASE)
 
-    assert [(t.command, t.worker_id) for t in claimed] == [
+    assert [(t.command, t.worker_id) for t in claim.tasks] == [
         ("b", "w-a"),
         ("d", "w-b"),
         ("c", "w-c"),
         ("a", "w-d"),
     ]
-    assert store.claim_due([("w-a", 1)], LEASE) == []
+    # The future task is what is due next: in an hour, by the database clock.
+    assert claim.next_due_in == pytest.approx(3600, abs=60)
+    assert store.claim_due([("w-a", 1)], LEASE).tasks == []
 
 
 def test_claim_due_returns_what_the_row_holds(store: TaskStore) -> None:
@@ -65,7 +67,7 @@ def test_claim_due_returns_what_the_row_holds(store: TaskStore) -> None:
         ),
     )
 
-    (claimed,) = store.claim_due([("w-1", 1)], LEASE)
+    (claimed,) = store.claim_due([("w-1", 1)], LEASE).tasks
 
     task = store.get(claimed.id)
     assert task.status is TaskStatus.DISPATCHED
@@ -83,11 +85,23 @@ def test_claim_due_returns_what_the_row_holds(store: TaskStore) -> None:
     assert claimed.lease_expires_at == pytest.approx(task.lease_expires_at.timestamp(), abs=1e-6)
 
 
-def test_claim_due_of_no_slots_claims_nothing(store: TaskStore) -> None:
+def test_claim_due_says_when_the_next_task_is_due(store: TaskStore) -> None:
+    _insert(store, NewTask("a"), NewTask("b"))
+    # One slot for two due tasks: the one left is due already.
+    first = store.claim_due([("w-1", 1)], LEASE)
+    assert first.next_due_in is not None
+    assert first.next_due_in <= 0
+    # The claimed tasks do not count, though the statement still sees them scheduled.
+    assert store.claim_due([("w-1", 5)], LEASE).next_due_in is None
+
+
+def test_claim_due_of_no_slots_is_refused(store: TaskStore) -> None:
     _insert(store, NewTask("a"))
-    assert store.claim_due([], LEASE) == []
-    assert store.claim_due([("w-1", 0)], LEASE) == []
-    assert store.claim_due([("w-1", 1)], LEASE)[0].command == "a"
+    with pytest.raises(ValueError):
+        store.claim_due([], LEASE)
+    with pytest.raises(ValueError):
+        store.claim_due([("w-1", 0)], LEASE)
+    assert store.claim_due([("w-1", 1)], LEASE).tasks[0].command == "a"
 
 
 @pytest.mark.parametrize(
@@ -109,9 +123,9 @@ def test_claim_due_spreads_the_tasks_round_robin_over_the_shares(
         ),
     )
 
-    claimed = store.claim_due([("a", 1), ("b", 3), ("c", 2)], LEASE)
+    claim = store.claim_due([("a", 1), ("b", 3), ("c", 2)], LEASE)
 
     # The most urgent task fills the first slot, and so on.
-    assert [(t.command, t.worker_id) for t in claimed] == [
+    assert [(t.command, t.worker_id) for t in claim.tasks] == [
         (f"t{n:02}", worker) for n, worker in enumerate(expected)
     ]

@@ -25,7 +25,7 @@ def test_extending_leases_skips_rows_a_report_holds(store: TaskStore) -> None:
     db = store._db
     with db.transaction() as conn:
         store.insert(conn, [NewTask("a"), NewTask("b")])
-    locked, free = store.claim_due([("w-1", 2)], 60.0)
+    locked, free = store.claim_due([("w-1", 2)], 60.0).tasks
     done = threading.Event()
     with db.transaction() as conn:
         # Stands in for a report batch holding one of the worker's rows.

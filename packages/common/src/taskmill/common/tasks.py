@@ -110,6 +110,21 @@ class ClaimedTask:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What a coordinator's claim took, and when it is worth claiming again.
+
+    Attributes:
+        tasks: The claimed tasks, in slot order.
+        next_due_in: Seconds until the earliest task still scheduled is due, by the database
+            clock: negative when one is due already (another coordinator holds it), ``None``
+            when none is scheduled.
+    """
+
+    tasks: list[ClaimedTask]
+    next_due_in: float | None
+
+
+@dataclass(frozen=True)
 class Backoff:
     """Exponential backoff between execution attempts: ``base * 2**(attempt-1)``, capped at
     ``maximum``, times a random factor in [0.5, 1]."""
@@ -276,27 +291,32 @@ class TaskStore:
         tasks.sort(key=lambda task: (-task.priority, task.scheduled_at, task.seq))
         return tasks
 
-    def claim_due(
-        self, shares: Sequence[tuple[str, int]], lease_seconds: float
-    ) -> list[ClaimedTask]:
-        """Claims like :meth:`claim`, returning only what an assignment needs (far cheaper).
+    def claim_due(self, shares: Sequence[tuple[str, int]], lease_seconds: float) -> Claim:
+        """Claims like :meth:`claim`, returning only what an assignment needs (far cheaper),
+        and when the next task still scheduled is due.
 
         ``shares`` are the workers in round-robin order, each with how many tasks it takes:
         ``[("a", 1), ("b", 3), ("c", 2)]`` has the slots ``a, b, c, b, c, b``. The tasks come in
         slot order (the most urgent fills the first slot); a claim that finds fewer due tasks
         than slots fills the first ones.
+
+        Raises:
+            ValueError: The shares have no slot.
         """
         slots = sum(count for _, count in shares)
         if slots <= 0:
-            return []
+            raise ValueError("a claim needs at least one slot")
         with self._db.connection() as conn:
-            claimed = conn.scalar(
+            [[claimed, next_due_in]] = conn.run(
                 "claim_due_assignments",
                 shares=_json(list(shares)),
                 slots=slots,
                 lease_seconds=lease_seconds,
             )
-        return [_claimed(*fields) for fields in claimed or ()]
+        return Claim(
+            [_claimed(*fields) for fields in claimed or ()],
+            None if next_due_in is None else float(next_due_in),
+        )
 
     def next_due_at(self) -> datetime | None:
         """When the earliest scheduled task is due, or ``None`` when none is scheduled."""
@@ -395,15 +415,6 @@ class TaskStore:
         return recovered
 
     # -- coordinator helpers (appended for the coordinator's dispatch loop and heartbeats) ---
-
-    def next_due_in(self) -> float | None:
-        """Seconds until the earliest scheduled task is due, by the database clock.
-
-        Negative when a task is already due; ``None`` when no task is scheduled.
-        """
-        with self._db.connection() as conn:
-            value = conn.scalar("next_due_in")
-        return None if value is None else float(value)
 
     def extend_held_leases(
         self, worker_id: str, task_ids: Sequence[uuid.UUID], lease_seconds: float

@@ -136,8 +136,7 @@ class Dispatcher:
     def _run_round(self) -> float:
         """Runs one round; returns how long the loop may sleep before the next."""
         try:
-            more = self.dispatch_once()
-            return 0.0 if more else self._idle_sleep()
+            return self.dispatch_once()
         except TaskmillError as exc:
             logger.warning("dispatch round failed: %s", exc.message)
         except Exception:
@@ -150,18 +149,28 @@ class Dispatcher:
             self._next_round = min(self._next_round, time.monotonic() + sleep)
             self._timer.notify()
 
-    def dispatch_once(self) -> bool:
-        """Runs one round; returns whether another round may find more work at once."""
+    def dispatch_once(self) -> float:
+        """Runs one round; returns how long the loop may sleep before the next (0: at once)."""
         shares = self._registry.plan(self._batch_size)
         if not shares:
             # Nobody has room: tasks may be waiting for the next slot that frees.
             self._backlog = True
-            return False
-        claimed = self._tasks.claim_due(shares, self._lease_seconds)
+            return self._poll_interval
+        claim = self._tasks.claim_due(shares, self._lease_seconds)
+        claimed = claim.tasks
         self._backlog = len(claimed) == sum(count for _, count in shares)
-        if not claimed:
-            return False
-        self._registry.served(claimed[-1].worker_id)
+        if claimed:
+            self._registry.served(claimed[-1].worker_id)
+            self._assign_all(claimed)
+        if self._backlog:
+            return 0.0
+        if claim.next_due_in is None:
+            return self._poll_interval
+        if claim.next_due_in <= 0:
+            return MIN_SLEEP
+        return min(self._poll_interval, claim.next_due_in + DUE_MARGIN)
+
+    def _assign_all(self, claimed: Sequence[ClaimedTask]) -> None:
         by_worker: dict[str, list[ClaimedTask]] = {}
         for task in claimed:
             by_worker.setdefault(task.worker_id, []).append(task)
@@ -172,17 +181,6 @@ class Dispatcher:
             else:
                 self._give_back(worker_id, ids, "the worker left")
         logger.debug("claimed %d tasks for %d workers", len(claimed), len(by_worker))
-        return self._backlog
-
-    def _idle_sleep(self) -> float:
-        if not self._registry.has_room():
-            return self._poll_interval
-        due_in = self._tasks.next_due_in()
-        if due_in is None:
-            return self._poll_interval
-        if due_in <= 0:
-            return MIN_SLEEP
-        return min(self._poll_interval, due_in + DUE_MARGIN)
 
     def _send(self, worker_id: str, batch: Sequence[ClaimedTask]) -> None:
         # One dispatch span per task continues the trace stored with it; each assignment

@@ -125,11 +125,19 @@ claimed AS (
     WHERE tasks.id = due.id
     RETURNING due.n, tasks.*
 )
--- The fields of ClaimedTask, in its order.
-SELECT json_agg(json_build_array(
-    id, worker_id, command, payload, attempt, max_attempts, timeout_seconds, queue,
-    trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at)
-) ORDER BY n)
+-- The fields of ClaimedTask, in its order; then the seconds until the earliest task still
+-- scheduled is due, by the database clock (as next_due_in, so the loop needs no second query).
+SELECT
+    json_agg(json_build_array(
+        id, worker_id, command, payload, attempt, max_attempts, timeout_seconds, queue,
+        trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at)
+    ) ORDER BY n),
+    (
+        -- The statement's snapshot still shows the claimed tasks scheduled.
+        SELECT CAST(extract(epoch FROM min(t.scheduled_at) - clock_timestamp()) AS float8)
+        FROM tasks AS t
+        WHERE t.status = 'scheduled' AND t.id NOT IN (SELECT id FROM due)
+    )
 FROM claimed
 
 -- name: next_due_at
@@ -250,13 +258,6 @@ UPDATE tasks SET
 WHERE status = 'running'
   AND (worker_id = ANY(CAST(:worker_ids AS text[])) OR lease_expires_at < now())
 RETURNING id, status
-
--- name: next_due_in
--- Seconds from now, by the database clock, until the earliest scheduled task is due (negative
--- when one is already due; NULL when none is scheduled). The coordinator sleeps this long, so
--- its own clock never decides when a task may start.
-SELECT CAST(extract(epoch FROM min(scheduled_at) - clock_timestamp()) AS float8)
-FROM tasks WHERE status = 'scheduled'
 
 -- name: extend_held_leases
 -- Extends the leases of the tasks a worker says it holds; tasks it no longer holds (an
