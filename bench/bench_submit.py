@@ -2,7 +2,8 @@
 
 Starts the real ``taskmill-scheduler`` process against a fresh database (on the local
 PostgreSQL at 127.0.0.1:5432 when it answers, else a throwaway server; or ``--database-url``),
-then drives it from N client threads over keep-alive HTTP connections:
+then drives it over N keep-alive HTTP connections (``--clients``), each with one request
+outstanding at a time, all served by one client thread:
 
 1. single submits (``POST /v1/tasks``), one task per request;
 2. batch submits (``POST /v1/tasks/batch``), 1000 tasks per request.
@@ -17,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import re
 import secrets
+import selectors
 import shutil
+import socket
 import statistics
 import subprocess
 import threading
@@ -114,44 +116,92 @@ def scheduler(
         process.wait(timeout=30)
 
 
+class _Client:
+    """One keep-alive connection that always has one request outstanding."""
+
+    def __init__(self, address: tuple[str, int], request: bytes) -> None:
+        self.sock = socket.create_connection(address, timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.request = request
+        self.received = bytearray()
+        self.status = 0
+        self.length = -1  # of the whole response, once its head is in
+        self.began = 0.0
+
+    def send(self) -> None:
+        self.received.clear()
+        self.length = -1
+        self.began = time.perf_counter()
+        self.sock.sendall(self.request)
+
+    def response(self) -> tuple[int, bytes] | None:
+        """Reads what has arrived; the status and body once the whole response is in."""
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise SystemExit("the scheduler closed a connection")
+        self.received += chunk
+        if self.length < 0:
+            head_end = self.received.find(b"\r\n\r\n")
+            if head_end < 0:
+                return None
+            head = bytes(self.received[:head_end]).decode("latin-1").split("\r\n")
+            self.status = int(head[0].split()[1])
+            self.length = head_end + 4
+            for line in head[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    self.length += int(value)
+        if len(self.received) < self.length:
+            return None
+        return self.status, bytes(self.received[self.length - len(self.received) :])
+
+
 def drive(
     address: tuple[str, int], path: str, body: bytes, clients: int, seconds: float
 ) -> tuple[int, list[float]]:
-    """Posts ``body`` to ``path`` from ``clients`` threads for ``seconds``.
+    """Posts ``body`` to ``path`` over ``clients`` connections for ``seconds``, each sending its
+    next request as soon as the last is answered.
+
+    One thread serves every connection through a selector: ~0.03 ms of the bench's CPU per
+    single submit, where eight ``http.client`` threads took ~0.14 ms (GIL hand-offs, mostly)
+    from the cores the scheduler and PostgreSQL share with it.
 
     Returns the number of requests answered 201 and every request's latency.
     """
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    failures: list[str] = []
-    start = threading.Barrier(clients + 1)
-    stop_at = [0.0]
-    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
-
-    def client(mine: list[float]) -> None:
-        conn = http.client.HTTPConnection(*address, timeout=60)
-        start.wait()
-        while time.monotonic() < stop_at[0]:
-            began = time.perf_counter()
-            conn.request("POST", path, body=body, headers=headers)
-            response = conn.getresponse()
-            answer = response.read()
-            mine.append(time.perf_counter() - began)
-            if response.status != 201:
-                failures.append(f"{response.status} {answer[:200]!r}")
-                return
-        conn.close()
-
-    threads = [threading.Thread(target=client, args=(mine,)) for mine in latencies]
-    for thread in threads:
-        thread.start()
-    stop_at[0] = time.monotonic() + seconds
-    start.wait()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise SystemExit(f"a request failed: {failures[0]}")
-    merged = sorted(latency for mine in latencies for latency in mine)
-    return len(merged), merged
+    host, port = address
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("latin-1") + body
+    latencies: list[float] = []
+    with selectors.DefaultSelector() as selector:
+        connections = [_Client(address, request) for _ in range(clients)]
+        try:
+            stop_at = time.monotonic() + seconds
+            for client in connections:
+                selector.register(client.sock, selectors.EVENT_READ, client)
+                client.send()
+            pending = clients
+            while pending:
+                for key, _ in selector.select():
+                    client = key.data
+                    answer = client.response()
+                    if answer is None:
+                        continue
+                    latencies.append(time.perf_counter() - client.began)
+                    status, text = answer
+                    if status != 201:
+                        raise SystemExit(f"a request failed: {status} {text[:200]!r}")
+                    if time.monotonic() < stop_at:
+                        client.send()
+                    else:
+                        selector.unregister(client.sock)
+                        pending -= 1
+        finally:
+            for client in connections:
+                client.sock.close()
+    latencies.sort()
+    return len(latencies), latencies
 
 
 def _stat(pid: str) -> list[str]:

@@ -4,11 +4,12 @@ and notifications read from an idle connection."""
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from taskmill.common.db import Connection, Database
+from taskmill.common.db import Connection, Database, QueryError
 from taskmill.common.errors import DatabaseUnavailable
 from taskmill.common.settings import DatabaseSettings
 from taskmill.common.testing import admin_connection
@@ -110,4 +111,24 @@ def test_read_notifications_reports_a_connection_the_server_ended(database_url: 
         assert conn.broken
     finally:
         conn.close()
+        db.close()
+
+
+def test_a_prepared_statement_refused_by_the_server_leaves_its_connection_usable(
+    database_url: str,
+) -> None:
+    # Bind, Execute and Sync go out without Flush messages in between: an error at Bind must
+    # still come back as the statement's error, and the next statement on the connection work.
+    db = Database(
+        DatabaseSettings.from_url(database_url), max_connections=1, prepare_statements=True
+    )
+    try:
+        with db.connection() as conn:
+            with pytest.raises(QueryError) as refused:
+                conn.run("get_task", id="not-a-uuid")
+            assert refused.value.sqlstate == "22P02"
+            assert conn.run("get_task", id=str(uuid.uuid4())) == []
+        with db.connection() as conn:
+            assert conn.scalar("schema_version") is not None
+    finally:
         db.close()

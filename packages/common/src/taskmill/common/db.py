@@ -55,6 +55,37 @@ def _timestamp_in(text: str) -> Any:
         return pg8000.converters.timestamp_in(text)
 
 
+class _RawConnection(pg8000.native.Connection):  # type: ignore[misc]  # pg8000 is untyped
+    """pg8000's connection, with a run of a prepared statement sent as Bind, Execute, Sync.
+
+    pg8000 follows Bind and Execute with a Flush message each, which makes the server send
+    its answer in three packets (bind done; the rows; ready, after the commit) and wakes the
+    calling thread three times per statement. The Sync that ends every run already makes the
+    server send everything and report any error, so the Flushes only cost wake-ups: dropping
+    them took a loaded scheduler from ~2.8 to ~1 reads per statement. The message format is
+    pg8000's own ``send_BIND`` (pinned in uv.lock), without the trailing Flush.
+    """
+
+    def send_BIND(self, statement_name_bin: bytes, params: Any) -> None:
+        message = bytearray(b"\x00" + statement_name_bin + _H_PACK(0) + _H_PACK(len(params)))
+        for value in params:
+            if value is None:
+                message.extend(_I_PACK(-1))
+            else:
+                encoded = value.encode(self._client_encoding)
+                message.extend(_I_PACK(len(encoded)))
+                message.extend(encoded)
+        message.extend(_H_PACK(0))
+        self._send_message(pg8000.core.BIND, message)
+
+    def send_EXECUTE(self) -> None:
+        self._sock.write(pg8000.core.EXECUTE_MSG)
+
+
+_H_PACK = struct.Struct("!H").pack
+_I_PACK = struct.Struct("!i").pack
+
+
 class QueryError(DatabaseError):
     """The database rejected a query."""
 
@@ -300,7 +331,7 @@ class Database:
             DatabaseUnavailable: The server cannot be reached or refused the login.
         """
         try:
-            raw = pg8000.native.Connection(
+            raw = _RawConnection(
                 self.settings.user,
                 host=self.settings.host,
                 port=self.settings.port,

@@ -7,7 +7,6 @@ knows about HTTP.
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from taskmill.common.tasks import NewTask, TaskStore
 from taskmill.common.workers import WorkerStore
 from taskmill.scheduler.errors import IdempotencyKeyReused
 from taskmill.scheduler.listing import ListQuery, encode_cursor
+from taskmill.scheduler.randomness import random_bytes
 from taskmill.scheduler.tracing import task_traceparents
 from taskmill.scheduler.validation import Submission, request_hash
 
@@ -194,7 +194,7 @@ class TaskService:
 
 def _new_ids(count: int) -> list[uuid.UUID]:
     """Random (version 4) UUIDs, from one read of the system's randomness for all of them."""
-    random = os.urandom(16 * count)
+    random = random_bytes(16 * count)
     return [uuid.UUID(bytes=random[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
 
 

@@ -8,7 +8,6 @@ request: a thousand tasks in one trace would bury each task's story.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -24,9 +23,10 @@ from taskmill.common.telemetry import (
     TASK_ID,
     current_traceparent,
     exporting,
-    new_traceparent,
+    trace_id_of,
 )
 from taskmill.common.telemetry import traceparent_of as _traceparent_of
+from taskmill.scheduler.randomness import random_bytes
 
 tracer = trace.get_tracer(__name__)
 
@@ -47,7 +47,9 @@ def request_traceparent(incoming: str | None) -> str:
         current = current_traceparent()
         if current:
             return current
-    return new_traceparent(incoming)
+    # common.telemetry.new_traceparent, with ids from the buffered randomness.
+    trace_id = trace_id_of(incoming) or random_bytes(16).hex()
+    return f"00-{trace_id}-{random_bytes(8).hex()}-00"
 
 
 def task_traceparents(
@@ -77,5 +79,5 @@ def task_traceparents(
 def _unrecorded_traceparents(count: int) -> list[str | None]:
     """``count`` traceparents of unrecorded spans in new traces, from one read of randomness
     (``new_traceparent`` reads it twice per task)."""
-    text = os.urandom(24 * count).hex()
+    text = random_bytes(24 * count).hex()
     return [f"00-{text[i : i + 32]}-{text[i + 32 : i + 48]}-00" for i in range(0, 48 * count, 48)]
