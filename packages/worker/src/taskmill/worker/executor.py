@@ -174,9 +174,13 @@ class Executor:
             free = self._free()
             if len(fresh) > free:
                 raise NoRoom(f"the batch has {len(fresh)} new tasks but only {free} slots are free")
-            for assignment in fresh:
-                self._hold(assignment)
-            return self._free()
+            queued = [job for assignment in fresh if (job := self._hold(assignment))]
+            free = self._free()
+        # Queued once the lock is free: a slot thread woken while it is held would only wake to
+        # wait for it. A job settled meanwhile (cancelled) is skipped by the slot that takes it.
+        for job in queued:
+            self._queue.put(job)
+        return free
 
     def cancel(self, task_id: str) -> bool:
         """Flags a held task for cancellation; returns whether the worker held it.
@@ -239,17 +243,18 @@ class Executor:
                 fresh[assignment.task_id] = assignment
         return list(fresh.values())
 
-    def _hold(self, assignment: Assignment) -> None:
+    def _hold(self, assignment: Assignment) -> Job | None:
+        """Holds a new task; returns its job for the queue, or ``None`` when it was settled."""
         job = Job(assignment, self._handlers.get(assignment.command))
         self._jobs[assignment.task_id] = job
         if job.handler is None:
             self._start_span(job)
             message = f"no handler is registered for command {assignment.command!r}"
             self._settle(job, Outcome.failed(UNKNOWN_COMMAND, message))
-            return
+            return None
         job.timeout = assignment.timeout_seconds or job.handler.timeout
         self._queued += 1
-        self._queue.put(job)
+        return job
 
     def _start_span(self, job: Job) -> None:
         job.span, job.traceparent = self._tracer.start(job.assignment)
