@@ -428,6 +428,7 @@ def test_a_retried_attempt_that_succeeds_unstarted_gets_its_own_start(h: Harness
 
     row = h.row(task_id)
     assert row["started_at"] == finished  # not the first attempt's start
+    assert row["error"] is None  # the first attempt's error no longer describes the task
 
 
 def test_expired_lease_is_recovered_without_a_dead_worker(h: Harness) -> None:

@@ -168,6 +168,8 @@ RETURNING tasks.id
 -- name: mark_succeeded
 UPDATE tasks SET
     status = 'succeeded', result = coalesce(r.result, CAST('null' AS jsonb)),
+    -- A retried task that succeeds no longer carries its earlier attempt's error.
+    error = NULL,
     finished_at = to_timestamp(r.at),
     started_at = coalesce(tasks.started_at, to_timestamp(r.started_at), to_timestamp(r.at)),
     lease_expires_at = NULL
