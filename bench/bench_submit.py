@@ -224,7 +224,7 @@ def connect(
     share = -(-count // len(children))
     held: dict[int, int] = dict.fromkeys(children, 0)
     connections: list[socket.socket] = []
-    for _ in range(50 * count):
+    for _ in range(50 * count if os.path.exists("/proc/net/tcp") else 0):
         if len(connections) == count:
             break
         sock = socket.create_connection(address, timeout=60)
