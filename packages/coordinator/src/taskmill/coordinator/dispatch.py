@@ -144,10 +144,14 @@ class Dispatcher:
         return min(self._poll_interval, 1.0)
 
     def _round_again_in(self, sleep: float) -> None:
+        at = time.monotonic() + sleep
         with self._timer:
-            # Never later than a round already asked for.
-            self._next_round = min(self._next_round, time.monotonic() + sleep)
-            self._timer.notify()
+            # Never later than a round already asked for, and the loop's thread is woken only
+            # to bring its wake-up forward: waking it for nothing would compete for the GIL
+            # with the sender thread that is starting the round's AssignTasks call.
+            if at < self._next_round:
+                self._next_round = at
+                self._timer.notify()
 
     def dispatch_once(self) -> float:
         """Runs one round; returns how long the loop may sleep before the next (0: at once)."""
