@@ -356,7 +356,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--threads", type=int, help="scheduler threads (default: its own)")
-    parser.add_argument("--processes", type=int, default=1, help="scheduler processes")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="scheduler processes (default: one per CPU, as the scheduler's README advises)",
+    )
     parser.add_argument("--database-url", help="use this (migrated or empty) database")
     parser.add_argument("--embedded", action="store_true", help="always use a throwaway server")
     args = parser.parse_args()
@@ -370,7 +375,8 @@ def main() -> None:
         scheduler(url, args.threads, args.processes) as server,
     ):
         print(
-            f"scheduler at http://{server[0]}:{server[1]}; {args.clients} clients, "
+            f"scheduler at http://{server[0]}:{server[1]} ({args.processes} processes); "
+            f"{args.clients} clients, "
             f"{args.seconds:g} s per run, {os.cpu_count()} CPUs, "
             f"load average {os.getloadavg()[0]:.2f} before",
             flush=True,
