@@ -22,9 +22,9 @@ from waitress import wasyncore
 
 from taskmill.client import Client
 from taskmill.common.db import Database
-from taskmill.common.models import TaskError, TaskStatus
+from taskmill.common.models import Outcome, TaskError, TaskStatus
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.tasks import Outcome, TaskStore
+from taskmill.common.tasks import TaskStore
 from taskmill.common.workers import WorkerStore
 from taskmill.scheduler import SchedulerSettings, create_app, create_server
 

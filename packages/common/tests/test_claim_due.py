@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from taskmill.common.db import Database
-from taskmill.common.models import TaskStatus
+from taskmill.common.models import NewTask, TaskStatus
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.tasks import NewTask, TaskStore
+from taskmill.common.tasks import TaskStore
 
 LEASE = 60.0
 

@@ -10,9 +10,9 @@ import pytest
 
 from taskmill.common.convert import outcome_from_report, to_report
 from taskmill.common.db import Database
-from taskmill.common.models import TaskError, TaskStatus
+from taskmill.common.models import Backoff, NewTask, Outcome, TaskError, TaskStatus
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.tasks import Backoff, NewTask, Outcome, TaskStore
+from taskmill.common.tasks import TaskStore
 
 S = TaskStatus
 

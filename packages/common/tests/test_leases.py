@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from taskmill.common.db import Database
+from taskmill.common.models import NewTask
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.tasks import NewTask, TaskStore
+from taskmill.common.tasks import TaskStore
 
 
 @pytest.fixture

@@ -20,9 +20,17 @@ import pytest
 
 from taskmill.common.db import Database
 from taskmill.common.errors import InvalidTransition
-from taskmill.common.models import FINAL_STATUSES, TRANSITIONS, TaskError, TaskStatus
+from taskmill.common.models import (
+    FINAL_STATUSES,
+    TRANSITIONS,
+    Backoff,
+    NewTask,
+    Outcome,
+    TaskError,
+    TaskStatus,
+)
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.tasks import Backoff, NewTask, Outcome, TaskStore
+from taskmill.common.tasks import TaskStore
 
 S = TaskStatus
 Row = dict[str, Any]

@@ -16,9 +16,9 @@ import pytest
 from taskmill.common.convert import to_report
 from taskmill.common.db import Database
 from taskmill.common.grpcutil import GrpcSecurity, create_channel, create_server
-from taskmill.common.models import Task, TaskError, TaskStatus
+from taskmill.common.models import NewTask, Task, TaskError, TaskStatus
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.tasks import NewTask, TaskStore
+from taskmill.common.tasks import TaskStore
 from taskmill.coordinator import CoordinatorServer, CoordinatorSettings
 from taskmill.coordinator import create_server as create_coordinator
 from taskmill.v1 import (

@@ -15,8 +15,7 @@ from taskmill.common.convert import (
     to_report,
     to_timestamp,
 )
-from taskmill.common.models import Task, TaskError, TaskStatus
-from taskmill.common.tasks import ClaimedTask
+from taskmill.common.models import ClaimedTask, Task, TaskError, TaskStatus
 from taskmill.v1 import common_pb2
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)

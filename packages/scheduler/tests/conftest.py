@@ -10,9 +10,9 @@ import falcon.testing
 import pytest
 
 from taskmill.common.db import Database
-from taskmill.common.models import Task
+from taskmill.common.models import NewTask, Task
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.tasks import NewTask, TaskStore
+from taskmill.common.tasks import TaskStore
 from taskmill.scheduler import SchedulerSettings, create_app
 
 JSON = {"Content-Type": "application/json"}

@@ -11,8 +11,7 @@ import pytest
 
 from taskmill.common.db import QueryError
 from taskmill.common.errors import DatabaseUnavailable
-from taskmill.common.models import Task, TaskStatus
-from taskmill.common.tasks import NewTask
+from taskmill.common.models import NewTask, Task, TaskStatus
 from taskmill.scheduler.batcher import SubmitBatcher
 
 DEADLINE = 30.0

@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from taskmill.common.models import TaskStatus
-from taskmill.common.tasks import Outcome
+from taskmill.common.models import Outcome, TaskStatus
 
 
 def _schedule(api, body: object, content_type: str | None = "application/json"):

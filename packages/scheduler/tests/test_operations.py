@@ -8,9 +8,8 @@ import falcon.testing
 import pytest
 
 from taskmill.common.db import Database, QueryError
-from taskmill.common.models import Task, WorkerState
+from taskmill.common.models import NewTask, Task, WorkerState
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.tasks import NewTask
 from taskmill.common.workers import WorkerStore
 from taskmill.scheduler import VERSION, SchedulerSettings, create_app
 

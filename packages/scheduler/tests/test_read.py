@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from taskmill.common.models import TaskError, TaskStatus
-from taskmill.common.tasks import Outcome
+from taskmill.common.models import Outcome, TaskError, TaskStatus
 
 
 def _dispatch(store, worker: str = "w-1"):

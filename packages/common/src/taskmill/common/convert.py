@@ -13,8 +13,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from taskmill.common.models import TaskError, TaskStatus
-from taskmill.common.tasks import ClaimedTask, Outcome
+from taskmill.common.models import ClaimedTask, Outcome, TaskError, TaskStatus
 from taskmill.v1 import common_pb2
 
 #: Report statuses that are outcomes of an attempt, and the task status each one leads to.

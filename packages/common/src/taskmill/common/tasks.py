@@ -10,127 +10,21 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from taskmill.common.db import Connection, Database
 from taskmill.common.errors import InvalidTransition, TaskNotFound
-from taskmill.common.models import Task, TaskError, TaskStatus
-
-
-@dataclass(frozen=True)
-class NewTask:
-    """A task to insert.
-
-    Attributes:
-        command: The handler name.
-        payload: Any JSON value.
-        queue: The queue name.
-        priority: Higher runs first.
-        max_attempts: How many execution attempts the task may have.
-        timeout_seconds: Bound on one attempt's run time, or ``None``.
-        scheduled_at: When the task becomes due; ``None`` means ``delay_seconds`` from now.
-        delay_seconds: Used when ``scheduled_at`` is ``None``; measured by the database clock.
-        idempotency_key: Makes the submit safe to repeat.
-        request_hash: Identifies the submitted body, to tell a retry from a reused key.
-        trace_context: The W3C ``traceparent`` of the submitting span.
-        id: The new task's id.
-    """
-
-    command: str
-    payload: Any = field(default_factory=dict)
-    queue: str = "default"
-    priority: int = 0
-    max_attempts: int = 1
-    timeout_seconds: float | None = None
-    scheduled_at: datetime | None = None
-    delay_seconds: float = 0.0
-    idempotency_key: str | None = None
-    request_hash: str | None = None
-    trace_context: str | None = None
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A worker's report of how one attempt ended (or that it started).
-
-    Attributes:
-        task_id: The task.
-        attempt: The attempt the report is about.
-        status: ``RUNNING``, ``SUCCEEDED``, ``FAILED`` or ``CANCELLED``.
-        at: When it happened.
-        result: The JSON result of a succeeded attempt.
-        error: The error of a failed attempt.
-        retryable: Whether a failed attempt may be retried when attempts remain.
-        started_at: When a final attempt started, if its ``running`` report was folded into
-            this one (the worker never sent it on its own).
-    """
-
-    task_id: uuid.UUID
-    attempt: int
-    status: TaskStatus
-    at: datetime
-    result: Any = None
-    error: TaskError | None = None
-    retryable: bool = True
-    started_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedTask:
-    """What the coordinator needs of a claimed task to assign it (see ``TaskStore.claim_due``).
-
-    Attributes:
-        id: The task.
-        worker_id: The worker whose slot it fills.
-        command: The handler name.
-        payload: The JSON payload.
-        attempt: The attempt this dispatch starts (already counted).
-        max_attempts: How many attempts the task may have.
-        timeout_seconds: Bound on the attempt's run time, or ``None``.
-        queue: The queue name.
-        trace_context: The W3C ``traceparent`` stored with the task.
-        scheduled_at: When the task became due, in seconds since the epoch.
-        lease_expires_at: When the lease runs out, in seconds since the epoch.
-    """
-
-    id: uuid.UUID
-    worker_id: str
-    command: str
-    payload: Any
-    attempt: int
-    max_attempts: int
-    timeout_seconds: float | None
-    queue: str
-    trace_context: str | None
-    scheduled_at: float
-    lease_expires_at: float
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a coordinator's claim took, and when it is worth claiming again.
-
-    Attributes:
-        tasks: The claimed tasks, in slot order.
-        next_due_in: Seconds until the earliest task still scheduled is due, by the database
-            clock: negative when one is due already (another coordinator holds it), ``None``
-            when none is scheduled.
-    """
-
-    tasks: list[ClaimedTask]
-    next_due_in: float | None
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff between execution attempts: ``base * 2**(attempt-1)``, capped at
-    ``maximum``, times a random factor in [0.5, 1]."""
-
-    base: float = 1.0
-    maximum: float = 300.0
+from taskmill.common.models import (
+    Backoff,
+    Claim,
+    ClaimedTask,
+    NewTask,
+    Outcome,
+    Task,
+    TaskError,
+    TaskStatus,
+)
 
 
 def _claimed(

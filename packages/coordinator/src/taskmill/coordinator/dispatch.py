@@ -28,7 +28,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from taskmill.common.convert import claimed_to_assignment
 from taskmill.common.errors import TaskmillError
-from taskmill.common.tasks import ClaimedTask, TaskStore
+from taskmill.common.models import ClaimedTask
+from taskmill.common.tasks import TaskStore
 from taskmill.common.telemetry import (
     QUEUE,
     TASK_ATTEMPT,

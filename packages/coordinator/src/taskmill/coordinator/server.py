@@ -18,7 +18,8 @@ from taskmill.common.db import Database
 from taskmill.common.grpcutil import create_channel, set_serving
 from taskmill.common.grpcutil import create_server as create_grpc_server
 from taskmill.common.migrate import prepare_schema
-from taskmill.common.tasks import Backoff, TaskStore
+from taskmill.common.models import Backoff
+from taskmill.common.tasks import TaskStore
 from taskmill.common.workers import WorkerStore
 from taskmill.coordinator.dispatch import Dispatcher
 from taskmill.coordinator.listener import Listener

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import grpc
 
 from taskmill.common.errors import TaskmillError, TaskNotFound
-from taskmill.common.models import TaskStatus, Worker
-from taskmill.common.tasks import Outcome, TaskStore
+from taskmill.common.models import Outcome, TaskStatus, Worker
+from taskmill.common.tasks import TaskStore
 from taskmill.common.workers import WorkerStore
 from taskmill.coordinator.registry import WorkerRegistry
 from taskmill.v1 import worker_pb2

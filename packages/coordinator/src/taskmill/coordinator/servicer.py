@@ -11,7 +11,7 @@ import grpc
 
 from taskmill.common.convert import is_rejection, outcome_from_report
 from taskmill.common.errors import DatabaseUnavailable, InvalidTransition, TaskmillError
-from taskmill.common.tasks import Outcome
+from taskmill.common.models import Outcome
 from taskmill.coordinator.service import Fleet, InvalidRequest, UnknownWorker
 from taskmill.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 

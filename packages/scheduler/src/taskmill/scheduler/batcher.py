@@ -17,8 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from taskmill.common.db import QueryError
-from taskmill.common.models import Task
-from taskmill.common.tasks import NewTask
+from taskmill.common.models import NewTask, Task
 from taskmill.scheduler.service import Submit
 
 logger = logging.getLogger(__name__)

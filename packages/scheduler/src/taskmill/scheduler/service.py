@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from taskmill.common.db import Database
 from taskmill.common.errors import InvalidTransition, TaskmillError
 from taskmill.common.migrate import check_schema
-from taskmill.common.models import Task, Worker
-from taskmill.common.tasks import NewTask, TaskStore
+from taskmill.common.models import NewTask, Task, Worker
+from taskmill.common.tasks import TaskStore
 from taskmill.common.workers import WorkerStore
 from taskmill.scheduler.errors import IdempotencyKeyReused
 from taskmill.scheduler.listing import ListQuery, encode_cursor
