@@ -25,6 +25,7 @@ from taskmill.common.db import Database
 from taskmill.common.models import Outcome, TaskError, TaskStatus
 from taskmill.common.settings import DatabaseSettings
 from taskmill.common.tasks import TaskStore
+from taskmill.common.testing import claim
 from taskmill.common.workers import WorkerStore
 from taskmill.scheduler import SchedulerSettings, create_app, create_server
 
@@ -151,7 +152,7 @@ class Scheduler:
         self, task_id: str, status: TaskStatus, result: Any = None, error: TaskError | None = None
     ) -> None:
         """Moves a task to a final state as a worker's report would (no worker runs here)."""
-        claimed = {str(t.id): t for t in self.store.claim(["w-test"] * 1000, 60.0)}
+        claimed = {str(t.id): t for t in claim(self.store, ["w-test"] * 1000, 60.0)}
         task = claimed.get(task_id) or self.store.get(uuid.UUID(task_id))
         outcome = Outcome(
             task.id, task.attempt, status, datetime.now(UTC), result, error, retryable=False

@@ -13,6 +13,7 @@ from taskmill.common.db import Database
 from taskmill.common.models import Backoff, NewTask, Outcome, TaskError, TaskStatus
 from taskmill.common.settings import DatabaseSettings
 from taskmill.common.tasks import TaskStore
+from taskmill.common.testing import claim
 
 S = TaskStatus
 
@@ -29,7 +30,7 @@ def store(database_url: str) -> Iterator[TaskStore]:
 def _dispatched(store: TaskStore, max_attempts: int = 1) -> uuid.UUID:
     with store._db.transaction() as conn:
         (task,) = store.insert(conn, [NewTask("echo", {}, max_attempts=max_attempts)])
-    (claimed,) = store.claim(["w-1"], 60.0)
+    (claimed,) = claim(store, ["w-1"], 60.0)
     assert claimed.id == task.id
     return task.id
 

@@ -22,7 +22,7 @@ def test_queries_are_loaded_from_every_file() -> None:
     names = set(all_queries())
 
     # One query from each of tasks.sql, workers.sql and migrations.sql.
-    assert {"claim_due_tasks", "register_worker", "record_migration"} <= names
+    assert {"claim_due_assignments", "register_worker", "record_migration"} <= names
     assert all(sql.strip() for sql in all_queries().values())
 
 

@@ -31,6 +31,7 @@ from taskmill.common.models import (
 )
 from taskmill.common.settings import DatabaseSettings
 from taskmill.common.tasks import TaskStore
+from taskmill.common.testing import claim
 
 S = TaskStatus
 Row = dict[str, Any]
@@ -70,7 +71,7 @@ class Harness:
             conn.execute("UPDATE tasks SET scheduled_at = now() WHERE id = :id", id=task_id)
 
     def claim(self, worker: str = WORKER) -> uuid.UUID:
-        (task,) = self.store.claim([worker], LEASE)
+        (task,) = claim(self.store, [worker], LEASE)
         return task.id
 
     def report(
@@ -213,7 +214,7 @@ def test_allowed_transition_changes_the_row(h: Harness, name: str) -> None:
 
 
 def _try_claim(h: Harness, task_id: uuid.UUID) -> bool:
-    return bool(h.store.claim(["w-2"], LEASE))
+    return bool(claim(h.store, ["w-2"], LEASE))
 
 
 def _try_release(h: Harness, task_id: uuid.UUID) -> bool:
@@ -380,7 +381,7 @@ def test_a_failed_attempt_of_a_task_asked_to_cancel_is_not_retried(h: Harness) -
     row = h.row(task_id)
     assert row["status"] == S.FAILED
     _check_invariants(row)
-    assert h.store.claim([WORKER], LEASE) == []
+    assert claim(h.store, [WORKER], LEASE) == []
 
 
 def test_a_released_task_asked_to_cancel_ends_cancelled(h: Harness) -> None:
@@ -392,7 +393,7 @@ def test_a_released_task_asked_to_cancel_ends_cancelled(h: Harness) -> None:
     row = h.row(task_id)
     assert row["status"] == S.CANCELLED
     _check_invariants(row)
-    assert h.store.claim([WORKER], LEASE) == []
+    assert claim(h.store, [WORKER], LEASE) == []
 
 
 # -- retries ----------------------------------------------------------------------------------
@@ -410,11 +411,11 @@ def test_failed_attempts_are_retried_after_a_backoff_until_max_attempts(h: Harne
         assert waiting["error"] == _FAIL.to_json()
         assert timedelta(seconds=5) < waiting["scheduled_at"] - now <= timedelta(seconds=30)
         _check_invariants(waiting)
-        assert h.store.claim([WORKER], LEASE) == []  # not due yet
+        assert claim(h.store, [WORKER], LEASE) == []  # not due yet
         assert h.store.next_due_at() == waiting["scheduled_at"]
 
         h.make_due(task_id)
-        (task,) = h.store.claim(["w-2"], LEASE)
+        (task,) = claim(h.store, ["w-2"], LEASE)
         assert (task.id, task.attempt, task.worker_id) == (task_id, attempt + 1, "w-2")
         assert task.started_at is None  # the earlier attempt's start is not this one's
         assert h.report(task_id, S.RUNNING, attempt + 1) == {task_id}
@@ -441,7 +442,7 @@ def test_a_retried_attempt_that_succeeds_unstarted_gets_its_own_start(h: Harness
 
 def test_expired_lease_is_recovered_without_a_dead_worker(h: Harness) -> None:
     task_id = h.submit()
-    h.store.claim([WORKER], lease_seconds=0.001)
+    claim(h.store, [WORKER], lease_seconds=0.001)
 
     deadline = datetime.now(UTC) + timedelta(seconds=30)
     while not (recovered := h.store.recover_lost([])):
@@ -469,7 +470,7 @@ def test_claim_takes_priority_then_scheduled_at_and_never_future_tasks(h: Harnes
     one_at_a_time = [names[h.claim()] for _ in range(4)]
 
     assert one_at_a_time == ["high-old", "high-new", "low-older", "low-old"]
-    assert h.store.claim([WORKER, WORKER], LEASE) == []
+    assert claim(h.store, [WORKER, WORKER], LEASE) == []
     assert h.store.next_due_at() == h.row(ids["top-future"])["scheduled_at"]
 
 
@@ -477,7 +478,7 @@ def test_claim_fills_slots_in_order(h: Harness) -> None:
     for priority in (1, 3, 2):
         h.submit(priority=priority)
 
-    tasks = h.store.claim(["w-a", "w-b", "w-c", "w-d"], LEASE)
+    tasks = claim(h.store, ["w-a", "w-b", "w-c", "w-d"], LEASE)
 
     assert [(t.priority, t.worker_id, t.attempt) for t in tasks] == [
         (3, "w-a", 1),
@@ -499,7 +500,7 @@ def test_concurrent_claims_take_disjoint_tasks(h: Harness, database_url: str) ->
         try:
             store = TaskStore(db, BACKOFF)
             start.wait(timeout=30)
-            while batch := store.claim([worker] * 7, LEASE):
+            while batch := claim(store, [worker] * 7, LEASE):
                 claimed.extend(task.id for task in batch)
         finally:
             db.close()
@@ -589,9 +590,9 @@ def test_a_report_from_another_worker_changes_nothing(database_url: str) -> None
         store = TaskStore(db)
         with db.transaction() as conn:
             (task,) = store.insert(conn, [NewTask("echo")])
-        (first,) = store.claim(["w-first"], lease_seconds=30)
+        (first,) = claim(store, ["w-first"], lease_seconds=30)
         assert store.release("w-first", [task.id]) == [task.id]
-        (second,) = store.claim(["w-second"], lease_seconds=30)
+        (second,) = claim(store, ["w-second"], lease_seconds=30)
         assert second.attempt == first.attempt
         late = Outcome(task.id, first.attempt, TaskStatus.SUCCEEDED, datetime.now(UTC), "late")
         assert store.apply([late], worker_id="w-first") == set()

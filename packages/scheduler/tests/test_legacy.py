@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from taskmill.common.models import Outcome, TaskStatus
+from taskmill.common.testing import claim
 
 
 def _schedule(api, body: object, content_type: str | None = "application/json"):
@@ -97,7 +98,7 @@ def test_status_of_a_finished_task_names_its_times(
     api, store, final: TaskStatus, time_field: str
 ) -> None:
     task_id = _schedule(api, {"command": "report"}).json["task_id"]
-    (claimed,) = store.claim(["w-1"], lease_seconds=60)
+    (claimed,) = claim(store, ["w-1"], lease_seconds=60)
     now = datetime.now(UTC)
     store.apply(
         [

@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 import pytest
 
 from taskmill.common.models import Outcome, TaskError, TaskStatus
+from taskmill.common.testing import claim
 
 
 def _dispatch(store, worker: str = "w-1"):
     """Claims every due task for one worker, as a coordinator would."""
-    return store.claim([worker] * 10, lease_seconds=60)
+    return claim(store, [worker] * 10, lease_seconds=60)
 
 
 def test_get_returns_every_field_of_a_finished_task(api, store) -> None:

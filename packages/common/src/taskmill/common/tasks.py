@@ -171,28 +171,16 @@ class TaskStore:
 
     # -- dispatch ---------------------------------------------------------------------------
 
-    def claim(self, slots: Sequence[str], lease_seconds: float) -> list[Task]:
-        """Claims due tasks, one per entry of ``slots`` (worker ids, in the order to fill).
-
-        The claim commits before it returns, so the caller sends the tasks outside any
-        transaction. Each claimed task's attempt is incremented and its lease set.
-        """
-        if not slots:
-            return []
-        with self._db.connection() as conn:
-            rows = conn.rows("claim_due_tasks", worker_ids=list(slots), lease_seconds=lease_seconds)
-        tasks = [Task.from_row(row) for row in rows]
-        tasks.sort(key=lambda task: (-task.priority, task.scheduled_at, task.seq))
-        return tasks
-
     def claim_due(self, shares: Sequence[tuple[str, int]], lease_seconds: float) -> Claim:
-        """Claims like :meth:`claim`, returning only what an assignment needs (far cheaper),
-        and when the next task still scheduled is due.
+        """Claims due tasks for workers, returning only what an assignment needs, and when the
+        next task still scheduled is due.
 
         ``shares`` are the workers in round-robin order, each with how many tasks it takes:
         ``[("a", 1), ("b", 3), ("c", 2)]`` has the slots ``a, b, c, b, c, b``. The tasks come in
         slot order (the most urgent fills the first slot); a claim that finds fewer due tasks
-        than slots fills the first ones.
+        than slots fills the first ones. The claim commits before it returns, so the caller
+        sends the tasks outside any transaction. Each claimed task's attempt is incremented and
+        its lease set.
 
         Raises:
             ValueError: The shares have no slot.

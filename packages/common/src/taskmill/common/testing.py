@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -21,11 +22,26 @@ import pg8000.exceptions
 import pg8000.native
 import pytest
 
+from taskmill.common.models import Task
 from taskmill.common.pgserver import PostgresServer
 from taskmill.common.settings import DatabaseSettings
+from taskmill.common.tasks import TaskStore
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 URL_VARIABLE = "TASKMILL_TEST_DATABASE_URL"
+
+
+def claim(store: TaskStore, slots: Sequence[str], lease_seconds: float = 60.0) -> list[Task]:
+    """Claims due tasks as a coordinator does (``TaskStore.claim_due``), returned whole, most
+    urgent first: for tests that play the coordinator.
+
+    ``slots`` lists a worker id per task to claim; each worker's slots become its share, in the
+    order the workers first appear (``["a", "a", "b"]`` is ``a: 2, b: 1``).
+    """
+    shares = list(Counter(slots).items())
+    if not shares:
+        return []
+    return [store.get(task.id) for task in store.claim_due(shares, lease_seconds).tasks]
 
 
 @contextmanager

@@ -55,40 +55,13 @@ UPDATE tasks SET cancel_requested_at = coalesce(cancel_requested_at, now())
 WHERE id = :id AND status IN ('dispatched', 'running')
 RETURNING *
 
--- name: claim_due_tasks
--- Claims due tasks for the given slots, one task per entry of :worker_ids in that order, so
--- the caller decides the spread (round robin over workers with room).
-WITH due AS (
-    SELECT id, row_number() OVER (ORDER BY priority DESC, scheduled_at, seq) AS n
-    FROM (
-        SELECT id, priority, scheduled_at, seq FROM tasks
-        WHERE status = 'scheduled' AND scheduled_at <= now()
-        ORDER BY priority DESC, scheduled_at, seq
-        LIMIT cardinality(CAST(:worker_ids AS text[]))
-        FOR UPDATE SKIP LOCKED
-    ) AS locked
-)
-UPDATE tasks SET
-    status = 'dispatched',
-    worker_id = slot.worker_id,
-    attempt = tasks.attempt + 1,
-    dispatched_at = now(),
-    -- A retried task still holds its previous attempt's start; this attempt has not started.
-    started_at = NULL,
-    lease_expires_at = now() + make_interval(secs => :lease_seconds)
-FROM due
-JOIN unnest(CAST(:worker_ids AS text[])) WITH ORDINALITY AS slot(worker_id, n) USING (n)
-WHERE tasks.id = due.id
-RETURNING tasks.*
-
 -- name: claim_due_assignments
--- The coordinator's claim: the same claim as claim_due_tasks, but cheap for pg8000 at both
--- ends, which cost the coordinator more CPU than the rest of its dispatch. The workers come as
--- one JSON array of [worker id, tasks it takes] in round-robin order; the slots are spread here
--- (a list of one worker id per slot cost ~0.2 ms a round to build and parse for 512 slots, even
--- when one task was due). The claimed tasks go back as one JSON array (decoded in one call,
--- where pg8000 decodes rows field by field) of only what an assignment needs, in slot order,
--- times as epoch seconds.
+-- The coordinator's claim, made cheap for pg8000 at both ends, which cost the coordinator more
+-- CPU than the rest of its dispatch. The workers come as one JSON array of [worker id, tasks it
+-- takes] in round-robin order; the slots are spread here (a list of one worker id per slot cost
+-- ~0.2 ms a round to build and parse for 512 slots, even when one task was due). The claimed
+-- tasks go back as one JSON array (decoded in one call, where pg8000 decodes rows field by
+-- field) of only what an assignment needs, in slot order, times as epoch seconds.
 WITH due AS (
     SELECT id, row_number() OVER (ORDER BY priority DESC, scheduled_at, seq) AS n
     FROM (
