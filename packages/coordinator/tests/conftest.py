@@ -66,6 +66,10 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         self.overfilled = 0
         self.cancels: list[str] = []
         self.worker_id = ""
+        # A slow worker: each AssignTasks takes ``delay`` seconds, and waits for ``gate`` when set.
+        self.delay = 0.0
+        self.gate: threading.Event | None = None
+        self.calls = 0
         self._lock = threading.Lock()
         self._beating: threading.Event | None = None
         self.server, port, _ = create_server(
@@ -90,6 +94,12 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
     def AssignTasks(
         self, request: worker_pb2.AssignTasksRequest, context: grpc.ServicerContext
     ) -> worker_pb2.AssignTasksResponse:
+        with self._lock:
+            self.calls += 1
+            gate, delay = self.gate, self.delay
+        if gate is not None:
+            gate.wait(30)
+        time.sleep(delay)
         with self._lock:
             if self.refuse is not None:
                 self.refusals += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 
 import grpc
@@ -232,3 +233,26 @@ def test_higher_priority_goes_first(harness) -> None:
     harness.wait_until(lambda: len(worker.assignments) == 2)
     assert sorted(worker.task_ids()) == sorted(map(str, high))
     assert {harness.task(i).status for i in low} == {TaskStatus.SCHEDULED}
+
+
+def test_a_worker_that_answered_slowly_does_not_hold_up_the_next_submits(harness) -> None:
+    # A submit's lone batch goes from the listener's thread only to a worker that answered its
+    # last assignment promptly; the slow poll is a minute, so only the listener dispatches here.
+    coordinator = harness.coordinator(poll_interval=60.0)
+    harness.wait_until(coordinator.listener.listening.is_set)
+    slow = harness.worker(coordinator)
+    slow.delay = 0.05  # well over INLINE_SEND_MAX
+    harness.submit(1)
+    harness.wait_until(lambda: len(slow.assignments) == 1, timeout=10)
+    fast = harness.worker(coordinator)
+    harness.submit(1)  # round robin: the worker after the one served last
+    harness.wait_until(lambda: len(fast.assignments) == 1, timeout=10)
+
+    slow.gate = threading.Event()  # the next assignment to it hangs until released
+    harness.submit(1)
+    harness.wait_until(lambda: slow.calls == 2, timeout=10)
+    # Sent from the pool: the listener is free, and the next submit reaches the prompt worker.
+    harness.submit(1)
+    harness.wait_until(lambda: len(fast.assignments) == 2, timeout=10)
+    slow.gate.set()
+    harness.wait_until(lambda: len(slow.assignments) == 2, timeout=10)

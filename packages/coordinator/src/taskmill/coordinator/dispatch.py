@@ -1,10 +1,11 @@
 """The dispatch loop: claim due tasks for the workers with room, then send each worker its share.
 
 One round plans slots round robin over the workers with room, claims that many due tasks in one
-committed statement, and hands each worker its tasks in one ``AssignTasks`` call, sent from a
-small thread pool so no network call happens inside a transaction and one slow worker does not
-hold up the others. A refused or failed assignment gives the tasks back (``scheduled``, attempt
-unchanged) and they go to another worker in the next round.
+committed statement, and hands each worker its tasks in one ``AssignTasks`` call, sent after
+the commit from a small thread pool, so one slow worker does not hold up the others (a submit's
+lone batch for a prompt worker goes from the listener's thread: one thread hand-off sooner). A
+refused or failed assignment gives the tasks back (``scheduled``, attempt unchanged) and they go
+to another worker in the next round.
 
 The loop sleeps until something may have changed: the next task's due time, room on a worker,
 tasks given back, or the slow poll. A submit (``LISTEN``) runs its round on the listener's own
@@ -52,6 +53,12 @@ DUE_MARGIN = 0.001
 #: The shortest sleep when a task is already due but the claim found none (another coordinator
 #: holds it), so the loop never spins.
 MIN_SLEEP = 0.01
+#: A submit's lone batch is sent on the listener's thread only to a worker whose last
+#: ``AssignTasks`` was answered this fast (seconds); see ``Dispatcher._hand_out``.
+INLINE_SEND_MAX = 0.005
+
+#: One worker's share of a round: its id and the tasks claimed for it.
+Batch = tuple[str, list[ClaimedTask]]
 
 
 class Dispatcher:
@@ -92,6 +99,8 @@ class Dispatcher:
         self._round = threading.Lock()
         # Whether the last claim filled every slot, so more tasks may be waiting for room.
         self._backlog = True
+        # Workers whose last AssignTasks was answered within INLINE_SEND_MAX.
+        self._prompt: set[str] = set()
 
     def wake(self) -> None:
         """Asks for a round now (tasks were submitted or given back, or a worker has room)."""
@@ -115,10 +124,11 @@ class Dispatcher:
             self.wake()
             return
         try:
-            sleep = self._run_round()
+            sleep, batches = self._run_round()
         finally:
             self._round.release()
         self._round_again_in(sleep)
+        self._hand_out(batches, inline=True)
 
     def run(self, stop: threading.Event) -> None:
         """Runs rounds until ``stop`` is set (and :meth:`wake` called, to end a wait)."""
@@ -131,18 +141,19 @@ class Dispatcher:
             if stop.is_set():
                 return
             with self._round:
-                sleep = self._run_round()
+                sleep, batches = self._run_round()
             self._round_again_in(sleep)
+            self._hand_out(batches, inline=False)
 
-    def _run_round(self) -> float:
-        """Runs one round; returns how long the loop may sleep before the next."""
+    def _run_round(self) -> tuple[float, list[Batch]]:
+        """Claims one round; returns how long the loop may sleep, and the batches to send."""
         try:
-            return self.dispatch_once()
+            return self._claim()
         except TaskmillError as exc:
             logger.warning("dispatch round failed: %s", exc.message)
         except Exception:
             logger.exception("dispatch round failed")
-        return min(self._poll_interval, 1.0)
+        return min(self._poll_interval, 1.0), []
 
     def _round_again_in(self, sleep: float) -> None:
         at = time.monotonic() + sleep
@@ -156,36 +167,65 @@ class Dispatcher:
 
     def dispatch_once(self) -> float:
         """Runs one round; returns how long the loop may sleep before the next (0: at once)."""
+        sleep, batches = self._claim()
+        self._hand_out(batches, inline=False)
+        return sleep
+
+    def _claim(self) -> tuple[float, list[Batch]]:
+        """Claims due tasks for the workers with room and reserves their slots.
+
+        Returns how long the loop may sleep before the next round, and each worker's batch.
+        """
         shares = self._registry.plan(self._batch_size)
         if not shares:
             # Nobody has room: tasks may be waiting for the next slot that frees.
             self._backlog = True
-            return self._poll_interval
+            return self._poll_interval, []
         claim = self._tasks.claim_due(shares, self._lease_seconds)
         claimed = claim.tasks
         self._backlog = len(claimed) == sum(count for _, count in shares)
+        batches: list[Batch] = []
         if claimed:
             self._registry.served(claimed[-1].worker_id)
-            self._assign_all(claimed)
+            batches = self._reserve(claimed)
         if self._backlog:
-            return 0.0
+            return 0.0, batches
         if claim.next_due_in is None:
-            return self._poll_interval
+            return self._poll_interval, batches
         if claim.next_due_in <= 0:
-            return MIN_SLEEP
-        return min(self._poll_interval, claim.next_due_in + DUE_MARGIN)
+            return MIN_SLEEP, batches
+        return min(self._poll_interval, claim.next_due_in + DUE_MARGIN), batches
 
-    def _assign_all(self, claimed: Sequence[ClaimedTask]) -> None:
+    def _reserve(self, claimed: Sequence[ClaimedTask]) -> list[Batch]:
         by_worker: dict[str, list[ClaimedTask]] = {}
         for task in claimed:
             by_worker.setdefault(task.worker_id, []).append(task)
+        batches: list[Batch] = []
         for worker_id, batch in by_worker.items():
             ids = [task.id for task in batch]
             if self._registry.reserve(worker_id, ids):
-                self._senders.submit(self._send, worker_id, batch)
+                batches.append((worker_id, batch))
             else:
                 self._give_back(worker_id, ids, "the worker left")
         logger.debug("claimed %d tasks for %d workers", len(claimed), len(by_worker))
+        return batches
+
+    def _hand_out(self, batches: list[Batch], *, inline: bool) -> None:
+        """Sends each worker its batch from the sender pool, or a lone batch on this thread.
+
+        A thread hand-off is ~0.1-0.2 ms of an idle cluster's pickup, so a submit's round (on
+        the listener's thread, ``inline``) sends a lone batch itself, but only to a worker whose
+        last ``AssignTasks`` was answered within ``INLINE_SEND_MAX``: a worker that is slow or
+        fails gets its batches from the pool until it answers promptly again, so it cannot keep
+        the listener from the next submits. (A worker that hangs right after a prompt answer
+        holds the listener up to the assignment deadline, once.) The round's lock is already
+        released, so the loop's own rounds go on meanwhile.
+        """
+        if inline and len(batches) == 1 and batches[0][0] in self._prompt:
+            self._send(*batches[0])
+            return
+        for worker_id, batch in batches:
+            self._senders.submit(self._send, worker_id, batch)
 
     def _send(self, worker_id: str, batch: Sequence[ClaimedTask]) -> None:
         # One dispatch span per task continues the trace stored with it; each assignment
@@ -225,7 +265,12 @@ class Dispatcher:
                 for task, traceparent in zip(batch, traceparents, strict=True)
             ]
             request = worker_pb2.AssignTasksRequest(worker_id=worker_id, assignments=assignments)
+            began = time.monotonic()
             response = stub.AssignTasks(request, timeout=self._assign_timeout)
+            if time.monotonic() - began <= INLINE_SEND_MAX:
+                self._prompt.add(worker_id)
+            else:
+                self._prompt.discard(worker_id)
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
@@ -247,6 +292,7 @@ class Dispatcher:
         other failure (draining, unreachable, wrong id) waits for its next heartbeat.
         """
         logger.info("worker %s did not take %d tasks (%s)", worker_id, len(ids), reason)
+        self._prompt.discard(worker_id)
         self._backlog = True
         self._registry.refused(worker_id, ids, full=full)
         try:
