@@ -120,15 +120,8 @@ class Dispatcher:
         of an idle cluster's pickup latency. When a round is already running, the loop runs
         another after it instead.
         """
-        if not self._round.acquire(blocking=False):
+        if not self._dispatch(wait=False, inline=True):
             self.wake()
-            return
-        try:
-            sleep, batches = self._run_round()
-        finally:
-            self._round.release()
-        self._round_again_in(sleep)
-        self._hand_out(batches, inline=True)
 
     def run(self, stop: threading.Event) -> None:
         """Runs rounds until ``stop`` is set (and :meth:`wake` called, to end a wait)."""
@@ -140,20 +133,29 @@ class Dispatcher:
                 self._next_round = math.inf
             if stop.is_set():
                 return
-            with self._round:
-                sleep, batches = self._run_round()
-            self._round_again_in(sleep)
-            self._hand_out(batches, inline=False)
+            self._dispatch(wait=True, inline=False)
 
-    def _run_round(self) -> tuple[float, list[Batch]]:
-        """Claims one round; returns how long the loop may sleep, and the batches to send."""
+    def _dispatch(self, *, wait: bool, inline: bool) -> bool:
+        """Runs one round: claims under the round's lock, then sends with the lock released.
+
+        Returns ``False``, having done nothing, when another round is running and ``wait`` is
+        not set. ``inline`` lets a lone batch go from this thread (see :meth:`_hand_out`).
+        """
+        if not self._round.acquire(blocking=wait):
+            return False
         try:
-            return self._claim()
+            sleep, batches = self._claim()
         except TaskmillError as exc:
             logger.warning("dispatch round failed: %s", exc.message)
+            sleep, batches = min(self._poll_interval, 1.0), []
         except Exception:
             logger.exception("dispatch round failed")
-        return min(self._poll_interval, 1.0), []
+            sleep, batches = min(self._poll_interval, 1.0), []
+        finally:
+            self._round.release()
+        self._round_again_in(sleep)
+        self._hand_out(batches, inline=inline)
+        return True
 
     def _round_again_in(self, sleep: float) -> None:
         at = time.monotonic() + sleep
@@ -164,12 +166,6 @@ class Dispatcher:
             if at < self._next_round:
                 self._next_round = at
                 self._timer.notify()
-
-    def dispatch_once(self) -> float:
-        """Runs one round; returns how long the loop may sleep before the next (0: at once)."""
-        sleep, batches = self._claim()
-        self._hand_out(batches, inline=False)
-        return sleep
 
     def _claim(self) -> tuple[float, list[Batch]]:
         """Claims due tasks for the workers with room and reserves their slots.
