@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-_TIME = {"type": "string", "format": "date-time"}
-_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
-_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"}
+from taskmill.scheduler.openapi_schemas import NAME, SCHEMAS, STATUS, TASK_LIST, ref
+
 _TASK_ID = {
     "name": "task_id",
     "in": "path",
@@ -34,10 +33,6 @@ _TRACEPARENT = {
 }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -55,7 +50,7 @@ def _problems(*statuses: int) -> dict[str, Any]:
     return {
         str(status): {
             "description": descriptions[status],
-            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+            "content": {"application/problem+json": {"schema": ref("Problem")}},
         }
         for status in (*statuses, 401, 503)
     }
@@ -65,137 +60,21 @@ def _body(schema: dict[str, Any], media: str = "application/json") -> dict[str, 
     return {"required": True, "content": {media: {"schema": schema}}}
 
 
-_SUBMISSION = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["command"],
-    "properties": {
-        "command": {**_NAME, "description": "The handler name."},
-        "payload": {"description": "Any JSON; default {}. At most 256 KiB (configurable)."},
-        "scheduled_at": {**_TIME, "description": "RFC 3339 with an offset. Default: now."},
-        "delay_seconds": {"type": "number", "minimum": 0},
-        "priority": {"type": "integer", "default": 0, "description": "Higher runs first."},
-        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
-        "timeout_seconds": {"type": ["number", "null"], "exclusiveMinimum": 0},
-        "queue": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,100}$", "default": "default"},
-    },
-}
-
-_STATUS = {
-    "type": "string",
-    "enum": ["scheduled", "dispatched", "running", "succeeded", "failed", "cancelled"],
-}
-
-_TASK = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "command": {"type": "string"},
-        "payload": {},
-        "status": _STATUS,
-        "queue": {"type": "string"},
-        "priority": {"type": "integer"},
-        "attempt": {"type": "integer"},
-        "max_attempts": {"type": "integer"},
-        "timeout_seconds": {"type": ["number", "null"]},
-        "scheduled_at": _TIME,
-        "created_at": _TIME,
-        "dispatched_at": _NULLABLE_TIME,
-        "started_at": _NULLABLE_TIME,
-        "finished_at": _NULLABLE_TIME,
-        "worker_id": {"type": ["string", "null"]},
-        "result": {"description": "The JSON result of a succeeded task, else null."},
-        "error": {
-            "oneOf": [
-                {"type": "null"},
-                {
-                    "type": "object",
-                    "properties": {
-                        "type": {"type": "string"},
-                        "message": {"type": "string"},
-                        "traceback": {"type": "string"},
-                    },
-                },
-            ]
-        },
-        "trace_id": {"type": ["string", "null"]},
-        "cancel_requested": {"type": "boolean"},
-    },
-}
-
-_WORKER = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "address": {"type": "string"},
-        "state": {"type": "string", "enum": ["active", "draining", "dead"]},
-        "capacity": {"type": "integer"},
-        "free_slots": {"type": "integer"},
-        "last_heartbeat_at": _TIME,
-        "registered_at": _TIME,
-        "hostname": {"type": "string"},
-        "version": {"type": "string"},
-        "handlers": {"type": "array", "items": {"type": "string"}},
-        "coordinator_id": {"type": "string"},
-    },
-}
-
-_PROBLEM = {
-    "type": "object",
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-            },
-        },
-    },
-}
-
-_LEGACY_STATUS = {
-    "type": "object",
-    "required": ["task_id", "command", "scheduled_at", "status"],
-    "properties": {
-        "task_id": {"type": "string"},
-        "command": {"type": "string"},
-        "scheduled_at": _TIME,
-        "status": {"type": "string"},
-        "picked_at": _TIME,
-        "started_at": _TIME,
-        "completed_at": _TIME,
-        "failed_at": _TIME,
-    },
-}
-
-_TASK_LIST = {
-    "type": "object",
-    "properties": {
-        "tasks": {"type": "array", "items": _ref("Task")},
-        "next_cursor": {"type": ["string", "null"]},
-    },
-}
-
-
 def _submit_paths() -> dict[str, Any]:
-    tasks = {"type": "object", "properties": {"tasks": {"type": "array", "items": _ref("Task")}}}
+    tasks = {"type": "object", "properties": {"tasks": {"type": "array", "items": ref("Task")}}}
     return {
         "/v1/tasks": {
             "post": {
                 "summary": "Submit a task",
                 "operationId": "submitTask",
                 "parameters": [_IDEMPOTENCY_KEY, _TRACEPARENT],
-                "requestBody": _body(_ref("TaskSubmission")),
+                "requestBody": _body(ref("TaskSubmission")),
                 "responses": {
                     "201": {
-                        **_json(_ref("Task"), "The task was stored."),
+                        **_json(ref("Task"), "The task was stored."),
                         "headers": {"Location": {"schema": {"type": "string"}}},
                     },
-                    "200": _json(_ref("Task"), "A repeat of an idempotent submit: the original."),
+                    "200": _json(ref("Task"), "A repeat of an idempotent submit: the original."),
                     **_problems(400, 409, 413, 415),
                 },
             },
@@ -203,9 +82,9 @@ def _submit_paths() -> dict[str, Any]:
                 "summary": "List tasks, newest first",
                 "operationId": "listTasks",
                 "parameters": [
-                    {"name": "status", "in": "query", "schema": _STATUS},
-                    {"name": "command", "in": "query", "schema": _NAME},
-                    {"name": "queue", "in": "query", "schema": _NAME},
+                    {"name": "status", "in": "query", "schema": STATUS},
+                    {"name": "command", "in": "query", "schema": NAME},
+                    {"name": "queue", "in": "query", "schema": NAME},
                     {
                         "name": "limit",
                         "in": "query",
@@ -213,7 +92,7 @@ def _submit_paths() -> dict[str, Any]:
                     },
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                 ],
-                "responses": {"200": _json(_TASK_LIST, "One page of tasks."), **_problems(400)},
+                "responses": {"200": _json(TASK_LIST, "One page of tasks."), **_problems(400)},
             },
         },
         "/v1/tasks/batch": {
@@ -231,7 +110,7 @@ def _submit_paths() -> dict[str, Any]:
                                 "type": "array",
                                 "minItems": 1,
                                 "maxItems": 1000,
-                                "items": _ref("TaskSubmission"),
+                                "items": ref("TaskSubmission"),
                             }
                         },
                     }
@@ -253,7 +132,7 @@ def _task_paths() -> dict[str, Any]:
                 "summary": "Get a task",
                 "operationId": "getTask",
                 "parameters": [_TASK_ID],
-                "responses": {"200": _json(_ref("Task"), "The task."), **_problems(404)},
+                "responses": {"200": _json(ref("Task"), "The task."), **_problems(404)},
             }
         },
         "/v1/tasks/{task_id}/cancel": {
@@ -263,7 +142,7 @@ def _task_paths() -> dict[str, Any]:
                 "one is marked for cancellation and its worker asked to stop it.",
                 "operationId": "cancelTask",
                 "parameters": [_TASK_ID],
-                "responses": {"200": _json(_ref("Task"), "The task."), **_problems(404, 409)},
+                "responses": {"200": _json(ref("Task"), "The task."), **_problems(404, 409)},
             }
         },
         "/v1/workers": {
@@ -274,7 +153,7 @@ def _task_paths() -> dict[str, Any]:
                     "200": _json(
                         {
                             "type": "object",
-                            "properties": {"workers": {"type": "array", "items": _ref("Worker")}},
+                            "properties": {"workers": {"type": "array", "items": ref("Worker")}},
                         },
                         "The workers.",
                     ),
@@ -331,7 +210,7 @@ def _operational_paths() -> dict[str, Any]:
 
 def _legacy_paths() -> dict[str, Any]:
     legacy_status = {
-        "200": _json(_ref("LegacyStatus"), "The task's status."),
+        "200": _json(ref("LegacyStatus"), "The task's status."),
         **_problems(400, 404),
     }
     return {
@@ -345,7 +224,7 @@ def _legacy_paths() -> dict[str, Any]:
                         "type": "object",
                         "required": ["command"],
                         "properties": {
-                            "command": _NAME,
+                            "command": NAME,
                             "scheduled_at": {"type": ["number", "string"]},
                         },
                     }
@@ -404,12 +283,6 @@ def document(version: str) -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "TaskSubmission": _SUBMISSION,
-                "Task": _TASK,
-                "Worker": _WORKER,
-                "Problem": _PROBLEM,
-                "LegacyStatus": _LEGACY_STATUS,
-            },
+            "schemas": SCHEMAS,
         },
     }

@@ -1,0 +1,143 @@
+"""The component schemas of the scheduler's OpenAPI document (``openapi.py`` has the paths).
+
+Kept apart so each file stays readable: these describe the bodies, that one the routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def ref(name: str) -> dict[str, str]:
+    """A reference to one of the document's component schemas."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"}
+
+SUBMISSION = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["command"],
+    "properties": {
+        "command": {**NAME, "description": "The handler name."},
+        "payload": {"description": "Any JSON; default {}. At most 256 KiB (configurable)."},
+        "scheduled_at": {**TIME, "description": "RFC 3339 with an offset. Default: now."},
+        "delay_seconds": {"type": "number", "minimum": 0},
+        "priority": {"type": "integer", "default": 0, "description": "Higher runs first."},
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
+        "timeout_seconds": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "queue": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,100}$", "default": "default"},
+    },
+}
+
+STATUS = {
+    "type": "string",
+    "enum": ["scheduled", "dispatched", "running", "succeeded", "failed", "cancelled"],
+}
+
+TASK = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "command": {"type": "string"},
+        "payload": {},
+        "status": STATUS,
+        "queue": {"type": "string"},
+        "priority": {"type": "integer"},
+        "attempt": {"type": "integer"},
+        "max_attempts": {"type": "integer"},
+        "timeout_seconds": {"type": ["number", "null"]},
+        "scheduled_at": TIME,
+        "created_at": TIME,
+        "dispatched_at": NULLABLE_TIME,
+        "started_at": NULLABLE_TIME,
+        "finished_at": NULLABLE_TIME,
+        "worker_id": {"type": ["string", "null"]},
+        "result": {"description": "The JSON result of a succeeded task, else null."},
+        "error": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "type": {"type": "string"},
+                        "message": {"type": "string"},
+                        "traceback": {"type": "string"},
+                    },
+                },
+            ]
+        },
+        "trace_id": {"type": ["string", "null"]},
+        "cancel_requested": {"type": "boolean"},
+    },
+}
+
+WORKER = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "address": {"type": "string"},
+        "state": {"type": "string", "enum": ["active", "draining", "dead"]},
+        "capacity": {"type": "integer"},
+        "free_slots": {"type": "integer"},
+        "last_heartbeat_at": TIME,
+        "registered_at": TIME,
+        "hostname": {"type": "string"},
+        "version": {"type": "string"},
+        "handlers": {"type": "array", "items": {"type": "string"}},
+        "coordinator_id": {"type": "string"},
+    },
+}
+
+PROBLEM = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+LEGACY_STATUS = {
+    "type": "object",
+    "required": ["task_id", "command", "scheduled_at", "status"],
+    "properties": {
+        "task_id": {"type": "string"},
+        "command": {"type": "string"},
+        "scheduled_at": TIME,
+        "status": {"type": "string"},
+        "picked_at": TIME,
+        "started_at": TIME,
+        "completed_at": TIME,
+        "failed_at": TIME,
+    },
+}
+
+TASK_LIST = {
+    "type": "object",
+    "properties": {
+        "tasks": {"type": "array", "items": ref("Task")},
+        "next_cursor": {"type": ["string", "null"]},
+    },
+}
+
+
+#: The document's ``components.schemas``.
+SCHEMAS: dict[str, Any] = {
+    "TaskSubmission": SUBMISSION,
+    "Task": TASK,
+    "Worker": WORKER,
+    "Problem": PROBLEM,
+    "LegacyStatus": LEGACY_STATUS,
+}
