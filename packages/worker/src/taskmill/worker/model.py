@@ -85,8 +85,6 @@ class Report:
         error: The failure, for ``FAILED``.
         occurred_at: When it happened, in seconds since the epoch.
         traceparent: The W3C trace context to report under.
-        started_at: On a final report, when the attempt started, if its ``RUNNING`` report was
-            folded into it (never sent on its own).
     """
 
     task_id: str
@@ -96,4 +94,3 @@ class Report:
     result_json: str = ""
     error: TaskError | None = None
     traceparent: str = ""
-    started_at: float | None = None
