@@ -28,6 +28,9 @@ INVALID_PAYLOAD = "invalid_payload"
 RESULT_NOT_SERIALIZABLE = "result_not_serializable"
 RESULT_TOO_LARGE = "result_too_large"
 
+# One encoder for every result: json.dumps with any option builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 
 def truncate_traceback(text: str, limit: int = MAX_TRACEBACK_CHARS) -> str:
     """Keeps the end of a traceback, marking the cut."""
@@ -50,7 +53,7 @@ def failure(exc: BaseException) -> Outcome:
 def encode_result(value: Any) -> Outcome:
     """The outcome of a handler that returned ``value``: its JSON text, or a clear failure."""
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         return Outcome.failed(
             RESULT_NOT_SERIALIZABLE,
