@@ -10,9 +10,8 @@ A ``running`` report still queued (not yet in a batch being sent) when its attem
 report arrives is folded into the final one, as its ``started_at``: one report and one UPDATE
 instead of two for a short task under load.
 
-``add`` is on every task's path, twice: it takes a plain lock and wakes the sending thread only
-when that thread is waiting for reports, not while it is sending (it looks at the queue again
-before it waits).
+``add`` is on every task's path, twice: it takes a plain lock, and wakes the sending thread only
+when that thread waits for reports; while it sends, new reports just queue for its next batch.
 """
 
 from __future__ import annotations
