@@ -12,13 +12,18 @@ from taskmill.worker.reporter import Reporter
 
 
 class _Stub:
-    """Records each ReportTaskStatuses request."""
+    """Records each ReportTaskStatuses request; ``hold`` makes calls wait until it is cleared."""
 
     def __init__(self) -> None:
         self.requests: list[coordinator_pb2.ReportTaskStatusesRequest] = []
         self.lock = threading.Lock()
+        self.hold: threading.Event | None = None
+        self.in_call = threading.Event()
 
     def ReportTaskStatuses(self, request: Any, timeout: float) -> Any:
+        self.in_call.set()
+        if self.hold is not None:
+            self.hold.wait(30)
         with self.lock:
             self.requests.append(request)
         return coordinator_pb2.ReportTaskStatusesResponse(applied=len(request.reports))
@@ -84,3 +89,37 @@ def test_only_folded_places_are_acknowledged_without_a_call() -> None:
         reporter.stop()
     assert [r.status for r in stub.sent()] == [common_pb2.TASK_STATUS_CANCELLED]
     assert stub.sent()[0].started_at.ToNanoseconds() == 1000_000_000_000
+
+
+def test_reports_added_while_a_call_is_in_flight_are_sent_after_it() -> None:
+    reporter, stub = _reporter()
+    stub.hold = threading.Event()
+    reporter.start()
+    try:
+        reporter.add(Report("t-1", 1, ReportStatus.RUNNING, occurred_at=1000.0))
+        assert stub.in_call.wait(30)  # the first call is in flight, held by the stub
+        reporter.add(Report("t-1", 1, ReportStatus.SUCCEEDED, occurred_at=1001.0))
+        reporter.add(Report("t-2", 1, ReportStatus.RUNNING, occurred_at=1001.5))
+        reporter.add(Report("t-2", 1, ReportStatus.FAILED, occurred_at=1002.0))
+        flushed: list[bool] = []
+        flusher = threading.Thread(target=lambda: flushed.append(reporter.flush(30)))
+        flusher.start()
+        stub.hold.set()
+        flusher.join(30)
+        assert flushed == [True]
+        # Idle again: a report added now wakes the sending thread.
+        reporter.add(Report("t-3", 1, ReportStatus.RUNNING, occurred_at=1003.0))
+        assert reporter.flush(30)
+    finally:
+        reporter.stop()
+    sent = [(r.task_id, r.status) for r in stub.sent()]
+    assert sent == [
+        ("t-1", common_pb2.TASK_STATUS_RUNNING),
+        ("t-1", common_pb2.TASK_STATUS_SUCCEEDED),
+        ("t-2", common_pb2.TASK_STATUS_FAILED),
+        ("t-3", common_pb2.TASK_STATUS_RUNNING),
+    ]
+    # t-1's running report had been sent, so its final one carries no start of its own.
+    assert not stub.sent()[1].HasField("started_at")
+    assert stub.sent()[2].started_at.ToNanoseconds() == 1001_500_000_000
+    assert stub.sent()[2].occurred_at.ToNanoseconds() == 1002_000_000_000

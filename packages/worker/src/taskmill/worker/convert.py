@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from taskmill.v1 import common_pb2
@@ -30,25 +31,39 @@ def assignment_from_proto(message: common_pb2.Assignment) -> Assignment:
     )
 
 
-def _timestamp(seconds: float) -> Timestamp:
+def _set_time(field: Timestamp, seconds: float) -> None:
+    # Set in place: a Timestamp built apart and copied in costs twice as much.
     whole = int(seconds)
-    return Timestamp(seconds=whole, nanos=int((seconds - whole) * 1_000_000_000))
+    field.seconds = whole
+    field.nanos = int((seconds - whole) * 1_000_000_000)
 
 
-def report_to_proto(report: Report) -> common_pb2.StatusReport:
-    """Builds the message for one status report."""
-    message = common_pb2.StatusReport(
+def add_report(
+    reports: RepeatedCompositeFieldContainer[common_pb2.StatusReport],
+    report: Report,
+    started_at: float | None = None,
+) -> common_pb2.StatusReport:
+    """Appends the message for one status report to ``reports`` (built in place, not copied).
+
+    Args:
+        reports: The request's repeated field.
+        report: The report.
+        started_at: When the attempt started, for a final report that took in its ``running``
+            report (see :mod:`taskmill.worker.reporter`).
+    """
+    message = reports.add(
         task_id=report.task_id,
         attempt=report.attempt,
         status=_STATUS_TO_PROTO[report.status],
         result_json=report.result_json,
-        occurred_at=_timestamp(report.occurred_at),
         traceparent=report.traceparent,
     )
+    _set_time(message.occurred_at, report.occurred_at)
     if report.error is not None:
-        message.error.type = report.error.type
-        message.error.message = report.error.message
-        message.error.traceback = report.error.traceback
-    if report.started_at is not None:
-        message.started_at.CopyFrom(_timestamp(report.started_at))
+        error = message.error
+        error.type = report.error.type
+        error.message = report.error.message
+        error.traceback = report.error.traceback
+    if started_at is not None:
+        _set_time(message.started_at, started_at)
     return message

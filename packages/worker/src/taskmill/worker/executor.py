@@ -9,6 +9,11 @@ timeout the attempt is reported ``failed`` with ``timeout`` at once, its cancell
 discarded. Its slot stays occupied — and counted out of ``free_slots`` — until the function
 really returns, so a stuck handler shows up as lost capacity rather than as hidden extra threads.
 Handlers registered with ``process=True`` run in a child process that the deadline kills.
+
+Costs: a short task takes the executor's lock twice, once when admitted (with its batch) and
+once when its slot settles it and, in the same hold, begins the next queued task. The lock is a
+plain ``Lock``; the condition on it serves only ``drain`` and ``stop``, which wait for it, and is
+notified only while one of them may be waiting.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from enum import Enum
 from opentelemetry.trace import Span
 
 from taskmill.common.errors import TaskmillError
+from taskmill.worker.context import CancelEvent
 from taskmill.worker.execution import TIMEOUT, UNKNOWN_COMMAND, WORKER_SHUTDOWN, run_handler
 from taskmill.worker.model import Assignment, Outcome, Report, ReportStatus
 from taskmill.worker.process import run_in_process
@@ -57,17 +63,18 @@ class JobState(Enum):
     DONE = "done"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Job:
     """A task the worker holds, its cancellation flag, and its ``execute`` span once it runs."""
 
     assignment: Assignment
     handler: Handler | None
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: CancelEvent = field(default_factory=CancelEvent)
     state: JobState = JobState.QUEUED
     timeout: float | None = None
     span: Span | None = None
     traceparent: str = ""  # what its reports carry, once the span exists
+    recording: bool = False  # whether its span records: only then are spans ended or made
 
 
 class Executor:
@@ -99,7 +106,9 @@ class Executor:
         self._capacity = concurrency + queue_size
         self._report = report
         self._process_cancel_grace = process_cancel_grace
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # for drain and stop, which wait
+        self._waiting = False  # drain or stop may be waiting on _changed
         self._jobs: dict[str, Job] = {}  # held tasks: queued or running, not yet settled
         self._queued = 0
         self._busy = 0  # slot threads inside a handler, including ones whose task timed out
@@ -143,7 +152,8 @@ class Executor:
                     self._tracer.finish(job.span, Outcome.failed(WORKER_SHUTDOWN, message))
             self._jobs.clear()
             self._draining = True
-            self._lock.wait_for(lambda: self._children == 0, _STOP_WAIT_SECONDS)
+            self._waiting = True
+            self._changed.wait_for(lambda: self._children == 0, _STOP_WAIT_SECONDS)
         for _ in self._threads:
             self._queue.put(None)
         self._watchdog.stop()
@@ -208,11 +218,12 @@ class Executor:
         deadline = time.monotonic() + grace
         with self._lock:
             self._draining = True
+            self._waiting = True  # never cleared: a stopped executor runs nothing hot
             for job in [job for job in self._jobs.values() if job.state is JobState.QUEUED]:
                 self._queued -= 1
                 self._settle(job, Outcome.rejected())
             while self._running() and (remaining := deadline - time.monotonic()) > 0:
-                self._lock.wait(remaining)
+                self._changed.wait(remaining)
             for job in self._running():
                 job.cancel.set()
                 message = f"the worker shut down before the task finished (grace {grace:g} s)"
@@ -258,28 +269,36 @@ class Executor:
 
     def _start_span(self, job: Job) -> None:
         job.span, job.traceparent = self._tracer.start(job.assignment)
+        job.recording = job.span.is_recording()
 
     def _settle(self, job: Job, outcome: Outcome) -> None:
         job.state = JobState.DONE
         self._jobs.pop(job.assignment.task_id, None)
+        if job.recording or job.span is None:
+            self._settle_traced(job, outcome)
+        else:
+            self._emit(job, outcome)  # an unrecorded attempt: no span to end, none to make
+        if self._waiting:
+            self._changed.notify_all()
+
+    def _settle_traced(self, job: Job, outcome: Outcome) -> None:
         report_span = self._tracer.report(job.span, job.assignment, outcome.status)
         self._emit(job, outcome)
         report_span.end()
         if job.span is not None:
             self._tracer.finish(job.span, outcome)
-        self._lock.notify_all()
 
     def _emit(self, job: Job, outcome: Outcome) -> None:
         assignment = job.assignment
         self._report(
-            Report(
-                task_id=assignment.task_id,
-                attempt=assignment.attempt,
-                status=outcome.status,
-                occurred_at=time.time(),
-                result_json=outcome.result_json,
-                error=outcome.error,
-                traceparent=job.traceparent or assignment.traceparent,
+            Report(  # positional: a NamedTuple binds keywords at twice the cost
+                assignment.task_id,
+                assignment.attempt,
+                outcome.status,
+                time.time(),
+                outcome.result_json,
+                outcome.error,
+                job.traceparent or assignment.traceparent,
             )
         )
 
@@ -294,20 +313,43 @@ class Executor:
     # -- slot threads --------------------------------------------------------------------------
 
     def _slot_loop(self) -> None:
+        job = self._next(None, None)
+        while job is not None:
+            job = self._next(job, self._execute(job))
+
+    def _next(self, done: Job | None, outcome: Outcome | None) -> Job | None:
+        """Settles the slot's last job and begins its next; ``None`` when the slot stops.
+
+        A job already queued is begun in the same lock hold as the settling; only an empty
+        queue makes the slot block, outside the lock.
+        """
+        with self._lock:
+            if done is not None:
+                self._finish(done, outcome)
+            while True:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    return None
+                if self._begin(job):
+                    return job
         while (job := self._queue.get()) is not None:
-            if self._begin(job):
-                self._finish(job, self._execute(job))
+            with self._lock:
+                if self._begin(job):
+                    return job
+        return None
 
     def _begin(self, job: Job) -> bool:
-        with self._lock:
-            if job.state is not JobState.QUEUED:
-                return False  # cancelled or given back while it waited
-            self._queued -= 1
-            self._busy += 1
-            job.state = JobState.RUNNING
-            self._start_span(job)
-            self._emit(job, _RUNNING)
-            return True
+        if job.state is not JobState.QUEUED:
+            return False  # cancelled or given back while it waited
+        self._queued -= 1
+        self._busy += 1
+        job.state = JobState.RUNNING
+        self._start_span(job)
+        self._emit(job, _RUNNING)
+        return True
 
     def _execute(self, job: Job) -> Outcome | None:
         handler = job.handler
@@ -343,17 +385,15 @@ class Executor:
         finally:
             with self._lock:
                 self._children -= 1
-                self._lock.notify_all()
+                self._changed.notify_all()
 
     def _finish(self, job: Job, outcome: Outcome | None) -> None:
-        with self._lock:
-            self._busy -= 1
-            if job.state is JobState.RUNNING and outcome is not None:
-                self._settle(job, outcome)
-            else:
-                logger.warning(
-                    "task %s attempt %d returned after it was settled; its result is discarded",
-                    job.assignment.task_id,
-                    job.assignment.attempt,
-                )
-                self._lock.notify_all()
+        self._busy -= 1
+        if job.state is JobState.RUNNING and outcome is not None:
+            self._settle(job, outcome)
+        else:
+            logger.warning(
+                "task %s attempt %d returned after it was settled; its result is discarded",
+                job.assignment.task_id,
+                job.assignment.attempt,
+            )

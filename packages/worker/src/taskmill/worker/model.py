@@ -1,9 +1,15 @@
-"""The worker's domain types: what it is asked to run, and what it reports back."""
+"""The worker's domain types: what it is asked to run, and what it reports back.
+
+They are ``NamedTuple``s rather than the frozen dataclasses used elsewhere: every task makes an
+assignment, an outcome and two reports on the worker's hot path, and a frozen dataclass sets
+each field through ``object.__setattr__``, which makes it two to three times dearer to build.
+A ``NamedTuple`` is as immutable and reads its fields as fast.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from taskmill.common.models import TaskError
 
@@ -19,8 +25,7 @@ class ReportStatus(StrEnum):
     REJECTED = "rejected"
 
 
-@dataclass(frozen=True)
-class Assignment:
+class Assignment(NamedTuple):
     """One attempt of one task, handed to this worker.
 
     Attributes:
@@ -44,8 +49,7 @@ class Assignment:
     traceparent: str = ""
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """How an attempt ended."""
 
     status: ReportStatus
@@ -73,8 +77,7 @@ class Outcome:
         return cls(ReportStatus.REJECTED)
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(NamedTuple):
     """One state change of one attempt, waiting to be sent to the coordinator.
 
     Attributes:
@@ -85,8 +88,6 @@ class Report:
         error: The failure, for ``FAILED``.
         occurred_at: When it happened, in seconds since the epoch.
         traceparent: The W3C trace context to report under.
-        started_at: On a final report, when the attempt started, if its ``RUNNING`` report was
-            folded into it (never sent on its own).
     """
 
     task_id: str
@@ -96,4 +97,3 @@ class Report:
     result_json: str = ""
     error: TaskError | None = None
     traceparent: str = ""
-    started_at: float | None = None

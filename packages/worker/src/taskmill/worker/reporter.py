@@ -9,12 +9,14 @@ worker: the batch waits for the agent to register again and is then sent under t
 A ``running`` report still queued (not yet in a batch being sent) when its attempt's final
 report arrives is folded into the final one, as its ``started_at``: one report and one UPDATE
 instead of two for a short task under load.
+
+``add`` is on every task's path, twice: it takes a plain lock, and wakes the sending thread only
+when that thread waits for reports; while it sends, new reports just queue for its next batch.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import itertools
 import logging
 import threading
@@ -23,7 +25,7 @@ import time
 import grpc
 
 from taskmill.v1 import coordinator_pb2, coordinator_pb2_grpc
-from taskmill.worker.convert import report_to_proto
+from taskmill.worker.convert import add_report
 from taskmill.worker.membership import Membership
 from taskmill.worker.model import Report, ReportStatus
 from taskmill.worker.retry import Backoff, describe, status_code
@@ -39,12 +41,14 @@ _FINAL = frozenset({ReportStatus.SUCCEEDED, ReportStatus.FAILED, ReportStatus.CA
 
 
 class _Slot:
-    """A place in the queue; a folded ``running`` report leaves it empty."""
+    """A place in the queue; a folded ``running`` report leaves it empty, and gives the final
+    report that took it in its ``started_at``."""
 
-    __slots__ = ("report",)
+    __slots__ = ("report", "started_at")
 
     def __init__(self, report: Report) -> None:
         self.report: Report | None = report
+        self.started_at: float | None = None
 
 
 def _weight(report: Report) -> int:
@@ -80,7 +84,10 @@ class Reporter:
         self._pending: collections.deque[_Slot] = collections.deque()
         # The running reports not yet taken into a batch, by (task id, attempt).
         self._unsent_running: dict[tuple[str, int], _Slot] = {}
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
+        self._queued = threading.Condition(self._lock)  # the sending thread waits for reports
+        self._idle = False  # ... and is waiting now
+        self._acknowledged = threading.Condition(self._lock)  # flush waits for an empty queue
         self._stopped = threading.Event()
         self._failing = False
         self._thread = threading.Thread(target=self._run, name="taskmill-reporter", daemon=True)
@@ -92,8 +99,8 @@ class Reporter:
     def stop(self) -> None:
         """Stops the sending thread; reports not yet acknowledged are dropped (and logged)."""
         self._stopped.set()
-        with self._condition:
-            self._condition.notify_all()
+        with self._lock:
+            self._queued.notify_all()
         if self._thread.is_alive():
             self._thread.join()
         if self._pending:
@@ -101,37 +108,40 @@ class Reporter:
 
     def add(self, report: Report) -> None:
         """Queues a report for sending, folding an unsent ``running`` report into a final one."""
-        key = (report.task_id, report.attempt)
-        with self._condition:
-            slot = _Slot(report)
-            if report.status is ReportStatus.RUNNING:
-                self._unsent_running[key] = slot
-            elif report.status in _FINAL:
-                running = self._unsent_running.pop(key, None)
+        slot = _Slot(report)
+        status = report.status
+        with self._lock:
+            if status is ReportStatus.RUNNING:
+                self._unsent_running[report.task_id, report.attempt] = slot
+            elif status in _FINAL:
+                running = self._unsent_running.pop((report.task_id, report.attempt), None)
                 if running is not None and running.report is not None:
-                    started = running.report.occurred_at
+                    slot.started_at = running.report.occurred_at
                     running.report = None
-                    slot.report = dataclasses.replace(report, started_at=started)
             self._pending.append(slot)
-            self._condition.notify_all()
+            if self._idle:
+                self._queued.notify()
 
     def pending_task_ids(self) -> set[str]:
         """Tasks with reports not yet acknowledged."""
-        with self._condition:
+        with self._lock:
             return {slot.report.task_id for slot in self._pending if slot.report is not None}
 
     def flush(self, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds until every queued report is acknowledged."""
-        with self._condition:
-            return self._condition.wait_for(lambda: not self._pending, timeout)
+        with self._lock:
+            return self._acknowledged.wait_for(lambda: not self._pending, timeout)
 
-    def _next_batch(self) -> tuple[list[Report], int] | None:
+    def _next_batch(self) -> tuple[list[_Slot], int] | None:
         """The reports to send next, and how many queue places they take (folded ones too)."""
-        with self._condition:
-            self._condition.wait_for(lambda: self._pending or self._stopped.is_set())
+        with self._lock:
+            while not self._pending and not self._stopped.is_set():
+                self._idle = True
+                self._queued.wait()
+                self._idle = False
             if self._stopped.is_set():
                 return None
-            batch: list[Report] = []
+            batch: list[_Slot] = []
             places = 0
             size = 0
             for slot in itertools.islice(self._pending, self._batch_size):
@@ -140,7 +150,7 @@ class Reporter:
                     size += _weight(report)
                     if batch and size > MAX_BATCH_CHARS:
                         break  # keep each call well under the gRPC message limit
-                    batch.append(report)
+                    batch.append(slot)
                     if report.status is ReportStatus.RUNNING:
                         # Once sent, it may be applied: it can no longer be folded.
                         self._unsent_running.pop((report.task_id, report.attempt), None)
@@ -171,11 +181,13 @@ class Reporter:
             if delay:
                 self._stopped.wait(delay)
 
-    def _send(self, worker_id: str, batch: list[Report], places: int) -> float:
+    def _send(self, worker_id: str, batch: list[_Slot], places: int) -> float:
         """Sends one batch; returns how long to wait before the next attempt."""
-        request = coordinator_pb2.ReportTaskStatusesRequest(
-            worker_id=worker_id, reports=[report_to_proto(report) for report in batch]
-        )
+        request = coordinator_pb2.ReportTaskStatusesRequest(worker_id=worker_id)
+        reports = request.reports
+        for slot in batch:
+            assert slot.report is not None  # a folded place is never in a batch
+            add_report(reports, slot.report, slot.started_at)
         started = time.monotonic()
         try:
             self._stub.ReportTaskStatuses(request, timeout=self._rpc_timeout)
@@ -192,7 +204,7 @@ class Reporter:
         return 0.0
 
     def _failed(
-        self, worker_id: str, batch: list[Report], places: int, error: grpc.RpcError
+        self, worker_id: str, batch: list[_Slot], places: int, error: grpc.RpcError
     ) -> float:
         code = status_code(error)
         if code is grpc.StatusCode.NOT_FOUND:
@@ -214,7 +226,7 @@ class Reporter:
         return self._backoff.delay()
 
     def _acknowledge(self, count: int) -> None:
-        with self._condition:
+        with self._lock:
             for _ in range(count):
                 self._pending.popleft()
-            self._condition.notify_all()
+            self._acknowledged.notify_all()
