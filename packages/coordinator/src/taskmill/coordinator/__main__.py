@@ -11,6 +11,7 @@ from importlib.metadata import version
 from types import FrameType
 
 from taskmill.common.errors import TaskmillError
+from taskmill.common.runtime import tune_gc
 from taskmill.common.telemetry import setup_logging, setup_tracing
 from taskmill.coordinator.server import create_server
 from taskmill.coordinator.settings import CoordinatorSettings, load_settings
@@ -39,6 +40,7 @@ def _serve(settings: CoordinatorSettings) -> int:
     except TaskmillError as exc:
         print(f"taskmill-coordinator: {exc.message}", file=sys.stderr)
         return 1
+    tune_gc()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from taskmill.common.errors import ConfigError
 from taskmill.common.grpcutil import GrpcSecurity, check_health
+from taskmill.common.runtime import tune_gc
 from taskmill.common.settings import parse_bool
 from taskmill.common.telemetry import setup_logging, setup_tracing
 from taskmill.worker.settings import WorkerSettings, default_concurrency
@@ -179,6 +180,7 @@ def _serve(worker: Worker) -> int:
         print(f"taskmill-worker: {exc.message}", file=sys.stderr)
         worker.close()
         return 1
+    tune_gc()
     while not stop.wait(1.0):
         pass
     worker.drain()
