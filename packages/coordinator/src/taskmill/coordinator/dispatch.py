@@ -18,7 +18,6 @@ import logging
 import math
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import Executor
 
@@ -279,9 +278,7 @@ class Dispatcher:
         self._registry.accepted(worker_id, ids, response.free_slots)
         return None
 
-    def _give_back(
-        self, worker_id: str, ids: list[uuid.UUID], reason: str, *, full: bool = False
-    ) -> str:
+    def _give_back(self, worker_id: str, ids: list[str], reason: str, *, full: bool = False) -> str:
         """Returns tasks a worker did not take to ``scheduled``, attempt unchanged.
 
         A worker that was merely full gets tasks again as soon as it reports one finished; any
@@ -307,7 +304,7 @@ def _dispatch_span(task: ClaimedTask, worker_id: str) -> Span:
         context=context_from_traceparent(task.trace_context),
         kind=SpanKind.PRODUCER,
         attributes={
-            TASK_ID: str(task.id),
+            TASK_ID: task.id,
             TASK_COMMAND: task.command,
             TASK_ATTEMPT: task.attempt,
             WORKER_ID: worker_id,
