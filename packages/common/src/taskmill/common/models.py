@@ -334,14 +334,17 @@ class Report(NamedTuple):
         report. Strings go through the JSON encoder's escaping (the id too, so no text can add
         a field), and the result goes as a JSON string, which the query casts to jsonb.
         """
-        text = f'{{"id":{_string(self.task_id)},"attempt":{self.attempt:d},"at":{self.at!r}'
-        if self.started_at is not None and self.status is not TaskStatus.RUNNING:
-            text += f',"started_at":{self.started_at!r}'
-        if self.status is TaskStatus.SUCCEEDED and self.result_json:
-            text += f',"result":{_string(self.result_json)}'
-        elif self.status is TaskStatus.FAILED:
-            error = _json((self.error or TaskError("error", "")).to_json())
-            text += f',"error":{error},"retryable":{"true" if self.retryable else "false"}'
+        task_id, attempt, status, at, result_json, error, started_at, retryable = self
+        text = f'{{"id":{_string(task_id)},"attempt":{attempt:d},"at":{at!r}'
+        if status is TaskStatus.RUNNING:
+            return text + "}"
+        if started_at is not None:
+            text += f',"started_at":{started_at!r}'
+        if status is TaskStatus.SUCCEEDED:
+            return f'{text},"result":{_string(result_json)}}}' if result_json else text + "}"
+        if status is TaskStatus.FAILED:
+            error_json = _json((error or TaskError("error", "")).to_json())
+            return f'{text},"error":{error_json},"retryable":{"true" if retryable else "false"}}}'
         return text + "}"
 
 

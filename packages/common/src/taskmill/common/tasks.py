@@ -298,7 +298,7 @@ class TaskStore:
             conn.run(
                 "extend_held_leases",
                 worker_id=worker_id,
-                ids=list(task_ids),
+                ids=_json([str(task_id) for task_id in task_ids]),
                 lease_seconds=lease_seconds,
             )
 

@@ -26,7 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from taskmill.common.convert import claimed_to_assignment
+from taskmill.common.convert import add_assignments
 from taskmill.common.errors import TaskmillError
 from taskmill.common.models import ClaimedTask
 from taskmill.common.tasks import TaskStore
@@ -255,11 +255,8 @@ class Dispatcher:
             stub = self._registry.stub(worker_id)
             if stub is None:
                 return self._give_back(worker_id, ids, "the worker left")
-            assignments = [
-                claimed_to_assignment(task, traceparent=traceparent)
-                for task, traceparent in zip(batch, traceparents, strict=True)
-            ]
-            request = worker_pb2.AssignTasksRequest(worker_id=worker_id, assignments=assignments)
+            request = worker_pb2.AssignTasksRequest(worker_id=worker_id)
+            add_assignments(request.assignments, batch, traceparents)
             began = time.monotonic()
             response = stub.AssignTasks(request, timeout=self._assign_timeout)
             if time.monotonic() - began <= INLINE_SEND_MAX:
