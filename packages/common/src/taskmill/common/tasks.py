@@ -291,14 +291,14 @@ class TaskStore:
     def extend_held_leases(
         self, worker_id: str, task_ids: Sequence[uuid.UUID] | Sequence[str], lease_seconds: float
     ) -> None:
-        """Extends the leases of the tasks a worker says it holds, and of no others."""
+        """Extends the leases of the tasks (uuids or their text) a worker says it holds, only."""
         if not task_ids:
             return
         with self._db.connection() as conn:
             conn.run(
                 "extend_held_leases",
                 worker_id=worker_id,
-                ids=_json([str(task_id) for task_id in task_ids]),
+                ids="{" + ",".join(map(str, task_ids)) + "}",  # uuids need no quoting
                 lease_seconds=lease_seconds,
             )
 
