@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -72,11 +73,13 @@ def test_claim_due_returns_what_the_row_holds(store: TaskStore) -> None:
     task = store.get(claimed.id)
     assert task.status is TaskStatus.DISPATCHED
     assert (task.worker_id, claimed.worker_id) == ("w-1", "w-1")
-    assert (claimed.command, claimed.payload, claimed.queue) == (
+    assert (claimed.command, json.loads(claimed.payload_json), claimed.queue) == (
         "sleep",
         {"seconds": 0.5, "text": "é"},
         "slow",
     )
+    # The id and the payload come as text, passed on to the worker as they are.
+    assert claimed.id == str(task.id)
     assert (claimed.attempt, claimed.max_attempts) == (task.attempt, 3) == (1, 3)
     assert claimed.timeout_seconds == 9.5
     assert claimed.trace_context == traceparent

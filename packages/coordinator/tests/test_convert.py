@@ -106,12 +106,12 @@ def test_timestamps_are_utc_and_zero_is_unset() -> None:
 
 
 def test_claimed_assignment_carries_every_field() -> None:
-    task_id = uuid.uuid4()
+    task_id = str(uuid.uuid4())
     claimed = ClaimedTask(
         id=task_id,
         worker_id="w-1",
         command="echo",
-        payload={"n": 1, "text": "é"},
+        payload_json='{"n": 1, "text": "é"}',
         attempt=2,
         max_attempts=3,
         timeout_seconds=None,
@@ -121,9 +121,9 @@ def test_claimed_assignment_carries_every_field() -> None:
         lease_expires_at=(NOW + timedelta(seconds=15)).timestamp(),
     )
     assignment = claimed_to_assignment(claimed)
-    assert assignment.task_id == str(task_id)
+    assert assignment.task_id == task_id
     assert assignment.command == "echo"
-    assert assignment.payload_json == '{"n":1,"text":"é"}'
+    assert assignment.payload_json == '{"n": 1, "text": "é"}'
     assert (assignment.attempt, assignment.max_attempts) == (2, 3)
     assert assignment.timeout_seconds == 0.0
     assert assignment.queue == "q"
@@ -135,10 +135,10 @@ def test_claimed_assignment_carries_every_field() -> None:
 
 def test_claimed_assignment_without_timeout_or_trace_sends_zero_and_empty() -> None:
     claimed = ClaimedTask(
-        id=uuid.uuid4(),
+        id=str(uuid.uuid4()),
         worker_id="w-1",
         command="echo",
-        payload=None,
+        payload_json="null",
         attempt=1,
         max_attempts=1,
         timeout_seconds=None,

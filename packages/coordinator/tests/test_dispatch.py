@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import Counter
@@ -170,7 +171,8 @@ def test_assignment_carries_the_task(harness) -> None:
     task = harness.task(task_id)
     assert assignment.task_id == str(task_id)
     assert (assignment.command, assignment.queue) == ("sleep", "slow")
-    assert assignment.payload_json == '{"seconds":0.5}'
+    # The payload's JSON text as the database writes it: passed on, never decoded and encoded.
+    assert json.loads(assignment.payload_json) == {"seconds": 0.5}
     assert (assignment.attempt, assignment.max_attempts) == (1, 3)
     assert assignment.timeout_seconds == 9.5
     assert assignment.traceparent == task.trace_context

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
+import pytest
+
+from taskmill.common.convert import to_report
 from taskmill.common.models import TaskError, TaskStatus
-from taskmill.v1 import coordinator_pb2
+from taskmill.v1 import common_pb2, coordinator_pb2
 
 
 def _dispatched(harness, worker, count: int = 1, **fields) -> list[uuid.UUID]:
@@ -113,3 +117,52 @@ def test_deregistering_removes_the_worker_and_returns_its_unstarted_tasks(harnes
     task = harness.task(ids[1])
     assert (task.status, task.attempt, task.worker_id) == (TaskStatus.SCHEDULED, 0, None)
     assert harness.task(ids[0]).status is TaskStatus.SUCCEEDED
+
+
+def test_malformed_reports_are_refused_and_the_rest_of_the_batch_applied(
+    harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="taskmill.coordinator")
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator, capacity=4)
+    a, b, c, d = (str(task_id) for task_id in _dispatched(harness, worker, 4))
+    not_json = to_report(b, 1, TaskStatus.SUCCEEDED)
+    not_json.result_json = '{"unclosed": '
+    reports = [
+        to_report(a, 1, TaskStatus.SUCCEEDED, result={"ok": 1}),
+        not_json,
+        to_report("not-a-task-id", 1, TaskStatus.SUCCEEDED, result=2),
+        to_report("0" * 31, 1, None),  # a rejection with a malformed id
+        # Any form of a uuid is read, as it always was.
+        to_report(c.upper(), 1, TaskStatus.SUCCEEDED, result=3),
+        to_report(uuid.UUID(d).urn, 1, None),
+    ]
+
+    response = worker.stub.ReportTaskStatuses(
+        coordinator_pb2.ReportTaskStatusesRequest(worker_id=worker.worker_id, reports=reports)
+    )
+
+    assert response.applied == 3  # a and c succeeded, d given back
+    assert harness.task(a).result == {"ok": 1}
+    assert harness.task(b).status is TaskStatus.DISPATCHED
+    assert harness.task(c).result == 3
+    warnings = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "not-a-task-id" in warnings and "0" * 31 in warnings
+    assert f"report of task {b}" in warnings
+
+
+def test_a_report_without_a_time_is_applied_now(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator)
+    [task_id] = _dispatched(harness, worker)
+    report = common_pb2.StatusReport(
+        task_id=str(task_id), attempt=1, status=common_pb2.TASK_STATUS_SUCCEEDED
+    )
+    response = worker.stub.ReportTaskStatuses(
+        coordinator_pb2.ReportTaskStatusesRequest(worker_id=worker.worker_id, reports=[report])
+    )
+    assert response.applied == 1
+    task = harness.task(task_id)
+    assert task.result is None
+    assert task.dispatched_at is not None and task.finished_at is not None
+    assert task.finished_at >= task.dispatched_at

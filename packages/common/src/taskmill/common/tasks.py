@@ -9,51 +9,24 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from taskmill.common.db import Connection, Database
+from taskmill.common.db import Connection, Database, QueryError
 from taskmill.common.errors import InvalidTransition, TaskNotFound
 from taskmill.common.models import (
+    Applied,
     Backoff,
     Claim,
     ClaimedTask,
     NewTask,
     Outcome,
+    Report,
     Task,
     TaskError,
     TaskStatus,
 )
-
-
-def _claimed(
-    task_id: str,
-    worker_id: str,
-    command: str,
-    payload: Any,
-    attempt: int,
-    max_attempts: int,
-    timeout_seconds: float | None,
-    queue: str,
-    trace_context: str | None,
-    scheduled_at: float,
-    lease_expires_at: float,
-) -> ClaimedTask:
-    return ClaimedTask(
-        uuid.UUID(task_id),
-        worker_id,
-        command,
-        payload,
-        attempt,
-        max_attempts,
-        timeout_seconds,
-        queue,
-        trace_context,
-        float(scheduled_at),
-        float(lease_expires_at),
-    )
-
 
 _REPORT_QUERIES = {
     TaskStatus.RUNNING: "mark_running",
@@ -63,8 +36,11 @@ _REPORT_QUERIES = {
 }
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+#: The order reports of one batch are applied in: a task's start before its end.
+_REPORT_ORDER = (TaskStatus.RUNNING, TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+#: One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class TaskStore:
@@ -111,7 +87,7 @@ class TaskStore:
         rows = conn.rows("get_tasks_by_idempotency_keys", keys=list(keys))
         return {row["idempotency_key"]: Task.from_row(row) for row in rows}
 
-    def get(self, task_id: uuid.UUID) -> Task:
+    def get(self, task_id: uuid.UUID | str) -> Task:
         """Returns one task.
 
         Raises:
@@ -196,7 +172,7 @@ class TaskStore:
                 lease_seconds=lease_seconds,
             )
         return Claim(
-            [_claimed(*fields) for fields in claimed or ()],
+            list(map(ClaimedTask._make, claimed or ())),
             None if next_due_in is None else float(next_due_in),
         )
 
@@ -206,7 +182,9 @@ class TaskStore:
             value: datetime | None = conn.scalar("next_due_at")
         return value
 
-    def release(self, worker_id: str, task_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    def release(
+        self, worker_id: str, task_ids: Sequence[uuid.UUID] | Sequence[str]
+    ) -> list[uuid.UUID]:
         """Returns tasks a worker never received to ``scheduled``, without using an attempt.
 
         A task whose cancellation was requested meanwhile ends ``cancelled`` instead.
@@ -231,46 +209,58 @@ class TaskStore:
         With ``worker_id``, only tasks dispatched to that worker change: a task given back
         after an assignment timed out keeps its attempt number, so a late report from the
         first worker must not count for the next one.
-        """
-        order = (TaskStatus.RUNNING, TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
-        changed: set[uuid.UUID] = set()
-        by_status: dict[TaskStatus, list[Outcome]] = {}
-        for outcome in outcomes:
-            by_status.setdefault(outcome.status, []).append(outcome)
-        # Refuse the whole batch before changing anything, so an error never hides what changed.
-        invalid = [str(status) for status in by_status if status not in order]
-        if invalid:
-            raise InvalidTransition(f"a worker cannot report {', '.join(invalid)}")
-        with self._db.transaction() as conn:
-            for status in order:
-                batch = by_status.get(status, [])
-                if batch:
-                    changed.update(self._apply_batch(conn, status, batch, worker_id))
-        return changed
 
-    def _apply_batch(
-        self, conn: Connection, status: TaskStatus, batch: list[Outcome], worker_id: str | None
-    ) -> list[uuid.UUID]:
-        reports: list[dict[str, Any]] = [
-            {"id": str(o.task_id), "attempt": o.attempt, "at": o.at.timestamp()} for o in batch
-        ]
-        if status is not TaskStatus.RUNNING:
-            for report, outcome in zip(reports, batch, strict=True):
-                if outcome.started_at is not None:
-                    report["started_at"] = outcome.started_at.timestamp()
-        if status is TaskStatus.SUCCEEDED:
-            for report, outcome in zip(reports, batch, strict=True):
-                report["result"] = outcome.result
-        elif status is TaskStatus.FAILED:
-            for report, outcome in zip(reports, batch, strict=True):
-                report["error"] = (outcome.error or TaskError("error", "")).to_json()
-                report["retryable"] = outcome.retryable
-        params: dict[str, Any] = {"worker_id": worker_id, "reports": _json(reports)}
-        if status is TaskStatus.FAILED:
-            params["backoff_base"] = self._backoff.base
-            params["backoff_max"] = self._backoff.maximum
-        rows = conn.run(_REPORT_QUERIES[status], **params)
-        return [row[0] for row in rows]
+        Raises:
+            InvalidTransition: A status is not one a worker reports; nothing changed.
+            QueryError: The database refused an outcome; nothing changed.
+        """
+        ids = {str(outcome.task_id): outcome.task_id for outcome in outcomes}
+        changed = self._apply(_by_status([Report.from_outcome(o) for o in outcomes]), worker_id)
+        return {ids[task_id] for task_id in changed}
+
+    def apply_reports(self, reports: Sequence[Report], worker_id: str | None = None) -> Applied:
+        """Applies reports as ``apply`` does, but refuses only the reports the database refuses.
+
+        The coordinator's path: the ids and results stay text, and the database checks them.
+        One report it refuses (a result that is not JSON, a time out of range) fails the whole
+        batched statement, so the batch is then applied again one report at a time: the others
+        still count, and the refused ones are returned with the database's reason.
+
+        Raises:
+            InvalidTransition: A report's status is not one a worker reports; nothing changed.
+        """
+        by_status = _by_status(reports)
+        try:
+            return Applied(self._apply(by_status, worker_id), {})
+        except QueryError as exc:
+            if not _is_data_error(exc):
+                raise
+        changed, refused = set[str](), dict[str, str]()
+        for status, batch in by_status.items():
+            for report in batch:
+                try:
+                    changed |= self._apply({status: [report]}, worker_id)
+                except QueryError as exc:
+                    if not _is_data_error(exc):
+                        raise
+                    refused[report.task_id] = exc.message
+        return Applied(changed, refused)
+
+    def _apply(
+        self, by_status: Mapping[TaskStatus, Sequence[Report]], worker_id: str | None
+    ) -> set[str]:
+        changed: set[str] = set()
+        with self._db.transaction() as conn:
+            for status, batch in by_status.items():
+                # A JSON array, far cheaper for pg8000 to send than one array per column.
+                document = "[" + ",".join([report.to_json_text() for report in batch]) + "]"
+                params: dict[str, Any] = {"worker_id": worker_id, "reports": document}
+                if status is TaskStatus.FAILED:
+                    params["backoff_base"] = self._backoff.base
+                    params["backoff_max"] = self._backoff.maximum
+                [[ids]] = conn.run(_REPORT_QUERIES[status], **params)
+                changed.update(ids.split(",") if ids else ())
+        return changed
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -299,16 +289,16 @@ class TaskStore:
     # -- coordinator helpers (appended for the coordinator's dispatch loop and heartbeats) ---
 
     def extend_held_leases(
-        self, worker_id: str, task_ids: Sequence[uuid.UUID], lease_seconds: float
+        self, worker_id: str, task_ids: Sequence[uuid.UUID] | Sequence[str], lease_seconds: float
     ) -> None:
-        """Extends the leases of the tasks a worker says it holds, and of no others."""
+        """Extends the leases of the tasks (uuids or their text) a worker says it holds, only."""
         if not task_ids:
             return
         with self._db.connection() as conn:
             conn.run(
                 "extend_held_leases",
                 worker_id=worker_id,
-                ids=list(task_ids),
+                ids="{" + ",".join(map(str, task_ids)) + "}",  # uuids need no quoting
                 lease_seconds=lease_seconds,
             )
 
@@ -390,3 +380,21 @@ def _submitted(task: NewTask, seq: int, created_at: datetime, scheduled_at: date
         idempotency_key=task.idempotency_key,
         trace_context=task.trace_context,
     )
+
+
+def _by_status(reports: Sequence[Report]) -> dict[TaskStatus, list[Report]]:
+    """Groups reports by status, in the order they are applied in; refuses a status no worker
+    reports before anything changes, so an error never hides what changed."""
+    grouped: dict[TaskStatus, list[Report]] = {}
+    for report in reports:
+        grouped.setdefault(report.status, []).append(report)
+    invalid = [str(status) for status in grouped if status not in _REPORT_ORDER]
+    if invalid:
+        raise InvalidTransition(f"a worker cannot report {', '.join(invalid)}")
+    return {status: grouped[status] for status in _REPORT_ORDER if status in grouped}
+
+
+def _is_data_error(error: QueryError) -> bool:
+    # SQLSTATE class 22, data exception: a value the database cannot take (invalid JSON, a time
+    # out of range), as opposed to a broken connection or query.
+    return (error.sqlstate or "").startswith("22")

@@ -18,7 +18,6 @@ import logging
 import math
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import Executor
 
@@ -27,7 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from taskmill.common.convert import claimed_to_assignment
+from taskmill.common.convert import add_assignments
 from taskmill.common.errors import TaskmillError
 from taskmill.common.models import ClaimedTask
 from taskmill.common.tasks import TaskStore
@@ -256,11 +255,8 @@ class Dispatcher:
             stub = self._registry.stub(worker_id)
             if stub is None:
                 return self._give_back(worker_id, ids, "the worker left")
-            assignments = [
-                claimed_to_assignment(task, traceparent=traceparent)
-                for task, traceparent in zip(batch, traceparents, strict=True)
-            ]
-            request = worker_pb2.AssignTasksRequest(worker_id=worker_id, assignments=assignments)
+            request = worker_pb2.AssignTasksRequest(worker_id=worker_id)
+            add_assignments(request.assignments, batch, traceparents)
             began = time.monotonic()
             response = stub.AssignTasks(request, timeout=self._assign_timeout)
             if time.monotonic() - began <= INLINE_SEND_MAX:
@@ -279,9 +275,7 @@ class Dispatcher:
         self._registry.accepted(worker_id, ids, response.free_slots)
         return None
 
-    def _give_back(
-        self, worker_id: str, ids: list[uuid.UUID], reason: str, *, full: bool = False
-    ) -> str:
+    def _give_back(self, worker_id: str, ids: list[str], reason: str, *, full: bool = False) -> str:
         """Returns tasks a worker did not take to ``scheduled``, attempt unchanged.
 
         A worker that was merely full gets tasks again as soon as it reports one finished; any
@@ -307,7 +301,7 @@ def _dispatch_span(task: ClaimedTask, worker_id: str) -> Span:
         context=context_from_traceparent(task.trace_context),
         kind=SpanKind.PRODUCER,
         attributes={
-            TASK_ID: str(task.id),
+            TASK_ID: task.id,
             TASK_COMMAND: task.command,
             TASK_ATTEMPT: task.attempt,
             WORKER_ID: worker_id,

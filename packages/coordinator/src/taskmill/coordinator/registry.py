@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -47,9 +46,9 @@ class _Entry:
     blocked: bool = False
     #: Tasks sent (or being sent) and not yet reported finished, with how many heartbeats in a
     #: row have not listed them.
-    outstanding: dict[uuid.UUID, int] = field(default_factory=dict)
+    outstanding: dict[str, int] = field(default_factory=dict)
     #: Outstanding tasks whose ``AssignTasks`` call has not returned yet.
-    sending: set[uuid.UUID] = field(default_factory=set)
+    sending: set[str] = field(default_factory=set)
 
     @property
     def room(self) -> int:
@@ -156,7 +155,7 @@ class WorkerRegistry:
 
     # -- accounting --------------------------------------------------------------------------
 
-    def reserve(self, worker_id: str, task_ids: Sequence[uuid.UUID]) -> bool:
+    def reserve(self, worker_id: str, task_ids: Sequence[str]) -> bool:
         """Takes slots for tasks about to be sent; ``False`` when the worker is gone."""
         with self._lock:
             entry = self._workers.get(worker_id)
@@ -168,7 +167,7 @@ class WorkerRegistry:
                 entry.sending.add(task_id)
             return True
 
-    def accepted(self, worker_id: str, task_ids: Iterable[uuid.UUID], free_slots: int) -> None:
+    def accepted(self, worker_id: str, task_ids: Iterable[str], free_slots: int) -> None:
         """Records that a worker took tasks and how much room it said it has left."""
         with self._lock:
             entry = self._workers.get(worker_id)
@@ -176,7 +175,7 @@ class WorkerRegistry:
                 entry.sending.difference_update(task_ids)
                 entry.free = min(entry.free, free_slots)
 
-    def refused(self, worker_id: str, task_ids: Iterable[uuid.UUID], *, full: bool) -> None:
+    def refused(self, worker_id: str, task_ids: Iterable[str], *, full: bool) -> None:
         """Records a failed assignment.
 
         ``full`` (the worker answered it has no room) leaves it no room until a slot frees;
@@ -194,7 +193,7 @@ class WorkerRegistry:
             else:
                 entry.blocked = True
 
-    def finished(self, worker_id: str, task_ids: Iterable[uuid.UUID]) -> int:
+    def finished(self, worker_id: str, task_ids: Iterable[str]) -> int:
         """Frees the slots of tasks a worker reported finished (or gave back); returns how many."""
         freed = 0
         with self._lock:
@@ -208,7 +207,7 @@ class WorkerRegistry:
                     freed += 1
         return freed
 
-    def heartbeat(self, worker_id: str, free_slots: int, held: Collection[uuid.UUID]) -> bool:
+    def heartbeat(self, worker_id: str, free_slots: int, held: Collection[str]) -> bool:
         """Syncs a worker's room with its heartbeat; returns whether it has room now."""
         with self._lock:
             entry = self._workers.get(worker_id)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import grpc
 
 from taskmill.common.errors import TaskmillError, TaskNotFound
-from taskmill.common.models import Outcome, TaskStatus, Worker
+from taskmill.common.models import Report, TaskStatus, Worker
 from taskmill.common.tasks import TaskStore
 from taskmill.common.workers import WorkerStore
 from taskmill.coordinator.registry import WorkerRegistry
@@ -114,9 +114,7 @@ class Fleet:
         self._wakers.work()
         return worker
 
-    def heartbeat(
-        self, worker_id: str, free_slots: int, held: Collection[uuid.UUID]
-    ) -> list[uuid.UUID]:
+    def heartbeat(self, worker_id: str, free_slots: int, held: Collection[str]) -> list[uuid.UUID]:
         """Records a heartbeat, extends the leases of the tasks the worker holds, and returns
         those of them whose cancellation was requested.
 
@@ -143,27 +141,35 @@ class Fleet:
         )
         self._wakers.work()
 
-    def report(
-        self, worker_id: str, outcomes: Sequence[Outcome], rejected: Sequence[uuid.UUID]
-    ) -> int:
+    def report(self, worker_id: str, reports: Sequence[Report], rejected: Sequence[str]) -> int:
         """Applies a worker's status reports and gives back the tasks it rejected.
 
         Reports are applied even from a worker this coordinator does not know (it may have just
         restarted), but only to tasks dispatched to that worker. Returns how many reports
-        changed a task; the rest were duplicates or stale.
+        changed a task; the rest were duplicates or stale, or refused by the database (logged:
+        the worker cannot do better by sending them again).
         """
-        changed = self._tasks.apply(outcomes, worker_id) if outcomes else set()
-        released = set(self._tasks.release(worker_id, rejected)) if rejected else set()
-        done = [o.task_id for o in outcomes if o.status is not TaskStatus.RUNNING]
+        changed: set[str] = set()
+        if reports:
+            applied = self._tasks.apply_reports(reports, worker_id)
+            changed = applied.changed
+            for task_id, reason in applied.refused.items():
+                logger.warning(
+                    "refused a report of task %s from %s: %s", task_id, worker_id, reason
+                )
+        released = set()
+        if rejected:
+            released = {str(task_id) for task_id in self._tasks.release(worker_id, rejected)}
+        done = [r.task_id for r in reports if r.status is not TaskStatus.RUNNING]
         if self.registry.finished(worker_id, [*done, *rejected]):
             self._wakers.room()
         # A failure with attempts left was scheduled again, after a backoff: the dispatch loop
         # must set its timer for it.
-        retried = any(o.status is TaskStatus.FAILED and o.task_id in changed for o in outcomes)
+        retried = any(r.status is TaskStatus.FAILED and r.task_id in changed for r in reports)
         if released or retried:
             self._wakers.work()
-        applied = sum(1 for outcome in outcomes if outcome.task_id in changed)
-        return applied + sum(1 for task_id in rejected if task_id in released)
+        applied_count = sum(1 for report in reports if report.task_id in changed)
+        return applied_count + sum(1 for task_id in rejected if task_id in released)
 
     def deregister(self, worker_id: str) -> None:
         """Removes a worker that is stopping and recovers the tasks it still held."""

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import grpc
 
-from taskmill.common.convert import is_rejection, outcome_from_report
+from taskmill.common.convert import is_rejection, report_from_proto, task_id_text
 from taskmill.common.errors import DatabaseUnavailable, InvalidTransition, TaskmillError
-from taskmill.common.models import Outcome
+from taskmill.common.models import Report
 from taskmill.coordinator.service import Fleet, InvalidRequest, UnknownWorker
 from taskmill.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
@@ -45,11 +44,11 @@ def _call(context: grpc.ServicerContext, method: Callable[[], T]) -> T:
         context.abort(code, exc.message)
 
 
-def _task_ids(values: Iterable[str]) -> set[uuid.UUID]:
+def _task_ids(values: Iterable[str]) -> set[str]:
     ids = set()
     for value in values:
         try:
-            ids.add(uuid.UUID(value))
+            ids.add(task_id_text(value))
         except ValueError:
             logger.warning("ignoring malformed task id %r", value)
     return ids
@@ -57,17 +56,18 @@ def _task_ids(values: Iterable[str]) -> set[uuid.UUID]:
 
 def _parse_reports(
     reports: Iterable[common_pb2.StatusReport],
-) -> tuple[list[Outcome], list[uuid.UUID]]:
+) -> tuple[list[Report], list[str]]:
     """Splits reports into outcomes and rejections; malformed ones are logged and dropped, so a
-    worker retrying its buffer is never stuck on one bad report."""
-    outcomes: list[Outcome] = []
-    rejected: list[uuid.UUID] = []
+    worker retrying its buffer is never stuck on one bad report. (A result that is not JSON is
+    the database's to refuse: see ``Fleet.report``.)"""
+    outcomes: list[Report] = []
+    rejected: list[str] = []
     for report in reports:
         try:
             if is_rejection(report):
-                rejected.append(uuid.UUID(report.task_id))
+                rejected.append(task_id_text(report.task_id))
             else:
-                outcomes.append(outcome_from_report(report))
+                outcomes.append(report_from_proto(report))
         except ValueError as exc:
             logger.warning("ignoring malformed report for task %r: %s", report.task_id, exc)
     return outcomes, rejected

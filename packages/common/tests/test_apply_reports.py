@@ -1,0 +1,127 @@
+"""TaskStore.apply_reports, the coordinator's lean report path: ids and results stay text, and
+the database checks them, refusing only the reports it cannot take."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from taskmill.common.db import Database, QueryError
+from taskmill.common.models import Backoff, NewTask, Outcome, Report, TaskError, TaskStatus
+from taskmill.common.settings import DatabaseSettings
+from taskmill.common.tasks import TaskStore
+from taskmill.common.testing import claim
+
+S = TaskStatus
+WORKER = "w-1"
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[TaskStore]:
+    db = Database(DatabaseSettings.from_url(database_url), max_connections=2)
+    try:
+        yield TaskStore(db, Backoff(30.0, 30.0))
+    finally:
+        db.close()
+
+
+def _dispatched(store: TaskStore, count: int) -> list[str]:
+    with store._db.transaction() as conn:
+        store.insert(conn, [NewTask("echo", {"n": n}) for n in range(count)])
+    return [str(task.id) for task in claim(store, [WORKER] * count)]
+
+
+def test_reports_are_applied_with_their_text_results(store: TaskStore) -> None:
+    a, b, c = _dispatched(store, 3)
+    started = time.time() - 2
+
+    applied = store.apply_reports(
+        [
+            Report(a, 1, S.RUNNING, started),
+            Report(a, 1, S.SUCCEEDED, started + 1, '{"sum": [1, 2.5, "é"]}'),
+            Report(b, 1, S.SUCCEEDED, started + 1, started_at=started),  # no result: null
+            Report(c, 1, S.FAILED, started + 1, error=TaskError("E", "no"), retryable=False),
+        ],
+        WORKER,
+    )
+
+    assert applied.changed == {a, b, c}
+    assert applied.refused == {}
+    first, second, third = (store.get(task_id) for task_id in (a, b, c))
+    assert (first.status, first.result) == (S.SUCCEEDED, {"sum": [1, 2.5, "é"]})
+    assert first.started_at == datetime.fromtimestamp(started, UTC)
+    assert (second.status, second.result) == (S.SUCCEEDED, None)
+    assert second.started_at == datetime.fromtimestamp(started, UTC)
+    assert (third.status, third.error) == (S.FAILED, TaskError("E", "no"))
+
+
+@pytest.mark.parametrize(
+    "result_json",
+    [
+        "{not json",
+        "NaN",  # Python's json reads it; JSON has no NaN
+        '{"a": 1} trailing',
+        '"\\u0000"',  # jsonb cannot hold a NUL character
+        '1, "attempt": 2',  # text cannot add a field to the report
+    ],
+)
+def test_a_report_the_database_refuses_leaves_the_rest_of_the_batch_applied(
+    store: TaskStore, result_json: str
+) -> None:
+    good, bad, other = _dispatched(store, 3)
+    now = time.time()
+
+    applied = store.apply_reports(
+        [
+            Report(good, 1, S.SUCCEEDED, now, "1"),
+            Report(bad, 1, S.RUNNING, now),
+            Report(bad, 1, S.SUCCEEDED, now, result_json),
+            Report(other, 1, S.CANCELLED, now),
+            Report(good, 1, S.SUCCEEDED, now, "2"),  # a duplicate changes nothing
+        ],
+        WORKER,
+    )
+
+    assert applied.changed == {good, bad, other}  # bad: its running report
+    assert list(applied.refused) == [bad]
+    assert applied.refused[bad]  # the database's reason
+    assert store.get(good).result == 1
+    assert store.get(bad).status is S.RUNNING
+    assert store.get(other).status is S.CANCELLED
+
+
+def test_a_time_out_of_range_is_refused_alone(store: TaskStore) -> None:
+    good, bad = _dispatched(store, 2)
+    applied = store.apply_reports(
+        [Report(good, 1, S.SUCCEEDED, time.time()), Report(bad, 1, S.SUCCEEDED, 1e15)], WORKER
+    )
+    assert (applied.changed, list(applied.refused)) == ({good}, [bad])
+    assert store.get(bad).status is S.DISPATCHED
+
+
+def test_reports_for_another_worker_or_attempt_change_nothing(store: TaskStore) -> None:
+    (task_id,) = _dispatched(store, 1)
+    now = time.time()
+    late = [Report(task_id, 1, S.SUCCEEDED, now, "1"), Report(task_id, 2, S.RUNNING, now)]
+    assert store.apply_reports(late, "w-other").changed == set()
+    assert store.apply_reports(late[1:], WORKER).changed == set()
+    assert store.get(task_id).status is S.DISPATCHED
+
+
+def test_apply_of_outcomes_still_refuses_the_whole_batch(store: TaskStore) -> None:
+    good, bad = _dispatched(store, 2)
+    now = datetime.now(UTC)
+    with pytest.raises(QueryError):
+        store.apply(
+            [
+                Outcome(uuid.UUID(good), 1, S.SUCCEEDED, now, result=1),
+                Outcome(uuid.UUID(bad), 1, S.SUCCEEDED, now, result=math.nan),
+            ]
+        )
+    assert store.get(good).status is S.DISPATCHED
+    assert store.apply([Outcome(uuid.UUID(good), 1, S.SUCCEEDED, now)]) == {uuid.UUID(good)}
