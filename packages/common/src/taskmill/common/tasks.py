@@ -328,9 +328,12 @@ class TaskStore:
         """
         with self._db.connection() as conn:
             decided = conn.scalar("submit_tasks", tasks=_json(tasks)) or []
-        # Keyed by the id's text, as it comes back: parsing a thousand UUIDs is not free.
+        # One datetime per distinct time, shared by the tasks that have it (a statement's tasks
+        # mostly share now()): whoever formats or hashes them does it once, not per task.
         parse = datetime.fromisoformat
-        times = {task_id: (parse(created), parse(due)) for task_id, created, due in decided}
+        moments = {text: parse(text) for text in {t for row in decided for t in row[1:]}}
+        # Keyed by the id's text, as it comes back: parsing a thousand UUIDs is not free.
+        times = {row[0]: (moments[row[1]], moments[row[2]]) for row in decided}
         return [times.get(task[0]) for task in tasks]
 
     def by_idempotency_keys_with_hashes(
