@@ -10,9 +10,8 @@ import falcon.testing
 import pytest
 
 from taskmill.common.db import Database
-from taskmill.common.models import NewTask, Task
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.tasks import TaskStore
+from taskmill.common.tasks import Decided, SubmitRow, TaskStore
 from taskmill.scheduler import SchedulerSettings, create_app
 
 JSON = {"Content-Type": "application/json"}
@@ -52,9 +51,9 @@ class SubmitSpy:
     """Stands in for the task store's insert in tests that must never reach it."""
 
     def __init__(self) -> None:
-        self.calls: list[list[NewTask]] = []
+        self.calls: list[list[SubmitRow]] = []
 
-    def __call__(self, tasks: Sequence[NewTask]) -> list[Task]:
+    def __call__(self, tasks: Sequence[SubmitRow]) -> list[Decided | None]:
         self.calls.append(list(tasks))
         raise AssertionError("this request should never have reached the database")
 

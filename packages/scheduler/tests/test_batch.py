@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+
 import pytest
+
+from taskmill.scheduler import service
 
 
 def test_a_batch_is_stored_in_order(api) -> None:
@@ -106,3 +111,36 @@ def test_problems_are_listed_in_task_order_with_payload_problems_among_them(offl
         "tasks[2].priority",
         "tasks[2].payload",
     ]
+
+
+def test_the_batch_response_is_byte_for_byte_what_get_returns(api) -> None:
+    # The batch route writes new tasks out without reading them back: it must still say
+    # exactly what a read of each stored task says.
+    tasks = [
+        {"command": "a"},
+        {"command": "b.c:d-e_f", "payload": None, "queue": "q-1", "priority": -7},
+        {"command": "c", "payload": {"ü": ["ünï", 1.5, True, None]}, "max_attempts": 5},
+        {"command": "d", "payload": 'x\ny"z\\', "timeout_seconds": 30, "delay_seconds": 90},
+        {"command": "e", "payload": [1e-05, 2**40], "timeout_seconds": 0.25},
+        {"command": "f", "scheduled_at": "2030-06-01T12:00:00.5+02:00", "priority": 2**31 - 1},
+        {"command": "g", "payload": "\U0001f600", "delay_seconds": 0.000001},
+    ]
+
+    result = api.post("/v1/tasks/batch", {"tasks": tasks})
+
+    assert result.status_code == 201, result.text
+    reads = [api.get(f"/v1/tasks/{task['id']}").text for task in result.json["tasks"]]
+    assert result.text == '{"tasks": [' + ", ".join(reads) + "]}"
+
+
+def test_task_ids_are_version_4_uuids_made_from_the_random_bytes(monkeypatch) -> None:
+    # Every value of the bytes that hold the version and the variant, and random ones.
+    given = b"".join(bytes([i]) * 16 for i in range(256)) + os.urandom(16 * 100)
+    monkeypatch.setattr(service, "random_bytes", lambda count: given[:count])
+
+    ids = service._new_ids(356)
+
+    expected = [
+        str(uuid.UUID(bytes=given[i : i + 16], version=4)) for i in range(0, len(given), 16)
+    ]
+    assert ids == expected

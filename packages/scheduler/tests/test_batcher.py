@@ -4,29 +4,31 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from taskmill.common.db import QueryError
 from taskmill.common.errors import DatabaseUnavailable
-from taskmill.common.models import NewTask, Task, TaskStatus
+from taskmill.common.tasks import Decided, SubmitRow
 from taskmill.scheduler.batcher import SubmitBatcher
 
 DEADLINE = 30.0
+CREATED = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def _stored(task: NewTask) -> Task:
-    now = datetime.now(UTC)
-    return Task(
-        task.id, 1, task.command, task.payload, TaskStatus.SCHEDULED, task.queue, 0, 0, 1,
-        None, now, now, None, None, None, None, None, None, None, None, None, None,
-    )  # fmt: skip
+def _row(command: str) -> SubmitRow:
+    return (str(uuid.uuid4()), command, {}, "default", 0, 1, None, None, 0.0, None, None, None)
 
 
 class FakeStore:
-    """Records each statement; the first one blocks until released, so others queue up."""
+    """Records each statement; the first one blocks until released, so others queue up.
+
+    Each command is due at its own time, so an answer shows whose task it is about; commands
+    starting with ``dup`` are skipped, as a taken idempotency key is.
+    """
 
     def __init__(self) -> None:
         self.statements: list[list[str]] = []
@@ -34,17 +36,23 @@ class FakeStore:
         self.release_first = threading.Event()
         self.refuse: set[str] = set()
         self.unavailable = False
+        self.due: dict[str, datetime] = {}
 
-    def submit(self, tasks: Sequence[NewTask]) -> list[Task]:
-        self.statements.append([t.command for t in tasks])
+    def submit(self, tasks: Sequence[SubmitRow]) -> list[Decided | None]:
+        self.statements.append([t[1] for t in tasks])
         if len(self.statements) == 1:
             self.first_started.set()
             assert self.release_first.wait(DEADLINE)
         if self.unavailable:
             raise DatabaseUnavailable("database unavailable: gone")
-        if any(t.command in self.refuse for t in tasks):
+        if any(t[1] in self.refuse for t in tasks):
             raise QueryError("value refused", "22P05")
-        return [_stored(t) for t in tasks if not t.command.startswith("dup")]
+        return [None if t[1].startswith("dup") else self.answer(t[1]) for t in tasks]
+
+    def answer(self, command: str) -> Decided:
+        """What the fake database decided for the task of this command."""
+        due = self.due.setdefault(command, CREATED + timedelta(seconds=len(self.due)))
+        return (CREATED, due)
 
 
 def _run_concurrently(batcher: SubmitBatcher, store: FakeStore, commands: list[list[str]]):
@@ -53,7 +61,7 @@ def _run_concurrently(batcher: SubmitBatcher, store: FakeStore, commands: list[l
 
     def call(index: int) -> None:
         try:
-            outcomes[index] = batcher([NewTask(command=c) for c in commands[index]])
+            outcomes[index] = batcher([_row(c) for c in commands[index]])
         except Exception as exc:  # noqa: BLE001 - the outcome under test
             outcomes[index] = exc
 
@@ -84,10 +92,10 @@ def test_a_lone_call_goes_straight_through() -> None:
     store.release_first.set()
     batcher = SubmitBatcher(store.submit)
 
-    inserted = batcher([NewTask(command="a"), NewTask(command="b")])
+    decided = batcher([_row("a"), _row("dup-b"), _row("c")])
 
-    assert [t.command for t in inserted] == ["a", "b"]
-    assert store.statements == [["a", "b"]]
+    assert decided == [store.answer("a"), None, store.answer("c")]
+    assert store.statements == [["a", "dup-b", "c"]]
 
 
 def test_calls_arriving_during_a_statement_share_the_next_one() -> None:
@@ -98,8 +106,8 @@ def test_calls_arriving_during_a_statement_share_the_next_one() -> None:
 
     assert store.statements[0] == ["first"]
     assert sorted(store.statements[1]) == ["a", "b", "c", "d"] and len(store.statements) == 2
-    assert [t.command for t in outcomes[2]] == ["b", "c"]  # type: ignore[attr-defined]
-    assert [t.command for t in outcomes[3]] == ["d"]  # type: ignore[attr-defined]
+    assert outcomes[2] == [store.answer("b"), store.answer("c")]
+    assert outcomes[3] == [store.answer("d")]
 
 
 def test_a_statement_carries_at_most_max_tasks() -> None:
@@ -116,10 +124,10 @@ def test_skipped_tasks_are_missing_only_from_their_own_callers_answer() -> None:
     store = FakeStore()
     batcher = SubmitBatcher(store.submit)
 
-    outcomes = _run_concurrently(batcher, store, [["first"], ["dup-key"], ["fresh"]])
+    outcomes = _run_concurrently(batcher, store, [["first"], ["dup-key"], ["fresh", "dup-2"]])
 
-    assert outcomes[1] == []
-    assert [t.command for t in outcomes[2]] == ["fresh"]  # type: ignore[attr-defined]
+    assert outcomes[1] == [None]
+    assert outcomes[2] == [store.answer("fresh"), None]
 
 
 def test_a_refused_statement_is_retried_per_caller_so_only_the_culprit_fails() -> None:
@@ -130,8 +138,8 @@ def test_a_refused_statement_is_retried_per_caller_so_only_the_culprit_fails() -
     outcomes = _run_concurrently(batcher, store, [["first"], ["a"], ["poison"], ["b"]])
 
     assert isinstance(outcomes[2], QueryError)
-    assert [t.command for t in outcomes[1]] == ["a"]  # type: ignore[attr-defined]
-    assert [t.command for t in outcomes[3]] == ["b"]  # type: ignore[attr-defined]
+    assert outcomes[1] == [store.answer("a")]
+    assert outcomes[3] == [store.answer("b")]
 
 
 def test_an_unavailable_database_fails_every_caller_of_the_statement() -> None:
@@ -151,4 +159,4 @@ def test_it_keeps_working_after_a_failure() -> None:
     _run_concurrently(batcher, store, [["first"], ["a"]])
     store.unavailable = False
 
-    assert [t.command for t in batcher([NewTask(command="later")])] == ["later"]
+    assert batcher([_row("later")]) == [store.answer("later")]

@@ -8,8 +8,9 @@ import falcon.testing
 import pytest
 
 from taskmill.common.db import Database, QueryError
-from taskmill.common.models import NewTask, Task, WorkerState
+from taskmill.common.models import WorkerState
 from taskmill.common.settings import DatabaseSettings
+from taskmill.common.tasks import Decided, SubmitRow
 from taskmill.common.workers import WorkerStore
 from taskmill.scheduler import VERSION, SchedulerSettings, create_app
 
@@ -110,7 +111,7 @@ def test_an_unknown_route_is_404_problem(offline_api, path: str) -> None:
 
 
 def test_an_unexpected_failure_is_500_without_a_stack_trace(db, settings, caplog) -> None:
-    def broken(tasks: Sequence[NewTask]) -> list[Task]:
+    def broken(tasks: Sequence[SubmitRow]) -> list[Decided | None]:
         raise RuntimeError("secret internals at /srv/app.py line 12")
 
     client = falcon.testing.TestClient(create_app(settings, db, submit=broken))
@@ -138,7 +139,7 @@ def test_an_unreachable_database_is_503_with_retry_after(offline_api) -> None:
 
 
 def test_a_database_error_is_500_without_the_database_message(db, settings, caplog) -> None:
-    def refused(tasks: Sequence[NewTask]) -> list[Task]:
+    def refused(tasks: Sequence[SubmitRow]) -> list[Decided | None]:
         raise QueryError('duplicate key value violates unique constraint "tasks_pkey"', "23505")
 
     client = falcon.testing.TestClient(create_app(settings, db, submit=refused))

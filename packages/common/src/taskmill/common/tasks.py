@@ -304,29 +304,27 @@ class TaskStore:
 
     # -- the scheduler's submit path (appended for the HTTP API) ------------------------------
 
-    def submit(self, tasks: Sequence[NewTask]) -> list[Task]:
+    def submit(self, tasks: Sequence[SubmitRow]) -> list[Decided | None]:
         """Inserts tasks and notifies coordinators in one statement: one round trip, one commit.
 
-        Cheaper than ``insert`` for the HTTP hot path: the tasks travel as one JSON document and
-        only what the database decided (sequence number and times) comes back. Tasks whose
-        idempotency key is already taken are skipped; find them with
+        Cheaper than ``insert`` for the HTTP hot path: each task is a tuple of plain values, all
+        of them encoded as one JSON document in one call, and only what the database decided
+        comes back. Tasks whose idempotency key is already taken are skipped; find them with
         ``by_idempotency_keys_with_hashes``.
 
         Returns:
-            The inserted tasks, in input order.
+            For each task, in input order, its ``(created_at, scheduled_at)``, or ``None`` when
+            it was skipped.
         """
-        ids = [str(task.id) for task in tasks]
-        document = _json([_submit_document(task, i) for task, i in zip(tasks, ids, strict=True)])
         with self._db.connection() as conn:
-            decided = conn.scalar("submit_tasks", tasks=document) or []
-        # Keyed by the id's text, as it comes back: parsing a thousand UUIDs is not free.
-        by_id = {row[0]: row for row in decided}
+            decided = conn.scalar("submit_tasks", tasks=_json(tasks)) or []
+        # One datetime per distinct time, shared by the tasks that have it (a statement's tasks
+        # mostly share now()): whoever formats or hashes them does it once, not per task.
         parse = datetime.fromisoformat
-        return [
-            _submitted(task, row[1], parse(row[2]), parse(row[3]))
-            for task, task_id in zip(tasks, ids, strict=True)
-            if (row := by_id.get(task_id)) is not None
-        ]
+        moments = {text: parse(text) for text in {t for row in decided for t in row[1:]}}
+        # Keyed by the id's text, as it comes back: parsing a thousand UUIDs is not free.
+        times = {row[0]: (moments[row[1]], moments[row[2]]) for row in decided}
+        return [times.get(task[0]) for task in tasks]
 
     def by_idempotency_keys_with_hashes(
         self, keys: Sequence[str]
@@ -337,49 +335,17 @@ class TaskStore:
         return {row["idempotency_key"]: (Task.from_row(row), row["request_hash"]) for row in rows}
 
 
-def _submit_document(task: NewTask, task_id: str) -> dict[str, Any]:
-    return {
-        "id": task_id,
-        "command": task.command,
-        "payload": task.payload,
-        "queue": task.queue,
-        "priority": task.priority,
-        "max_attempts": task.max_attempts,
-        "timeout_seconds": task.timeout_seconds,
-        "scheduled_at": None if task.scheduled_at is None else task.scheduled_at.isoformat(),
-        "delay_seconds": task.delay_seconds,
-        "idempotency_key": task.idempotency_key,
-        "request_hash": task.request_hash,
-        "trace_context": task.trace_context,
-    }
-
-
-def _submitted(task: NewTask, seq: int, created_at: datetime, scheduled_at: datetime) -> Task:
-    """The stored form of a task just inserted, without reading it back."""
-    return Task(
-        id=task.id,
-        seq=seq,
-        command=task.command,
-        payload=task.payload,
-        status=TaskStatus.SCHEDULED,
-        queue=task.queue,
-        priority=task.priority,
-        attempt=0,
-        max_attempts=task.max_attempts,
-        timeout_seconds=task.timeout_seconds,
-        created_at=created_at,
-        scheduled_at=scheduled_at,
-        dispatched_at=None,
-        started_at=None,
-        finished_at=None,
-        worker_id=None,
-        lease_expires_at=None,
-        cancel_requested_at=None,
-        result=None,
-        error=None,
-        idempotency_key=task.idempotency_key,
-        trace_context=task.trace_context,
-    )
+#: One task for ``TaskStore.submit``, its fields in the order the ``submit_tasks`` query reads
+#: them: id (UUID text), command, payload (any JSON value), queue, priority, max_attempts,
+#: timeout_seconds, scheduled_at (ISO 8601 text, or ``None`` for delay_seconds after the
+#: database's now), delay_seconds, idempotency_key, request_hash, trace_context. A plain tuple:
+#: a thousand of them are built per batch, and JSON encodes them as arrays in one call.
+SubmitRow = tuple[
+    str, str, Any, str, int, int, float | None, str | None, float,
+    str | None, str | None, str | None,
+]  # fmt: skip
+#: What the database decided for a task ``TaskStore.submit`` inserted: created_at, scheduled_at.
+Decided = tuple[datetime, datetime]
 
 
 def _by_status(reports: Sequence[Report]) -> dict[TaskStatus, list[Report]]:

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from taskmill.common.db import QueryError
-from taskmill.common.models import NewTask, Task
+from taskmill.common.tasks import Decided, SubmitRow
 from taskmill.scheduler.service import Submit
 
 logger = logging.getLogger(__name__)
@@ -26,13 +26,13 @@ logger = logging.getLogger(__name__)
 class _Waiting:
     """One caller's tasks and, once inserted, its outcome."""
 
-    __slots__ = ("error", "inserted", "lead", "ready", "tasks")
+    __slots__ = ("decided", "error", "lead", "ready", "tasks")
 
-    def __init__(self, tasks: Sequence[NewTask]) -> None:
+    def __init__(self, tasks: Sequence[SubmitRow]) -> None:
         self.tasks = tasks
         self.ready = threading.Event()
         self.lead = False
-        self.inserted: list[Task] = []
+        self.decided: list[Decided | None] = []
         self.error: BaseException | None = None
 
 
@@ -40,7 +40,8 @@ class SubmitBatcher:
     """Wraps a submit function so that concurrent calls share statements.
 
     Args:
-        submit: Inserts tasks in one statement and returns those inserted (``TaskStore.submit``).
+        submit: Inserts tasks in one statement and returns what the database decided for each
+            (``TaskStore.submit``).
         max_tasks: How many tasks one statement may carry (a larger single call still goes
             alone).
     """
@@ -52,8 +53,9 @@ class SubmitBatcher:
         self._queue: deque[_Waiting] = deque()
         self._busy = False
 
-    def __call__(self, tasks: Sequence[NewTask]) -> list[Task]:
-        """Inserts the tasks, possibly with other callers'; returns those inserted."""
+    def __call__(self, tasks: Sequence[SubmitRow]) -> list[Decided | None]:
+        """Inserts the tasks, possibly with other callers'; returns, for each task in order,
+        what the database decided, or ``None`` when it was skipped."""
         me = _Waiting(tasks)
         with self._lock:
             self._queue.append(me)
@@ -65,7 +67,7 @@ class SubmitBatcher:
             self._lead()
         if me.error is not None:
             raise me.error
-        return me.inserted
+        return me.decided
 
     def _lead(self) -> None:
         group = self._take()
@@ -94,7 +96,7 @@ class SubmitBatcher:
 
     def _insert(self, group: list[_Waiting]) -> None:
         try:
-            inserted = self._submit([task for waiting in group for task in waiting.tasks])
+            decided = self._submit([task for waiting in group for task in waiting.tasks])
         except QueryError as exc:
             if len(group) == 1:
                 group[0].error = exc
@@ -108,6 +110,9 @@ class SubmitBatcher:
             for waiting in group:
                 waiting.error = exc
             return
-        by_id = {task.id: task for task in inserted}
+        # The answers come in the order of the tasks sent: each caller's are one slice.
+        start = 0
         for waiting in group:
-            waiting.inserted = [by_id[t.id] for t in waiting.tasks if t.id in by_id]
+            end = start + len(waiting.tasks)
+            waiting.decided = decided[start:end]
+            start = end

@@ -14,6 +14,7 @@ from typing import Any
 from taskmill.common.models import Task, TaskStatus
 from taskmill.scheduler.errors import FieldError, InvalidRequest
 from taskmill.scheduler.representation import rfc3339
+from taskmill.scheduler.service import StoredTask
 from taskmill.scheduler.validation import MAX_COMMAND_LENGTH, Submission, check_name, check_payload
 
 #: The last second of year 9999, the latest time Python's datetime can hold.
@@ -72,7 +73,7 @@ def unix_seconds(value: datetime) -> int | float:
     return whole if value.microsecond == 0 else whole + value.microsecond / 1e6
 
 
-def schedule_json(task: Task) -> dict[str, Any]:
+def schedule_json(task: Task | StoredTask) -> dict[str, Any]:
     """The response of ``POST /schedule``."""
     return {
         "command": task.command,

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from taskmill.common.models import Task, Worker
+from taskmill.scheduler.service import StoredTask
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE = "0" * 32
@@ -109,12 +110,14 @@ def _trace_id_json(trace_context: str) -> str:
     return f'"{value}"' if value.isalnum() and value.isascii() else json.dumps(value)
 
 
-def encode_task(task: Task) -> str:
+def encode_task(task: Task | StoredTask) -> str:
     """A task as the API returns it, encoded as JSON.
 
     Written out with a template rather than built as a dict and dumped: a batch response
     encodes a thousand tasks, and this is several times faster.
     """
+    if isinstance(task, StoredTask):
+        return _encode_stored(task)
     error = task.error
     trace_context = task.trace_context
     return _TASK % (
@@ -140,7 +143,26 @@ def encode_task(task: Task) -> str:
     )
 
 
-def encode_tasks(tasks: Iterable[Task]) -> str:
+def _encode_stored(task: StoredTask) -> str:
+    # encode_task's output for a task just stored: its other fields are known (scheduled,
+    # attempt 0, nothing else set). One f-string is one join, cheaper than %-formatting.
+    timeout = task.timeout_seconds
+    trace_context = task.trace_context
+    return (
+        f'{{"id": "{task.id}", "command": {_text(task.command)}, '
+        f'"payload": {_dumps(task.payload)}, "status": "scheduled", '
+        f'"queue": {_text(task.queue)}, "priority": {task.priority}, "attempt": 0, '
+        f'"max_attempts": {task.max_attempts}, '
+        f'"timeout_seconds": {"null" if timeout is None else _dumps(timeout)}, '
+        f'"scheduled_at": {_time(task.scheduled_at)}, "created_at": {_time(task.created_at)}, '
+        '"dispatched_at": null, "started_at": null, "finished_at": null, "worker_id": null, '
+        '"result": null, "error": null, '
+        f'"trace_id": {"null" if trace_context is None else _trace_id_json(trace_context)}, '
+        '"cancel_requested": false}'
+    )
+
+
+def encode_tasks(tasks: Iterable[Task | StoredTask]) -> str:
     """A JSON array of tasks."""
     return "[" + ", ".join(map(encode_task, tasks)) + "]"
 

@@ -9,7 +9,7 @@ request: a thousand tasks in one trace would bury each task's story.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -53,10 +53,11 @@ def request_traceparent(incoming: str | None) -> str:
 
 
 def task_traceparents(
-    ids: Sequence[uuid.UUID], commands: Sequence[str], queues: Sequence[str]
+    ids: Sequence[str | uuid.UUID], commands: Iterable[str], queues: Iterable[str]
 ) -> list[str | None]:
     """Starts and ends one span per task of a batch, linked to the request's span, and returns
-    their ``traceparent`` values in order (new trace ids only, when nothing is exported)."""
+    their ``traceparent`` values in order (new trace ids only, when nothing is exported: then
+    ``commands`` and ``queues`` are not read, so callers may pass generators)."""
     if not exporting():
         return _unrecorded_traceparents(len(ids))
     request = trace.get_current_span().get_span_context()
