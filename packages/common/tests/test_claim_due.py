@@ -10,6 +10,7 @@ import pytest
 
 from taskmill.common.db import Database
 from taskmill.common.models import NewTask, TaskStatus
+from taskmill.common.queries import query
 from taskmill.common.settings import DatabaseSettings
 from taskmill.common.tasks import TaskStore
 
@@ -132,3 +133,26 @@ def test_claim_due_spreads_the_tasks_round_robin_over_the_shares(
     assert [(t.command, t.worker_id) for t in claim.tasks] == [
         (f"t{n:02}", worker) for n, worker in enumerate(expected)
     ]
+
+
+def _scans(plan: dict[str, object]) -> list[tuple[object, object]]:
+    found = [(plan.get("Node Type"), plan.get("Relation Name"))]
+    for child in plan.get("Plans", []):  # type: ignore[attr-defined]
+        found += _scans(child)
+    return found
+
+
+def test_claim_due_finds_its_tasks_by_key_not_by_scanning_the_table(store: TaskStore) -> None:
+    # Joining the due tasks with the round robin's slots was estimated at 100,000 rows, and
+    # the planner hashed the whole table for each claim: a cost that grew with the history.
+    _insert(store, *(NewTask("echo", payload={"n": n}) for n in range(3000)))
+    with store._db.connection() as conn:
+        conn.execute("VACUUM ANALYZE tasks")
+        [[plan]] = conn.execute(
+            "EXPLAIN (FORMAT JSON) " + query("claim_due_assignments"),
+            shares=json.dumps([["w-1", 256], ["w-2", 256]]),
+            slots=512,
+            lease_seconds=LEASE,
+        )
+    scans = _scans(plan[0]["Plan"])
+    assert ("Seq Scan", "tasks") not in scans, scans

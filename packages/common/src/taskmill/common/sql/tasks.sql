@@ -74,31 +74,36 @@ WITH due AS (
         FOR UPDATE SKIP LOCKED
     ) AS locked
 ),
-share AS (
-    -- No worker takes more turns than there are due tasks.
+round AS (
+    -- The round robin as two arrays, slot n's worker and the task that fills it: the first
+    -- turn of every worker in order, then the second, and so on, no worker taking more turns
+    -- than there are due tasks.
     SELECT
-        worker ->> 0 AS worker_id,
-        ord,
-        least(CAST(worker ->> 1 AS integer), (SELECT count(*) FROM due)) AS tasks
-    FROM jsonb_array_elements(CAST(:shares AS jsonb)) WITH ORDINALITY AS s(worker, ord)
-),
-slot AS (
-    -- Round robin: the first turn of every worker in order, then the second, and so on.
-    SELECT worker_id, row_number() OVER (ORDER BY turn, ord) AS n
-    FROM share, generate_series(1, share.tasks) AS turn
+        (
+            SELECT array_agg(s.worker ->> 0 ORDER BY turn, s.ord)
+            FROM
+                jsonb_array_elements(CAST(:shares AS jsonb)) WITH ORDINALITY AS s(worker, ord),
+                generate_series(
+                    1, least(CAST(s.worker ->> 1 AS integer), (SELECT count(*) FROM due))
+                ) AS turn
+        ) AS worker_ids,
+        (SELECT array_agg(id ORDER BY n) FROM due) AS task_ids
 ),
 claimed AS (
+    -- The due tasks are found by primary key in one array, never joined: the planner guessed
+    -- a join with the slots at 100,000 rows and hashed the whole table for every claim, whose
+    -- cost grew with the finished history. array_position looks up each task's slot.
     UPDATE tasks SET
         status = 'dispatched',
-        worker_id = slot.worker_id,
+        worker_id = (SELECT worker_ids FROM round)[
+            array_position((SELECT task_ids FROM round), tasks.id)
+        ],
         attempt = tasks.attempt + 1,
         dispatched_at = now(),
         started_at = NULL,
         lease_expires_at = now() + make_interval(secs => :lease_seconds)
-    FROM due
-    JOIN slot USING (n)
-    WHERE tasks.id = due.id
-    RETURNING due.n, tasks.*
+    WHERE tasks.id = ANY(CAST((SELECT task_ids FROM round) AS uuid[]))
+    RETURNING tasks.*
 )
 -- The fields of ClaimedTask, in its order; then the seconds until the earliest task still
 -- scheduled is due, by the database clock (as next_due_in, so the loop needs no second query).
@@ -106,14 +111,14 @@ SELECT
     json_agg(json_build_array(
         id, worker_id, command, CAST(payload AS text), attempt, max_attempts, timeout_seconds,
         queue, trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at)
-    ) ORDER BY n),
+    ) ORDER BY due.n),
     (
         -- The statement's snapshot still shows the claimed tasks scheduled.
         SELECT CAST(extract(epoch FROM min(t.scheduled_at) - clock_timestamp()) AS float8)
         FROM tasks AS t
         WHERE t.status = 'scheduled' AND t.id NOT IN (SELECT id FROM due)
     )
-FROM claimed
+FROM claimed JOIN due USING (id)
 
 -- name: next_due_at
 SELECT min(scheduled_at) FROM tasks WHERE status = 'scheduled'
