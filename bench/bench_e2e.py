@@ -156,14 +156,34 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_processes() -> dict[int, float]:
+    """Every PostgreSQL server process on this machine and the CPU seconds it has used."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found[int(entry.name)] = cpu_seconds(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 class CpuMeter:
-    """CPU time used by each service and by the database's backends of the bench database."""
+    """CPU time used by each service and by the database's backends of the bench database.
+
+    Also what the phase cost outside them: PostgreSQL's other processes (WAL writer,
+    autovacuum, this client's own connection) and this client itself, so that the machine's
+    busy time is accounted for.
+    """
 
     def __init__(self, services: Sequence[Service], sql: pg8000.native.Connection) -> None:
         self._services = services
         self._sql = sql
         self._start: dict[str, float] = {}
         self._backends: dict[int, float] = {}
+        self._postgres: dict[int, float] = {}
+        self._client = 0.0
 
     def _sample(self) -> dict[str, float]:
         sample: dict[str, float] = {}
@@ -176,19 +196,37 @@ class CpuMeter:
         """Marks the start of a phase."""
         self._start = self._sample()
         self._machine = machine_busy_seconds()
+        self._backends = {pid: cpu_seconds(pid) for pid in self._bench_backends()}
+        self._postgres = postgres_processes()
+        self._client = time.process_time()
+
+    def _bench_backends(self) -> list[int]:
+        """The backends of the bench database, but this client's own."""
         pids = self._sql.run(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid()"
         )
-        self._backends = {int(pid): cpu_seconds(int(pid)) for (pid,) in pids}
+        return [int(pid) for (pid,) in pids]
 
     def stop(self) -> dict[str, float]:
-        """CPU seconds each part used since ``start`` (backends opened meanwhile missed)."""
+        """CPU seconds each part used since ``start``.
+
+        Backends the services opened during the phase (a pool growing under load) count from
+        their start; one that closed during the phase is missed.
+        """
         used = {k: v - self._start.get(k, 0.0) for k, v in self._sample().items()}
+        for pid in self._bench_backends():
+            self._backends.setdefault(pid, 0.0)
         used["postgres"] = sum(
             max(0.0, cpu_seconds(pid) - before) for pid, before in self._backends.items()
         )
         used["machine"] = machine_busy_seconds() - self._machine
+        used["postgres_other"] = sum(
+            max(0.0, seconds - self._postgres.get(pid, 0.0))
+            for pid, seconds in postgres_processes().items()
+            if pid not in self._backends
+        )
+        used["client"] = time.process_time() - self._client
         return used
 
 
@@ -214,6 +252,10 @@ def batch_bodies(tasks: int, chunk: int) -> list[bytes]:
         ).encode()
         for s in range(0, tasks, chunk)
     ]
+
+
+#: What CpuMeter measures beyond taskmill and its database backends.
+_OUTSIDE = ("machine", "postgres_other", "client")
 
 
 def throughput(
@@ -252,10 +294,12 @@ def throughput(
         "tasks_per_s": round(count / elapsed, 1),
         "timed_out": not finished,
         "cpu_us_per_task": {
-            k: round(v * 1e6 / max(count, 1)) for k, v in cpu.items() if k != "machine"
+            k: round(v * 1e6 / max(count, 1)) for k, v in cpu.items() if k not in _OUTSIDE
         },
         "machine_busy_cores": round(cpu["machine"] / elapsed, 2),
-        "own_busy_cores": round((sum(cpu.values()) - cpu["machine"]) / elapsed, 2),
+        "own_busy_cores": round(sum(v for k, v in cpu.items() if k not in _OUTSIDE) / elapsed, 2),
+        "postgres_other_cores": round(cpu["postgres_other"] / elapsed, 2),
+        "client_cores": round(cpu["client"] / elapsed, 2),
     }
 
 
@@ -544,7 +588,10 @@ def main() -> None:
         )
         print(
             f"  machine busy during phase 1: {mine['machine_busy_cores']} of {os.cpu_count()} "
-            f"cores, of which taskmill and its database backends {mine['own_busy_cores']}"
+            f"cores, of which taskmill and its database backends {mine['own_busy_cores']}, "
+            f"PostgreSQL's other processes {mine['postgres_other_cores']} (autovacuum, WAL "
+            f"writer, this client's connection), this client "
+            f"{mine['client_cores']}"
         )
     print(f"  load average at the end {os.getloadavg()[0]:.2f}")
     if args.json:
