@@ -158,3 +158,22 @@ def test_tasks_never_reported_stop_counting_after_some_heartbeats(
         rooms.append(registry.room("a"))
     assert rooms[0] == 0
     assert rooms[-1] == 2
+
+
+def test_promptness_follows_the_last_answer_and_goes_with_the_worker(
+    registry: WorkerRegistry,
+) -> None:
+    registry.add(_worker("a", 4))
+    assert not registry.is_prompt("a")  # nothing answered yet
+    first, second = [str(uuid.uuid4())], [str(uuid.uuid4())]
+    registry.reserve("a", first)
+    registry.accepted("a", first, 3, prompt=True)
+    assert registry.is_prompt("a")
+    registry.reserve("a", second)
+    registry.refused("a", second, full=False)
+    assert not registry.is_prompt("a")
+    registry.accepted("a", [], 3, prompt=True)
+    registry.remove("a")
+    assert not registry.is_prompt("a")
+    registry.add(_worker("a", 4))  # adopted again: a new entry, not yet known to be prompt
+    assert not registry.is_prompt("a")

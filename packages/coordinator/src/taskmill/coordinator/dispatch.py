@@ -98,8 +98,6 @@ class Dispatcher:
         self._round = threading.Lock()
         # Whether the last claim filled every slot, so more tasks may be waiting for room.
         self._backlog = True
-        # Workers whose last AssignTasks was answered within INLINE_SEND_MAX.
-        self._prompt: set[str] = set()
 
     def wake(self) -> None:
         """Asks for a round now (tasks were submitted or given back, or a worker has room)."""
@@ -216,7 +214,7 @@ class Dispatcher:
         holds the listener up to the assignment deadline, once.) The round's lock is already
         released, so the loop's own rounds go on meanwhile.
         """
-        if inline and len(batches) == 1 and batches[0][0] in self._prompt:
+        if inline and len(batches) == 1 and self._registry.is_prompt(batches[0][0]):
             self._send(*batches[0])
             return
         for worker_id, batch in batches:
@@ -259,10 +257,7 @@ class Dispatcher:
             add_assignments(request.assignments, batch, traceparents)
             began = time.monotonic()
             response = stub.AssignTasks(request, timeout=self._assign_timeout)
-            if time.monotonic() - began <= INLINE_SEND_MAX:
-                self._prompt.add(worker_id)
-            else:
-                self._prompt.discard(worker_id)
+            prompt = time.monotonic() - began <= INLINE_SEND_MAX
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
@@ -272,7 +267,7 @@ class Dispatcher:
         except Exception:
             logger.exception("sending %d tasks to worker %s failed", len(ids), worker_id)
             return self._give_back(worker_id, ids, "internal error")
-        self._registry.accepted(worker_id, ids, response.free_slots)
+        self._registry.accepted(worker_id, ids, response.free_slots, prompt=prompt)
         return None
 
     def _give_back(self, worker_id: str, ids: list[str], reason: str, *, full: bool = False) -> str:
@@ -282,7 +277,6 @@ class Dispatcher:
         other failure (draining, unreachable, wrong id) waits for its next heartbeat.
         """
         logger.info("worker %s did not take %d tasks (%s)", worker_id, len(ids), reason)
-        self._prompt.discard(worker_id)
         self._backlog = True
         self._registry.refused(worker_id, ids, full=full)
         try:

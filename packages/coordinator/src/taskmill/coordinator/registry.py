@@ -49,6 +49,8 @@ class _Entry:
     outstanding: dict[str, int] = field(default_factory=dict)
     #: Outstanding tasks whose ``AssignTasks`` call has not returned yet.
     sending: set[str] = field(default_factory=set)
+    #: Whether its last ``AssignTasks`` was answered promptly (the dispatcher's measure).
+    prompt: bool = False
 
     @property
     def room(self) -> int:
@@ -167,13 +169,23 @@ class WorkerRegistry:
                 entry.sending.add(task_id)
             return True
 
-    def accepted(self, worker_id: str, task_ids: Iterable[str], free_slots: int) -> None:
-        """Records that a worker took tasks and how much room it said it has left."""
+    def accepted(
+        self, worker_id: str, task_ids: Iterable[str], free_slots: int, *, prompt: bool = False
+    ) -> None:
+        """Records that a worker took tasks, how much room it said it has left, and whether it
+        answered promptly."""
         with self._lock:
             entry = self._workers.get(worker_id)
             if entry is not None:
                 entry.sending.difference_update(task_ids)
                 entry.free = min(entry.free, free_slots)
+                entry.prompt = prompt
+
+    def is_prompt(self, worker_id: str) -> bool:
+        """Whether a worker answered its last assignment promptly (``False`` when unknown)."""
+        with self._lock:
+            entry = self._workers.get(worker_id)
+            return entry is not None and entry.prompt
 
     def refused(self, worker_id: str, task_ids: Iterable[str], *, full: bool) -> None:
         """Records a failed assignment.
@@ -185,6 +197,7 @@ class WorkerRegistry:
             entry = self._workers.get(worker_id)
             if entry is None:
                 return
+            entry.prompt = False
             for task_id in task_ids:
                 entry.sending.discard(task_id)
                 entry.outstanding.pop(task_id, None)
