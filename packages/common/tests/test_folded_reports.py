@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from taskmill.common.convert import outcome_from_report, to_report
+from taskmill.common.convert import report_from_proto, to_report
 from taskmill.common.db import Database
 from taskmill.common.models import Backoff, NewTask, Outcome, TaskError, TaskStatus
 from taskmill.common.settings import DatabaseSettings
@@ -79,7 +79,7 @@ def test_started_at_travels_in_the_report() -> None:
     task_id = uuid.uuid4()
     started = datetime(2026, 11, 26, 12, 0, 0, 250000, tzinfo=UTC)
     report = to_report(task_id, 1, S.SUCCEEDED, result=1, at=started + timedelta(seconds=1))
-    assert outcome_from_report(report).started_at is None  # an older worker's report
+    assert report_from_proto(report).started_at is None  # an older worker's report
 
     report.started_at.FromDatetime(started)
-    assert outcome_from_report(report).started_at == started
+    assert report_from_proto(report).started_at == started.timestamp()

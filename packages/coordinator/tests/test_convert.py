@@ -8,15 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from taskmill.common.convert import (
-    claimed_to_assignment,
+    add_assignments,
     from_timestamp,
     is_rejection,
-    outcome_from_report,
+    report_from_proto,
     to_report,
     to_timestamp,
 )
 from taskmill.common.models import ClaimedTask, Task, TaskError, TaskStatus
-from taskmill.v1 import common_pb2
+from taskmill.v1 import common_pb2, worker_pb2
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
@@ -50,59 +50,60 @@ def _task(**changes: object) -> Task:
     return Task(**values)  # type: ignore[arg-type]
 
 
-def test_report_round_trips_to_outcome() -> None:
+def test_report_round_trips_to_the_coordinators_form() -> None:
     task_id = uuid.uuid4()
-    succeeded = outcome_from_report(to_report(task_id, 1, TaskStatus.SUCCEEDED, result=[1], at=NOW))
+    succeeded = report_from_proto(to_report(task_id, 1, TaskStatus.SUCCEEDED, result=[1], at=NOW))
     assert (succeeded.task_id, succeeded.attempt, succeeded.status) == (
-        task_id,
+        str(task_id),
         1,
         TaskStatus.SUCCEEDED,
     )
-    assert succeeded.result == [1]
-    assert succeeded.at == NOW
-    failed = outcome_from_report(
+    assert succeeded.result_json == "[1]"
+    assert succeeded.at == NOW.timestamp()
+    failed = report_from_proto(
         to_report(task_id, 2, TaskStatus.FAILED, error=TaskError("ValueError", "bad", "tb"))
     )
     assert failed.error == TaskError("ValueError", "bad", "tb")
 
 
-def test_failed_report_without_error_still_has_one() -> None:
+def test_failed_report_without_error_or_time_still_has_both() -> None:
     report = common_pb2.StatusReport(
         task_id=str(uuid.uuid4()), attempt=1, status=common_pb2.TASK_STATUS_FAILED
     )
-    outcome = outcome_from_report(report)
-    assert outcome.error is not None and outcome.error.type == "error"
-    assert outcome.at.tzinfo is not None
+    converted = report_from_proto(report)
+    assert converted.error is not None and converted.error.type == "error"
+    assert abs(converted.at - datetime.now(UTC).timestamp()) < 60  # a missing time means now
 
 
 def test_rejection_is_not_an_outcome() -> None:
     report = to_report(uuid.uuid4(), 1, None)
     assert is_rejection(report)
     with pytest.raises(ValueError, match="not an outcome"):
-        outcome_from_report(report)
+        report_from_proto(report)
 
 
+# A result that is not JSON is refused by the database, report by report: test_reports.py.
 @pytest.mark.parametrize(
     "report",
     [
         common_pb2.StatusReport(task_id="nope", attempt=1, status=common_pb2.TASK_STATUS_RUNNING),
         common_pb2.StatusReport(task_id=str(uuid.uuid4()), attempt=1),
-        common_pb2.StatusReport(
-            task_id=str(uuid.uuid4()),
-            attempt=1,
-            status=common_pb2.TASK_STATUS_SUCCEEDED,
-            result_json="{",
-        ),
     ],
 )
 def test_malformed_reports_are_refused(report: common_pb2.StatusReport) -> None:
     with pytest.raises(ValueError):
-        outcome_from_report(report)
+        report_from_proto(report)
 
 
 def test_timestamps_are_utc_and_zero_is_unset() -> None:
     assert from_timestamp(to_timestamp(NOW)) == NOW
     assert from_timestamp(common_pb2.Assignment().scheduled_at) is None
+
+
+def _assignment(claimed: ClaimedTask, traceparent: str | None = None) -> common_pb2.Assignment:
+    request = worker_pb2.AssignTasksRequest()
+    add_assignments(request.assignments, [claimed], [traceparent or claimed.trace_context or ""])
+    return request.assignments[0]
 
 
 def test_claimed_assignment_carries_every_field() -> None:
@@ -120,7 +121,7 @@ def test_claimed_assignment_carries_every_field() -> None:
         scheduled_at=NOW.timestamp(),
         lease_expires_at=(NOW + timedelta(seconds=15)).timestamp(),
     )
-    assignment = claimed_to_assignment(claimed)
+    assignment = _assignment(claimed)
     assert assignment.task_id == task_id
     assert assignment.command == "echo"
     assert assignment.payload_json == '{"n": 1, "text": "é"}'
@@ -130,7 +131,7 @@ def test_claimed_assignment_carries_every_field() -> None:
     assert assignment.traceparent == claimed.trace_context
     assert assignment.scheduled_at.ToDatetime(tzinfo=UTC) == NOW
     assert assignment.lease_expires_at.ToDatetime(tzinfo=UTC) == NOW + timedelta(seconds=15)
-    assert claimed_to_assignment(claimed, traceparent="tp").traceparent == "tp"
+    assert _assignment(claimed, "tp").traceparent == "tp"
 
 
 def test_claimed_assignment_without_timeout_or_trace_sends_zero_and_empty() -> None:
@@ -147,6 +148,6 @@ def test_claimed_assignment_without_timeout_or_trace_sends_zero_and_empty() -> N
         scheduled_at=NOW.timestamp(),
         lease_expires_at=NOW.timestamp(),
     )
-    assignment = claimed_to_assignment(claimed)
+    assignment = _assignment(claimed)
     assert assignment.timeout_seconds == 0
     assert assignment.traceparent == ""

@@ -18,8 +18,8 @@ from typing import Any
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from taskmill.common.models import ClaimedTask, Outcome, Report, TaskError, TaskStatus
-from taskmill.v1 import common_pb2, worker_pb2
+from taskmill.common.models import ClaimedTask, Report, TaskError, TaskStatus
+from taskmill.v1 import common_pb2
 
 #: Report statuses that are outcomes of an attempt, and the task status each one leads to.
 _OUTCOME_STATUSES: dict[int, TaskStatus] = {
@@ -67,20 +67,6 @@ def _epoch_timestamp(seconds: float) -> Timestamp:
     micros = round(seconds * 1_000_000)
     whole, fraction = divmod(micros, 1_000_000)
     return Timestamp(seconds=whole, nanos=fraction * 1000)
-
-
-def claimed_to_assignment(
-    task: ClaimedTask, *, traceparent: str | None = None
-) -> common_pb2.Assignment:
-    """Builds the assignment for a task claimed with ``TaskStore.claim_due``.
-
-    Args:
-        task: The claimed task.
-        traceparent: The dispatch span's W3C trace context; defaults to the task's own.
-    """
-    request = worker_pb2.AssignTasksRequest()
-    add_assignments(request.assignments, [task], [traceparent or task.trace_context or ""])
-    return request.assignments[0]
 
 
 def add_assignments(
@@ -158,9 +144,9 @@ def task_id_text(value: str) -> str:
 def report_from_proto(report: common_pb2.StatusReport) -> Report:
     """Converts a worker's status report to the lean form ``TaskStore.apply_reports`` takes.
 
-    What ``outcome_from_report`` does, without parsing what the database checks anyway: the
-    result stays JSON text (the database refuses text that is not JSON) and the times are epoch
-    seconds read from the message's fields. A missing ``occurred_at`` means now.
+    Nothing the database checks anyway is parsed: the result stays JSON text (the database
+    refuses text that is not JSON) and the times are epoch seconds read from the message's
+    fields. A missing ``occurred_at`` means now.
 
     Raises:
         ValueError: The report is a rejection or has no valid status or task id.
@@ -184,39 +170,6 @@ def report_from_proto(report: common_pb2.StatusReport) -> Report:
         started_at = seconds + (nanos // 1000) / 1e6 if seconds or nanos else None
     result_json = report.result_json if status is TaskStatus.SUCCEEDED else ""
     return Report(task_id, report.attempt, status, at, result_json, error, started_at)
-
-
-def outcome_from_report(report: common_pb2.StatusReport) -> Outcome:
-    """Converts a worker's status report to an outcome for ``TaskStore.apply``.
-
-    A missing ``occurred_at`` means now; an empty ``result_json`` means ``null``.
-
-    Raises:
-        ValueError: The report is a rejection or has no valid status, task id or result JSON.
-    """
-    status = _OUTCOME_STATUSES.get(report.status)
-    if status is None:
-        raise ValueError(f"report status {report.status} is not an outcome")
-    task_id = uuid.UUID(report.task_id)
-    result: Any = None
-    if status is TaskStatus.SUCCEEDED and report.result_json:
-        try:
-            result = json.loads(report.result_json)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"result_json of task {task_id} is not JSON: {exc}") from None
-    error = None
-    if status is TaskStatus.FAILED:
-        error = error_from_proto(report.error) if report.HasField("error") else None
-        error = error or TaskError("error", "the worker reported a failure without details")
-    return Outcome(
-        task_id=task_id,
-        attempt=report.attempt,
-        status=status,
-        at=from_timestamp(report.occurred_at) or datetime.now(UTC),
-        result=result,
-        error=error,
-        started_at=from_timestamp(report.started_at) if report.HasField("started_at") else None,
-    )
 
 
 def to_report(
