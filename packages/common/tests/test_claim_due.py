@@ -31,16 +31,24 @@ def _insert(store: TaskStore, *tasks: NewTask) -> None:
         store.insert(conn, tasks)
 
 
-def test_claim_due_fills_slots_in_priority_order_and_skips_future_tasks(store: TaskStore) -> None:
+def _insert_by_urgency(store: TaskStore, *, tie: bool = False) -> None:
+    """Due tasks whose urgency is b, d, c, a (then e, due with a but submitted after it, when
+    ``tie``), and one due in an hour."""
     now = datetime.now(UTC)
-    _insert(
-        store,
+    tasks = [
         NewTask("a", priority=1, scheduled_at=now - timedelta(minutes=1)),
         NewTask("b", priority=3),
         NewTask("c", priority=1, scheduled_at=now - timedelta(minutes=2)),
         NewTask("d", priority=2),
         NewTask("future", priority=9, scheduled_at=now + timedelta(hours=1)),
-    )
+    ]
+    if tie:
+        tasks.append(NewTask("e", priority=1, scheduled_at=now - timedelta(minutes=1)))
+    _insert(store, *tasks)
+
+
+def test_claim_due_fills_slots_in_priority_order_and_skips_future_tasks(store: TaskStore) -> None:
+    _insert_by_urgency(store)
 
     claim = store.claim_due([(w, 1) for w in ("w-a", "w-b", "w-c", "w-d", "w-e", "w-f")], LEASE)
 
@@ -55,7 +63,17 @@ def test_claim_due_fills_slots_in_priority_order_and_skips_future_tasks(store: T
     assert store.claim_due([("w-a", 1)], LEASE).tasks == []
 
 
-def test_claim_due_returns_what_the_row_holds(store: TaskStore) -> None:
+#: A claim for one worker runs the lean statement; a second worker with no room makes the same
+#: claim run the round robin's.
+BOTH_STATEMENTS = pytest.mark.parametrize(
+    "idle", [[], [("w-idle", 0)]], ids=["lean", "round-robin"]
+)
+
+
+@BOTH_STATEMENTS
+def test_claim_due_returns_what_the_row_holds(
+    store: TaskStore, idle: list[tuple[str, int]]
+) -> None:
     traceparent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
     _insert(
         store,
@@ -69,7 +87,7 @@ def test_claim_due_returns_what_the_row_holds(store: TaskStore) -> None:
         ),
     )
 
-    (claimed,) = store.claim_due([("w-1", 1)], LEASE).tasks
+    (claimed,) = store.claim_due([("w-1", 1), *idle], LEASE).tasks
 
     task = store.get(claimed.id)
     assert task.status is TaskStatus.DISPATCHED
@@ -89,14 +107,17 @@ def test_claim_due_returns_what_the_row_holds(store: TaskStore) -> None:
     assert claimed.lease_expires_at == pytest.approx(task.lease_expires_at.timestamp(), abs=1e-6)
 
 
-def test_claim_due_says_when_the_next_task_is_due(store: TaskStore) -> None:
+@BOTH_STATEMENTS
+def test_claim_due_says_when_the_next_task_is_due(
+    store: TaskStore, idle: list[tuple[str, int]]
+) -> None:
     _insert(store, NewTask("a"), NewTask("b"))
     # One slot for two due tasks: the one left is due already.
-    first = store.claim_due([("w-1", 1)], LEASE)
+    first = store.claim_due([("w-1", 1), *idle], LEASE)
     assert first.next_due_in is not None
     assert first.next_due_in <= 0
     # The claimed tasks do not count, though the statement still sees them scheduled.
-    assert store.claim_due([("w-1", 5)], LEASE).next_due_in is None
+    assert store.claim_due([("w-1", 5), *idle], LEASE).next_due_in is None
 
 
 def test_claim_due_of_no_slots_is_refused(store: TaskStore) -> None:
@@ -135,6 +156,38 @@ def test_claim_due_spreads_the_tasks_round_robin_over_the_shares(
     ]
 
 
+def test_claim_due_for_one_worker_takes_the_most_urgent_tasks_first(store: TaskStore) -> None:
+    _insert_by_urgency(store, tie=True)
+
+    claim = store.claim_due([("w-a", 4)], LEASE)
+
+    assert [(t.command, t.worker_id, t.attempt) for t in claim.tasks] == [
+        ("b", "w-a", 1),
+        ("d", "w-a", 1),
+        ("c", "w-a", 1),
+        ("a", "w-a", 1),
+    ]
+    assert claim.next_due_in is not None
+    assert claim.next_due_in <= 0  # e is still due
+    rest = store.claim_due([("w-b", 4)], LEASE)
+    assert [(t.command, t.worker_id) for t in rest.tasks] == [("e", "w-b")]
+    assert rest.next_due_in == pytest.approx(3600, abs=60)
+
+
+@BOTH_STATEMENTS
+def test_claim_due_skips_tasks_another_transaction_holds(
+    store: TaskStore, idle: list[tuple[str, int]]
+) -> None:
+    # Another coordinator's claim holds its tasks' rows until it commits: this claim takes the
+    # next ones instead of waiting.
+    _insert(store, NewTask("held", priority=5), NewTask("free"))
+    with store._db.transaction() as other:
+        other.execute("SELECT id FROM tasks WHERE command = 'held' FOR UPDATE")
+        claim = store.claim_due([("w-1", 2), *idle], LEASE)
+    assert [t.command for t in claim.tasks] == ["free"]
+    assert [t.command for t in store.claim_due([("w-1", 2), *idle], LEASE).tasks] == ["held"]
+
+
 def _scans(plan: dict[str, object]) -> list[tuple[object, object]]:
     found = [(plan.get("Node Type"), plan.get("Relation Name"))]
     for child in plan.get("Plans", []):  # type: ignore[attr-defined]
@@ -151,6 +204,20 @@ def test_claim_due_finds_its_tasks_by_key_not_by_scanning_the_table(store: TaskS
         [[plan]] = conn.execute(
             "EXPLAIN (FORMAT JSON) " + query("claim_due_assignments"),
             shares=json.dumps([["w-1", 256], ["w-2", 256]]),
+            slots=512,
+            lease_seconds=LEASE,
+        )
+    scans = _scans(plan[0]["Plan"])
+    assert ("Seq Scan", "tasks") not in scans, scans
+
+
+def test_claim_due_for_one_worker_finds_its_tasks_by_key(store: TaskStore) -> None:
+    _insert(store, *(NewTask("echo", payload={"n": n}) for n in range(3000)))
+    with store._db.connection() as conn:
+        conn.execute("VACUUM ANALYZE tasks")
+        [[plan]] = conn.execute(
+            "EXPLAIN (FORMAT JSON) " + query("claim_due_for_worker"),
+            worker_id="w-1",
             slots=512,
             lease_seconds=LEASE,
         )

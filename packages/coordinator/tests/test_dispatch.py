@@ -12,6 +12,7 @@ import pytest
 
 from taskmill.common.models import TaskStatus
 from taskmill.common.testing import admin_connection
+from taskmill.coordinator.listener import Listener
 
 
 def test_register_records_the_worker(harness) -> None:
@@ -258,3 +259,51 @@ def test_a_worker_that_answered_slowly_does_not_hold_up_the_next_submits(harness
     harness.wait_until(lambda: len(fast.assignments) == 2, timeout=10)
     slow.gate.set()
     harness.wait_until(lambda: len(slow.assignments) == 2, timeout=10)
+
+
+def test_a_submit_claims_only_as_many_slots_as_it_brought(harness, monkeypatch) -> None:
+    # The submit's notification says how many tasks it inserted; the listener's round plans
+    # that many slots, so a lone task needs one worker (and the lean claim), however many have
+    # room. The slow poll is a minute, so only the listener dispatches here.
+    coordinator = harness.coordinator(poll_interval=60.0)
+    harness.wait_until(coordinator.listener.listening.is_set)
+    workers = [harness.worker(coordinator, capacity=4) for _ in range(2)]
+    store = coordinator.dispatcher._tasks
+    plans: list[list[tuple[str, int]]] = []
+    claim_due = store.claim_due
+
+    def recording(shares, lease_seconds):
+        plans.append(list(shares))
+        return claim_due(shares, lease_seconds)
+
+    monkeypatch.setattr(store, "claim_due", recording)
+    harness.submit(1)
+    harness.wait_until(lambda: sum(len(w.assignments) for w in workers) == 1)
+    assert plans[-1] in ([(w.worker_id, 1)] for w in workers)
+    harness.submit(3)
+    harness.wait_until(lambda: sum(len(w.assignments) for w in workers) == 4)
+    assert sorted(count for _, count in plans[-1]) == [1, 2]
+    assert sorted(len(w.assignments) for w in workers) == [2, 2]
+
+
+def test_the_listener_passes_on_how_many_tasks_were_submitted(harness) -> None:
+    counts: list[int | None] = []
+    listener = Listener(harness.db, counts.append, lambda task_id: None)
+    stop = threading.Event()
+    thread = threading.Thread(target=listener.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        harness.wait_until(listener.listening.is_set)
+        harness.wait_until(lambda: counts == [None])  # connecting asks for a full round
+        with harness.db.transaction() as conn:
+            conn.execute("SELECT pg_notify('taskmill_submitted', '2')")
+            conn.execute("SELECT pg_notify('taskmill_submitted', '3')")
+        harness.wait_until(lambda: sum(c or 0 for c in counts) == 5)
+        assert None not in counts[1:]
+        # A notification without a count (from elsewhere) asks for a full round.
+        with harness.db.connection() as conn:
+            conn.execute("SELECT pg_notify('taskmill_submitted', '')")
+        harness.wait_until(lambda: counts[-1] is None and len(counts) > 2)
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -78,7 +78,7 @@ class TaskStore:
             trace_contexts=[t.trace_context for t in tasks],
         )
         if rows:
-            conn.run("notify_submitted")
+            conn.run("notify_submitted", count=len(rows))
         by_id = {row["id"]: Task.from_row(row) for row in rows}
         return [by_id[t.id] for t in tasks if t.id in by_id]
 
@@ -156,7 +156,7 @@ class TaskStore:
         slot order (the most urgent fills the first slot); a claim that finds fewer due tasks
         than slots fills the first ones. The claim commits before it returns, so the caller
         sends the tasks outside any transaction. Each claimed task's attempt is incremented and
-        its lease set.
+        its lease set. A claim for one worker runs a leaner statement with the same answer.
 
         Raises:
             ValueError: The shares have no slot.
@@ -165,12 +165,20 @@ class TaskStore:
         if slots <= 0:
             raise ValueError("a claim needs at least one slot")
         with self._db.connection() as conn:
-            [[claimed, next_due_in]] = conn.run(
-                "claim_due_assignments",
-                shares=_json(list(shares)),
-                slots=slots,
-                lease_seconds=lease_seconds,
-            )
+            if len(shares) == 1:
+                [[claimed, next_due_in]] = conn.run(
+                    "claim_due_for_worker",
+                    worker_id=shares[0][0],
+                    slots=slots,
+                    lease_seconds=lease_seconds,
+                )
+            else:
+                [[claimed, next_due_in]] = conn.run(
+                    "claim_due_assignments",
+                    shares=_json(list(shares)),
+                    slots=slots,
+                    lease_seconds=lease_seconds,
+                )
         return Claim(
             list(map(ClaimedTask._make, claimed or ())),
             None if next_due_in is None else float(next_due_in),
@@ -282,8 +290,9 @@ class TaskStore:
                 backoff_max=self._backoff.maximum,
             )
             recovered = {row[0]: TaskStatus(row[1]) for row in [*unstarted, *running]}
-            if any(status is TaskStatus.SCHEDULED for status in recovered.values()):
-                conn.run("notify_submitted")
+            rescheduled = sum(status is TaskStatus.SCHEDULED for status in recovered.values())
+            if rescheduled:
+                conn.run("notify_submitted", count=rescheduled)
         return recovered
 
     # -- coordinator helpers (appended for the coordinator's dispatch loop and heartbeats) ---

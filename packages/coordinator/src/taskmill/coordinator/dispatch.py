@@ -110,14 +110,15 @@ class Dispatcher:
         if self._backlog:
             self.wake()
 
-    def submitted(self) -> None:
+    def submitted(self, count: int | None = None) -> None:
         """Runs a round on the calling thread (the listener's) when tasks were submitted.
 
         This spares the hand-off to the loop's thread: a wake-up between threads is a good part
         of an idle cluster's pickup latency. When a round is already running, the loop runs
-        another after it instead.
+        another after it instead. With ``count``, how many tasks were submitted, the round
+        plans only that many slots: one task needs one worker, whose claim is the lean one.
         """
-        if not self._dispatch(wait=False, inline=True):
+        if not self._dispatch(wait=False, inline=True, wanted=count):
             self.wake()
 
     def run(self, stop: threading.Event) -> None:
@@ -132,16 +133,17 @@ class Dispatcher:
                 return
             self._dispatch(wait=True, inline=False)
 
-    def _dispatch(self, *, wait: bool, inline: bool) -> bool:
+    def _dispatch(self, *, wait: bool, inline: bool, wanted: int | None = None) -> bool:
         """Runs one round: claims under the round's lock, then sends with the lock released.
 
         Returns ``False``, having done nothing, when another round is running and ``wait`` is
         not set. ``inline`` lets a lone batch go from this thread (see :meth:`_hand_out`).
+        ``wanted`` caps the round's slots below the batch size.
         """
         if not self._round.acquire(blocking=wait):
             return False
         try:
-            sleep, batches = self._claim()
+            sleep, batches = self._claim(wanted)
         except TaskmillError as exc:
             logger.warning("dispatch round failed: %s", exc.message)
             sleep, batches = min(self._poll_interval, 1.0), []
@@ -164,19 +166,24 @@ class Dispatcher:
                 self._next_round = at
                 self._timer.notify()
 
-    def _claim(self) -> tuple[float, list[Batch]]:
+    def _claim(self, wanted: int | None) -> tuple[float, list[Batch]]:
         """Claims due tasks for the workers with room and reserves their slots.
 
         Returns how long the loop may sleep before the next round, and each worker's batch.
         """
-        shares = self._registry.plan(self._batch_size)
+        limit = self._batch_size if wanted is None else max(1, min(wanted, self._batch_size))
+        shares = self._registry.plan(limit)
         if not shares:
             # Nobody has room: tasks may be waiting for the next slot that frees.
             self._backlog = True
             return self._poll_interval, []
         claim = self._tasks.claim_due(shares, self._lease_seconds)
         claimed = claim.tasks
-        self._backlog = len(claimed) == sum(count for _, count in shares)
+        slots = sum(count for _, count in shares)
+        # Every slot filled: more may be waiting. A submit's round that got as many slots as it
+        # asked for leaves the flag as it was (anything else still due shows in next_due_in).
+        full = len(claimed) == slots
+        self._backlog = full and (wanted is None or slots < wanted or self._backlog)
         batches: list[Batch] = []
         if claimed:
             self._registry.served(claimed[-1].worker_id)

@@ -1,8 +1,9 @@
 """Database notifications: wake the dispatch loop on submits, forward cancellation requests.
 
-A dedicated connection ``LISTEN``s on ``taskmill_submitted`` (payload empty) and
-``taskmill_cancel`` (payload: the task id). When the connection drops, the listener reconnects
-with a backoff and wakes the dispatcher once, since notifications sent meanwhile are lost.
+A dedicated connection ``LISTEN``s on ``taskmill_submitted`` (payload: how many tasks were
+submitted, or empty when that is not known) and ``taskmill_cancel`` (payload: the task id).
+When the connection drops, the listener reconnects with a backoff and wakes the dispatcher
+once, since notifications sent meanwhile are lost.
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ class Listener:
 
     Args:
         db: Where to open the listening connection.
-        on_submitted: Called when tasks were submitted or rescheduled.
+        on_submitted: Called when tasks were submitted or rescheduled, with how many when every
+            notification said so (``None`` otherwise).
         on_cancel: Called with a task id whose cancellation was requested.
     """
 
     def __init__(
         self,
         db: Database,
-        on_submitted: Callable[[], None],
+        on_submitted: Callable[[int | None], None],
         on_cancel: Callable[[str], object],
     ) -> None:
         self._db = db
@@ -55,7 +57,7 @@ class Listener:
             try:
                 conn = self._listen()
                 backoff = 0.1
-                self._on_submitted()
+                self._on_submitted(None)
                 self._serve(conn, stop)
             except TaskmillError as exc:
                 logger.warning("listening for notifications failed: %s", exc.message)
@@ -90,10 +92,19 @@ class Listener:
 
     def _deliver(self, notifications: list[tuple[str, str]]) -> None:
         submitted = False
+        count: int | None = 0
         for channel, payload in notifications:
             if channel == SUBMITTED_CHANNEL:
                 submitted = True
+                count = _add(count, payload)
             elif channel == CANCEL_CHANNEL and payload:
                 self._on_cancel(payload)
         if submitted:
-            self._on_submitted()
+            self._on_submitted(count)
+
+
+def _add(count: int | None, payload: str) -> int | None:
+    """Adds a submit notification's count to the others'; ``None`` once one is not a count."""
+    if count is None or not (payload.isascii() and payload.isdigit()):
+        return None
+    return count + int(payload)
