@@ -96,6 +96,22 @@ def test_read_notifications_reads_every_one_of_a_burst(database_url: str) -> Non
         db.close()
 
 
+def test_notifications_read_during_a_query_are_not_left_waiting(database_url: str) -> None:
+    # A listening connection that runs a statement (the coordinator claims on it) reads what
+    # arrived meanwhile into pg8000's queue, leaving the socket quiet: they are still read.
+    db, conn = _listening(database_url)
+    try:
+        with admin_connection(database_url) as other:
+            other.run("NOTIFY probe, 'during'")
+        assert conn.execute("SELECT 1") == [[1]]
+        assert conn.wait_readable(0)
+        assert conn.read_notifications() == [("probe", "during")]
+        assert not conn.wait_readable(0)
+    finally:
+        conn.close()
+        db.close()
+
+
 def test_read_notifications_reports_a_connection_the_server_ended(database_url: str) -> None:
     db, conn = _listening(database_url)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -272,9 +273,9 @@ def test_a_submit_claims_only_as_many_slots_as_it_brought(harness, monkeypatch) 
     plans: list[list[tuple[str, int]]] = []
     claim_due = store.claim_due
 
-    def recording(shares, lease_seconds):
+    def recording(shares, lease_seconds, conn=None):
         plans.append(list(shares))
-        return claim_due(shares, lease_seconds)
+        return claim_due(shares, lease_seconds, conn)
 
     monkeypatch.setattr(store, "claim_due", recording)
     harness.submit(1)
@@ -288,7 +289,7 @@ def test_a_submit_claims_only_as_many_slots_as_it_brought(harness, monkeypatch) 
 
 def test_the_listener_passes_on_how_many_tasks_were_submitted(harness) -> None:
     counts: list[int | None] = []
-    listener = Listener(harness.db, counts.append, lambda task_id: None)
+    listener = Listener(harness.db, lambda count, conn: counts.append(count), lambda task_id: None)
     stop = threading.Event()
     thread = threading.Thread(target=listener.run, args=(stop,), daemon=True)
     thread.start()
@@ -307,3 +308,17 @@ def test_the_listener_passes_on_how_many_tasks_were_submitted(harness) -> None:
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def test_a_submit_is_claimed_on_the_listening_connection(harness) -> None:
+    # The listener's server process has just sent the notification, so the submit's round
+    # claims on that connection: it needs none from the pool, even when every one is taken.
+    coordinator = harness.coordinator(poll_interval=60.0)
+    harness.wait_until(coordinator.listener.listening.is_set)
+    worker = harness.worker(coordinator, capacity=2)
+    pool = coordinator.dispatcher._tasks._db
+    with contextlib.ExitStack() as held:
+        for _ in range(pool.max_connections):  # waits for the ones in use to come back
+            held.enter_context(pool.connection())
+        harness.submit(1)
+        harness.wait_until(lambda: len(worker.assignments) == 1)

@@ -221,7 +221,12 @@ class Connection:
         self.execute("COMMIT")
 
     def wait_readable(self, timeout: float) -> bool:
-        """Waits until the server sends something (a notification), for at most ``timeout``."""
+        """Waits until the server sends something (a notification), for at most ``timeout``.
+
+        Returns at once when notifications that arrived during a query wait to be read.
+        """
+        if self._raw.notifications:
+            return True
         sock = self._raw._usock  # pg8000 exposes no public way to wait on its socket
         readable, _, _ = select.select([sock], [], [], max(timeout, 0.0))
         return bool(readable)
@@ -239,9 +244,10 @@ class Connection:
         """Returns the ``(channel, payload)`` notifications sent to this idle connection,
         without a round trip.
 
-        For a connection that only ``LISTEN``s, once :meth:`wait_readable` said so: it reads
-        every complete message the socket and pg8000's buffer hold (notifications, notices,
-        parameter changes), a ``SELECT 1`` round trip sooner than :meth:`poll_notifications`.
+        For a ``LISTEN``ing connection, once :meth:`wait_readable` said so: it returns the
+        notifications that arrived during its last query, and reads every complete message the
+        socket and pg8000's buffer hold (notifications, notices, parameter changes), a
+        ``SELECT 1`` round trip sooner than :meth:`poll_notifications`.
 
         Raises:
             DatabaseUnavailable: The server closed the connection or sent an error.
@@ -253,7 +259,7 @@ class Connection:
         read: list[tuple[str, str]] = self._take_notifications([])
         try:
             pending = self._pending()
-            if not pending:
+            if not pending and not read:
                 # The socket was readable but holds nothing: the server closed it.
                 raise pg8000.exceptions.InterfaceError("the server closed the connection")
             while pending:
@@ -317,6 +323,7 @@ class Database:
         prepare_statements: bool = False,
     ) -> None:
         self.settings = settings
+        self.max_connections = max_connections
         self._prepare_statements = prepare_statements
         self._application_name = application_name
         self._connect_timeout = connect_timeout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -147,7 +148,12 @@ class TaskStore:
 
     # -- dispatch ---------------------------------------------------------------------------
 
-    def claim_due(self, shares: Sequence[tuple[str, int]], lease_seconds: float) -> Claim:
+    def claim_due(
+        self,
+        shares: Sequence[tuple[str, int]],
+        lease_seconds: float,
+        conn: Connection | None = None,
+    ) -> Claim:
         """Claims due tasks for workers, returning only what an assignment needs, and when the
         next task still scheduled is due.
 
@@ -157,6 +163,8 @@ class TaskStore:
         than slots fills the first ones. The claim commits before it returns, so the caller
         sends the tasks outside any transaction. Each claimed task's attempt is incremented and
         its lease set. A claim for one worker runs a leaner statement with the same answer.
+        ``conn``, when given, is a connection outside any transaction to run the claim on
+        instead of a pooled one.
 
         Raises:
             ValueError: The shares have no slot.
@@ -164,7 +172,7 @@ class TaskStore:
         slots = sum(count for _, count in shares)
         if slots <= 0:
             raise ValueError("a claim needs at least one slot")
-        with self._db.connection() as conn:
+        with nullcontext(conn) if conn is not None else self._db.connection() as conn:
             if len(shares) == 1:
                 [[claimed, next_due_in]] = conn.run(
                     "claim_due_for_worker",

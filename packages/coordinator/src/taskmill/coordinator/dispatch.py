@@ -27,6 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from taskmill.common.convert import add_assignments
+from taskmill.common.db import Connection
 from taskmill.common.errors import TaskmillError
 from taskmill.common.models import ClaimedTask
 from taskmill.common.tasks import TaskStore
@@ -110,15 +111,17 @@ class Dispatcher:
         if self._backlog:
             self.wake()
 
-    def submitted(self, count: int | None = None) -> None:
+    def submitted(self, count: int | None = None, conn: Connection | None = None) -> None:
         """Runs a round on the calling thread (the listener's) when tasks were submitted.
 
         This spares the hand-off to the loop's thread: a wake-up between threads is a good part
         of an idle cluster's pickup latency. When a round is already running, the loop runs
         another after it instead. With ``count``, how many tasks were submitted, the round
         plans only that many slots: one task needs one worker, whose claim is the lean one.
+        With ``conn`` (the listener's), the claim runs on it: its server process has just sent
+        the notification, and answers sooner than a pooled connection's, idle until now.
         """
-        if not self._dispatch(wait=False, inline=True, wanted=count):
+        if not self._dispatch(wait=False, inline=True, wanted=count, conn=conn):
             self.wake()
 
     def run(self, stop: threading.Event) -> None:
@@ -133,17 +136,24 @@ class Dispatcher:
                 return
             self._dispatch(wait=True, inline=False)
 
-    def _dispatch(self, *, wait: bool, inline: bool, wanted: int | None = None) -> bool:
+    def _dispatch(
+        self,
+        *,
+        wait: bool,
+        inline: bool,
+        wanted: int | None = None,
+        conn: Connection | None = None,
+    ) -> bool:
         """Runs one round: claims under the round's lock, then sends with the lock released.
 
         Returns ``False``, having done nothing, when another round is running and ``wait`` is
         not set. ``inline`` lets a lone batch go from this thread (see :meth:`_hand_out`).
-        ``wanted`` caps the round's slots below the batch size.
+        ``wanted`` caps the round's slots below the batch size; ``conn`` is where to claim.
         """
         if not self._round.acquire(blocking=wait):
             return False
         try:
-            sleep, batches = self._claim(wanted)
+            sleep, batches = self._claim(wanted, conn)
         except TaskmillError as exc:
             logger.warning("dispatch round failed: %s", exc.message)
             sleep, batches = min(self._poll_interval, 1.0), []
@@ -166,7 +176,7 @@ class Dispatcher:
                 self._next_round = at
                 self._timer.notify()
 
-    def _claim(self, wanted: int | None) -> tuple[float, list[Batch]]:
+    def _claim(self, wanted: int | None, conn: Connection | None) -> tuple[float, list[Batch]]:
         """Claims due tasks for the workers with room and reserves their slots.
 
         Returns how long the loop may sleep before the next round, and each worker's batch.
@@ -177,7 +187,7 @@ class Dispatcher:
             # Nobody has room: tasks may be waiting for the next slot that frees.
             self._backlog = True
             return self._poll_interval, []
-        claim = self._tasks.claim_due(shares, self._lease_seconds)
+        claim = self._tasks.claim_due(shares, self._lease_seconds, conn)
         claimed = claim.tasks
         slots = sum(count for _, count in shares)
         # Every slot filled: more may be waiting. A submit's round that got as many slots as it

@@ -34,14 +34,15 @@ class Listener:
     Args:
         db: Where to open the listening connection.
         on_submitted: Called when tasks were submitted or rescheduled, with how many when every
-            notification said so (``None`` otherwise).
+            notification said so (``None`` otherwise) and the listening connection, which the
+            call may run a statement on (outside a transaction) before it returns.
         on_cancel: Called with a task id whose cancellation was requested.
     """
 
     def __init__(
         self,
         db: Database,
-        on_submitted: Callable[[int | None], None],
+        on_submitted: Callable[[int | None, Connection], None],
         on_cancel: Callable[[str], object],
     ) -> None:
         self._db = db
@@ -57,7 +58,7 @@ class Listener:
             try:
                 conn = self._listen()
                 backoff = 0.1
-                self._on_submitted(None)
+                self._on_submitted(None, conn)
                 self._serve(conn, stop)
             except TaskmillError as exc:
                 logger.warning("listening for notifications failed: %s", exc.message)
@@ -85,12 +86,12 @@ class Listener:
         last_poll = time.monotonic()
         while not stop.is_set():
             if conn.wait_readable(_WAIT):
-                self._deliver(conn.read_notifications())
+                self._deliver(conn, conn.read_notifications())
             elif time.monotonic() - last_poll >= _POLL_EVERY:
-                self._deliver(conn.poll_notifications())
+                self._deliver(conn, conn.poll_notifications())
                 last_poll = time.monotonic()
 
-    def _deliver(self, notifications: list[tuple[str, str]]) -> None:
+    def _deliver(self, conn: Connection, notifications: list[tuple[str, str]]) -> None:
         submitted = False
         count: int | None = 0
         for channel, payload in notifications:
@@ -100,7 +101,7 @@ class Listener:
             elif channel == CANCEL_CHANNEL and payload:
                 self._on_cancel(payload)
         if submitted:
-            self._on_submitted(count)
+            self._on_submitted(count, conn)
 
 
 def _add(count: int | None, payload: str) -> int | None:
