@@ -352,3 +352,31 @@ notified AS (
 SELECT
     (SELECT json_agg(json_build_array(id, created_at, scheduled_at)) FROM inserted) AS tasks,
     (SELECT count(*) FROM notified) AS notified
+
+-- name: submit_task
+-- submit_tasks for one task (POST /v1/tasks), with the same answer: its fields as parameters,
+-- not one JSON document the server parses, ~0.25 ms sooner on a cold CPU. The payload comes
+-- as JSON text.
+WITH inserted AS (
+    INSERT INTO tasks (
+        id, command, payload, queue, priority, max_attempts, timeout_seconds, scheduled_at,
+        idempotency_key, request_hash, trace_context
+    )
+    VALUES (
+        CAST(:id AS uuid), :command, CAST(:payload AS jsonb), :queue, CAST(:priority AS int),
+        CAST(:max_attempts AS int), CAST(:timeout_seconds AS float8),
+        coalesce(
+            CAST(:scheduled_at AS timestamptz),
+            now() + make_interval(secs => CAST(:delay_seconds AS float8))
+        ),
+        :idempotency_key, :request_hash, :trace_context
+    )
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, created_at, scheduled_at
+),
+notified AS (
+    SELECT pg_notify('taskmill_submitted', '1') FROM inserted
+)
+SELECT
+    (SELECT json_agg(json_build_array(id, created_at, scheduled_at)) FROM inserted) AS tasks,
+    (SELECT count(*) FROM notified) AS notified
