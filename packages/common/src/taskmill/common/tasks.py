@@ -172,16 +172,17 @@ class TaskStore:
         slots = sum(count for _, count in shares)
         if slots <= 0:
             raise ValueError("a claim needs at least one slot")
-        with nullcontext(conn) if conn is not None else self._db.connection() as conn:
+        lent = nullcontext(conn) if conn is not None else self._db.connection()
+        with lent as claiming:
             if len(shares) == 1:
-                [[claimed, next_due_in]] = conn.run(
+                [[claimed, next_due_in]] = claiming.run(
                     "claim_due_for_worker",
                     worker_id=shares[0][0],
                     slots=slots,
                     lease_seconds=lease_seconds,
                 )
             else:
-                [[claimed, next_due_in]] = conn.run(
+                [[claimed, next_due_in]] = claiming.run(
                     "claim_due_assignments",
                     shares=_json(list(shares)),
                     slots=slots,
