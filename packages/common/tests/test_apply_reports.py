@@ -6,28 +6,17 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
-from taskmill.common.db import Database, QueryError
-from taskmill.common.models import Backoff, NewTask, Outcome, Report, TaskError, TaskStatus
-from taskmill.common.settings import DatabaseSettings
+from taskmill.common.db import QueryError
+from taskmill.common.models import NewTask, Outcome, Report, TaskError, TaskStatus
 from taskmill.common.tasks import TaskStore
 from taskmill.common.testing import claim
 
 S = TaskStatus
 WORKER = "w-1"
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[TaskStore]:
-    db = Database(DatabaseSettings.from_url(database_url), max_connections=2)
-    try:
-        yield TaskStore(db, Backoff(30.0, 30.0))
-    finally:
-        db.close()
 
 
 def _dispatched(store: TaskStore, count: int) -> list[str]:

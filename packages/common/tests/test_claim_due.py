@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from taskmill.common.db import Database
 from taskmill.common.models import NewTask, TaskStatus
 from taskmill.common.queries import query
-from taskmill.common.settings import DatabaseSettings
 from taskmill.common.tasks import TaskStore
 
 LEASE = 60.0
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[TaskStore]:
-    db = Database(DatabaseSettings.from_url(database_url), max_connections=2)
-    try:
-        yield TaskStore(db)
-    finally:
-        db.close()
 
 
 def _insert(store: TaskStore, *tasks: NewTask) -> None:

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from taskmill.common.convert import report_from_proto, to_report
-from taskmill.common.db import Database
-from taskmill.common.models import Backoff, NewTask, Outcome, TaskError, TaskStatus
-from taskmill.common.settings import DatabaseSettings
+from taskmill.common.models import NewTask, Outcome, TaskError, TaskStatus
 from taskmill.common.tasks import TaskStore
 from taskmill.common.testing import claim
 
 S = TaskStatus
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[TaskStore]:
-    db = Database(DatabaseSettings.from_url(database_url), max_connections=2)
-    try:
-        yield TaskStore(db, Backoff(30.0, 30.0))
-    finally:
-        db.close()
 
 
 def _dispatched(store: TaskStore, max_attempts: int = 1) -> uuid.UUID:

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-from taskmill.common.db import Database
 from taskmill.common.models import NewTask
-from taskmill.common.settings import DatabaseSettings
 from taskmill.common.tasks import TaskStore
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[TaskStore]:
-    db = Database(DatabaseSettings.from_url(database_url), max_connections=4)
-    try:
-        yield TaskStore(db)
-    finally:
-        db.close()
 
 
 def test_extending_leases_skips_rows_a_report_holds(store: TaskStore) -> None:

@@ -10,17 +10,7 @@ import pytest
 
 from taskmill.common.db import Connection, Database
 from taskmill.common.models import NewTask
-from taskmill.common.settings import DatabaseSettings
 from taskmill.common.tasks import SubmitRow, TaskStore
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(DatabaseSettings.from_url(database_url), max_connections=2)
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 @pytest.fixture

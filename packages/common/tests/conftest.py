@@ -1,0 +1,27 @@
+"""Fixtures for common's tests: a connection pool and a task store on a fresh database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from taskmill.common.db import Database
+from taskmill.common.models import Backoff
+from taskmill.common.settings import DatabaseSettings
+from taskmill.common.tasks import TaskStore
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(DatabaseSettings.from_url(database_url), max_connections=4)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+@pytest.fixture
+def store(db: Database) -> TaskStore:
+    # A fixed backoff of 30 s, so a retried task's due time is known to within its jitter.
+    return TaskStore(db, Backoff(30.0, 30.0))
