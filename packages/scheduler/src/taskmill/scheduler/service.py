@@ -138,7 +138,7 @@ class TaskService:
             rows = _rows(submissions, ids, keys, digest, contexts)
             decided = self._submit(rows)
             if None not in decided:
-                return Submitted(_stored(submissions, rows, decided), created=True)
+                return Submitted(_stored(rows, decided), created=True)
             inserted = [row[0] for row, times in zip(rows, decided, strict=True) if times]
             existing = self._originals([k for k in keys if k is not None], digest, inserted)
             if existing is not None:
@@ -256,22 +256,10 @@ def _rows(
     ]
 
 
-def _stored(
-    submissions: Sequence[Submission], rows: list[SubmitRow], decided: list[Decided | None]
-) -> list[StoredTask]:
+def _stored(rows: list[SubmitRow], decided: list[Decided | None]) -> list[StoredTask]:
+    # A row starts with the id and the six submitted fields a StoredTask starts with.
     return [
-        StoredTask(
-            row[0],
-            s.command,
-            s.payload,
-            s.queue,
-            s.priority,
-            s.max_attempts,
-            s.timeout_seconds,
-            times[0],
-            times[1],
-            row[11],
-        )
-        for s, row, times in zip(submissions, rows, decided, strict=True)
+        StoredTask(*row[:7], times[0], times[1], row[11])
+        for row, times in zip(rows, decided, strict=True)
         if times is not None
     ]
