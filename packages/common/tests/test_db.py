@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from taskmill.common import db as db_module
 from taskmill.common.db import Connection, Database, QueryError
 from taskmill.common.errors import DatabaseUnavailable
 from taskmill.common.settings import DatabaseSettings
@@ -75,7 +76,13 @@ def _read_until(conn: Connection, count: int) -> list[str]:
     return payloads
 
 
-def test_read_notifications_reads_every_one_of_a_burst(database_url: str) -> None:
+@pytest.mark.parametrize("read_at_once", [db_module.READ_AT_ONCE, 7])
+def test_read_notifications_reads_every_one_of_a_burst(
+    database_url: str, read_at_once: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reads of 7 bytes end inside every message: each is finished from the socket, and what
+    # pg8000 buffered past it is read on the next wait, though the socket may be quiet.
+    monkeypatch.setattr(db_module, "READ_AT_ONCE", read_at_once)
     db, conn = _listening(database_url)
     try:
         with admin_connection(database_url) as other:

@@ -36,6 +36,8 @@ Row = dict[str, Any]
 _UNAVAILABLE_SQLSTATES = ("08", "57P")
 #: A protocol message's header: its type byte and its length (which counts itself).
 _HEADER = struct.Struct("!ci")
+#: The most one read of an idle connection takes from the socket; more waits for the next read.
+READ_AT_ONCE = 65536
 
 
 def _timestamptz_in(text: str) -> Any:
@@ -110,6 +112,29 @@ def _wrap(exc: Exception) -> DatabaseError:
     return DatabaseUnavailable(f"database unavailable: {exc}")
 
 
+class _Chunk:
+    """Protocol messages from one read, and the rest of the last one from pg8000's socket."""
+
+    def __init__(self, data: bytes, sock: Any) -> None:
+        self._data = data
+        self._at = 0
+        self._sock = sock
+        #: Whether a message went on past the read: pg8000's buffer may hold more after it.
+        self.read_on = False
+
+    @property
+    def left(self) -> bool:
+        return self._at < len(self._data)
+
+    def take(self, size: int) -> bytes:
+        start, self._at = self._at, min(self._at + size, len(self._data))
+        part = self._data[start : self._at]
+        if len(part) < size:
+            self.read_on = True
+            part += pg8000.core._read(self._sock, size - len(part))
+        return part
+
+
 class Connection:
     """One database connection, used by one thread at a time.
 
@@ -126,6 +151,9 @@ class Connection:
         self._statements: dict[str, pg8000.native.PreparedStatement] = {}
         # What ran last, to read its columns and row count from.
         self._last: Any = raw
+        # Whether pg8000's buffer may hold a message read past what was used (a query's answer
+        # can share a read with a notification sent after it): the next wait looks there first.
+        self._may_hold = False
 
     def run(self, query_name: str, /, **params: Any) -> list[list[Any]]:
         """Runs a named query and returns its rows as lists."""
@@ -142,6 +170,7 @@ class Connection:
             if statement is None:
                 statement = self._raw.prepare(query(query_name))
                 self._statements[query_name] = statement
+            self._may_hold = True
             rows: list[list[Any]] = statement.run(**params) or []
         except (TimeoutError, pg8000.exceptions.InterfaceError, OSError) as exc:
             self.broken = True
@@ -173,6 +202,7 @@ class Connection:
     def execute(self, sql: str, /, **params: Any) -> list[list[Any]]:
         """Runs SQL text given by the caller, such as a migration file's statement."""
         self._last = self._raw
+        self._may_hold = True
         try:
             return self._raw.run(sql, **params) or []
         except (TimeoutError, pg8000.exceptions.InterfaceError, OSError) as exc:
@@ -186,6 +216,7 @@ class Connection:
 
     def execute_script(self, sql: str) -> None:
         """Runs several statements at once (simple query protocol, no parameters)."""
+        self._may_hold = True
         try:
             self._raw.execute_simple(sql)
         except (pg8000.exceptions.InterfaceError, OSError) as exc:
@@ -223,10 +254,18 @@ class Connection:
     def wait_readable(self, timeout: float) -> bool:
         """Waits until the server sends something (a notification), for at most ``timeout``.
 
-        Returns at once when notifications that arrived during a query wait to be read.
+        Returns at once when notifications that arrived during a query wait to be read, or when
+        pg8000 read a message past the end of a query's answer.
         """
         if self._raw.notifications:
             return True
+        if self._may_hold:
+            self._may_hold = False
+            try:
+                if self._pending():
+                    return True
+            except OSError:
+                return True  # the read that follows reports the broken connection
         sock = self._raw._usock  # pg8000 exposes no public way to wait on its socket
         readable, _, _ = select.select([sock], [], [], max(timeout, 0.0))
         return bool(readable)
@@ -245,37 +284,42 @@ class Connection:
         without a round trip.
 
         For a ``LISTEN``ing connection, once :meth:`wait_readable` said so: it returns the
-        notifications that arrived during its last query, and reads every complete message the
-        socket and pg8000's buffer hold (notifications, notices, parameter changes), a
-        ``SELECT 1`` round trip sooner than :meth:`poll_notifications`.
+        notifications that arrived during its last query, or else reads what the socket holds
+        (notifications, notices, parameter changes), a ``SELECT 1`` round trip sooner than
+        :meth:`poll_notifications`. Anything that arrives later makes the next wait return.
 
         Raises:
             DatabaseUnavailable: The server closed the connection or sent an error.
         """
-        # pg8000 reads messages only while it runs a query, so this reads them as its own
-        # message loop does (through its buffered socket file and handlers), one at a time.
+        read: list[tuple[str, str]] = self._take_notifications([])
+        if read:
+            self._may_hold = True  # the socket is not read now: the next wait looks
+            return read
+        # pg8000 reads messages only while it runs a query, so this hands them to its own
+        # handlers. One read takes what pg8000 buffered, else what the socket holds: on a cold
+        # CPU, peeking before and after each message cost ~0.03 ms of an idle cluster's pickup.
         raw = self._raw
         context = pg8000.core.Context(None)
-        read: list[tuple[str, str]] = self._take_notifications([])
         try:
-            pending = self._pending()
-            if not pending and not read:
+            chunk = _Chunk(raw._sock.read1(READ_AT_ONCE), raw._sock)
+            if not chunk.left:
                 # The socket was readable but holds nothing: the server closed it.
                 raise pg8000.exceptions.InterfaceError("the server closed the connection")
-            while pending:
-                code, length = _HEADER.unpack(pg8000.core._read(raw._sock, 5))
+            while chunk.left:
+                code, length = _HEADER.unpack(chunk.take(5))
                 handler = raw.message_types.get(code)
                 if handler is None:
                     raise pg8000.exceptions.InterfaceError(f"unexpected message {code!r}")
-                handler(pg8000.core._read(raw._sock, length - 4), context)
+                handler(chunk.take(length - 4), context)
                 if context.error is not None:
                     raise context.error
                 # pg8000's own queue keeps only the last 100.
                 self._take_notifications(read)
-                pending = self._pending()
         except (pg8000.exceptions.InterfaceError, pg8000.exceptions.DatabaseError, OSError) as exc:
             self.broken = True
             raise _wrap(exc) from exc
+        if chunk.read_on:
+            self._may_hold = True
         return read
 
     def _take_notifications(self, into: list[tuple[str, str]]) -> list[tuple[str, str]]:
