@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 
 from opentelemetry import context as otel_context
@@ -27,7 +28,10 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 logger = logging.getLogger(__name__)
 
-_exporting = False
+#: The exporter ``setup_tracing`` installed in this process, if any.
+_installed: SpanExporter | None = None
+#: How long a service's exit waits for its last spans to reach the collector.
+SHUTDOWN_SECONDS = 2.0
 
 #: Span attribute names shared by every service.
 TASK_ID = "taskmill.task.id"
@@ -65,7 +69,7 @@ def setup_tracing(service_name: str, version: str, env: Mapping[str, str]) -> Tr
         env: The process environment (the SDK also reads its ``OTEL_*`` variables itself).
 
     Returns:
-        The provider; call ``shutdown()`` on it at exit to flush spans.
+        The provider; pass it to :func:`shutdown_tracing` at exit to flush spans.
     """
     detected = Resource.create()
     defaults = Resource({SERVICE_NAME: service_name, SERVICE_VERSION: version})
@@ -86,9 +90,29 @@ def setup_tracing(service_name: str, version: str, env: Mapping[str, str]) -> Tr
         provider.add_span_processor(processor)
         logger.info("exporting traces as %s", resource.attributes.get(SERVICE_NAME))
     trace.set_tracer_provider(provider)
-    global _exporting
-    _exporting = exporter is not None
+    global _installed
+    _installed = exporter
     return provider
+
+
+def shutdown_tracing(provider: TracerProvider, timeout: float = SHUTDOWN_SECONDS) -> None:
+    """Flushes the last spans and stops tracing, waiting at most ``timeout`` for the collector.
+
+    The SDK's own shutdown retries an unreachable collector with a backoff until the export
+    timeout (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default): over 6 s added to every exit,
+    enough to push a stopping worker past its orchestrator's kill deadline. Past ``timeout``
+    the exporter is shut down, which ends its retries; the spans it held are lost.
+    """
+    exporter = _installed
+    timer = threading.Timer(timeout, exporter.shutdown) if exporter is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        provider.shutdown()
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def exporting() -> bool:
@@ -96,7 +120,7 @@ def exporting() -> bool:
 
     Hot paths skip building spans when it did not: nothing would record them.
     """
-    return _exporting
+    return _installed is not None
 
 
 def new_traceparent(parent: str | None = None) -> str:

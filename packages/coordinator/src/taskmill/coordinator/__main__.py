@@ -12,7 +12,7 @@ from types import FrameType
 
 from taskmill.common.errors import TaskmillError
 from taskmill.common.runtime import tune_gc
-from taskmill.common.telemetry import setup_logging, setup_tracing
+from taskmill.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
 from taskmill.coordinator.server import create_server
 from taskmill.coordinator.settings import CoordinatorSettings, load_settings
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _serve(settings)
     finally:
-        provider.shutdown()
+        shutdown_tracing(provider)
 
 
 def _serve(settings: CoordinatorSettings) -> int:

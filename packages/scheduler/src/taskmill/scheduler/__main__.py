@@ -22,7 +22,7 @@ from taskmill.common.errors import TaskmillError
 from taskmill.common.migrate import prepare_schema
 from taskmill.common.runtime import tune_gc
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.telemetry import setup_logging, setup_tracing
+from taskmill.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
 from taskmill.scheduler.app import create_app
 from taskmill.scheduler.server import bind, create_server, run
 from taskmill.scheduler.settings import SchedulerSettings
@@ -107,7 +107,7 @@ def _serve(settings: SchedulerSettings, sock: socket.socket) -> int:
         server.run()
     finally:
         db.close()
-        provider.shutdown()
+        shutdown_tracing(provider)
     return 0
 
 

@@ -17,7 +17,7 @@ from taskmill.common.errors import ConfigError
 from taskmill.common.grpcutil import GrpcSecurity, check_health
 from taskmill.common.runtime import tune_gc
 from taskmill.common.settings import parse_bool
-from taskmill.common.telemetry import setup_logging, setup_tracing
+from taskmill.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
 from taskmill.worker.settings import WorkerSettings, default_concurrency
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ def run(settings: WorkerSettings, env: Mapping[str, str]) -> int:
     try:
         return _serve(create_worker(settings))
     finally:
-        provider.shutdown()
+        shutdown_tracing(provider)
 
 
 def _serve(worker: Worker) -> int:
