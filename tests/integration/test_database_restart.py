@@ -1,10 +1,12 @@
-"""The database restarts while a cluster runs: every service reconnects by itself and no task is
-lost, stuck or run twice. The cluster gets a PostgreSQL server of its own, restarted on the same
-data and port, so the other tests' server is never touched."""
+"""The database restarts, or crashes and recovers, while a cluster runs: every service reconnects
+by itself and no task is lost, stuck or run twice. The cluster gets a PostgreSQL server of its
+own, restarted on the same data and port, so the other tests' server is never touched."""
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from taskmill.common.pgserver import PostgresServer
 from taskmill.dev.harness import Cluster, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+SUPPORT = Path(__file__).parent / "support"
 
 
 @pytest.fixture
@@ -44,28 +48,34 @@ def _submitted(cluster: Cluster, tasks: list[dict[str, Any]]) -> list[dict[str, 
     return list(body["tasks"]) if status == 201 else None
 
 
-def test_a_database_restart_loses_no_task(server: PostgresServer, cluster: Cluster) -> None:
+@pytest.mark.parametrize("crash", [False, True], ids=["shutdown", "crash"])
+def test_a_database_restart_loses_no_task(
+    server: PostgresServer, cluster: Cluster, crash: bool, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.txt"
+    pythonpath = [str(SUPPORT), *filter(None, [cluster.env.get("PYTHONPATH")])]
+    cluster.env.update(PYTHONPATH=os.pathsep.join(pythonpath), TASKMILL_TEST_RUNS_FILE=str(runs))
     cluster.start_scheduler()
     coordinator = cluster.start_coordinator()
     for _ in range(2):
-        cluster.start_worker(coordinator, "--concurrency", "4")
+        cluster.start_worker(
+            coordinator, "--concurrency", "4", "--handlers", "cluster_test_handlers"
+        )
     before = cluster.submit_batch(
-        [{"command": "sleep", "payload": {"seconds": 0.2}} for _ in range(40)]
+        [{"command": "test.record", "payload": {"seconds": 0.2}} for _ in range(40)]
     )
-    wait_for(
-        lambda: any(cluster.task(t["id"])["status"] == "running" for t in before),
-        30,
-        "a task running",
-    )
+    wait_for(runs.exists, 30, "a task running")
 
-    # A fast shutdown ends every connection of every service, and the tasks in flight finish
-    # while the database is away: their reports wait in the workers until it is back.
+    # Either shutdown ends every connection of every service, and the tasks in flight finish
+    # while the database is away: their reports wait in the workers until it is back. After
+    # a crash the database recovers from its log: every claim was committed durably before
+    # its task was sent, so none is forgotten and run again.
     data, port = server.data_dir, server.port
-    server.stop()
+    server.stop(crash=crash)
     server.start(data_dir=data, port=port)
 
     # The scheduler answers again once its pool has reconnected.
-    payloads = [{"command": "echo", "payload": {"n": n}} for n in range(40)]
+    payloads = [{"command": "test.record", "payload": {"n": n}} for n in range(40)]
     after = wait_for(lambda: _submitted(cluster, payloads), 60, "a submit accepted again")
 
     done = cluster.wait_final([t["id"] for t in before + after], timeout=120)
@@ -74,3 +84,5 @@ def test_a_database_restart_loses_no_task(server: PostgresServer, cluster: Clust
         assert final["status"] == "succeeded", final
         assert final["attempt"] == 1, final
     assert [done[t["id"]]["result"] for t in after] == [p["payload"] for p in payloads]
+    ran = Counter(line.split()[0] for line in runs.read_text().splitlines())
+    assert ran == Counter({t["id"]: 1 for t in before + after})

@@ -155,14 +155,18 @@ class PostgresServer:
             time.monotonic() - began,
         )
 
-    def stop(self) -> None:
+    def stop(self, *, crash: bool = False) -> None:
         """Stops the server with a fast shutdown and removes a temporary data directory.
 
         Safe to call more than once, and after a failed ``start()``.
+
+        Args:
+            crash: Stop it as a crash would instead (an immediate shutdown: no checkpoint, so
+                the next start recovers from the write-ahead log).
         """
         process, self._process = self._process, None
         if process is not None:
-            _terminate(process)
+            _terminate(process, crash=crash)
             logger.info("PostgreSQL on port %d stopped", self._port)
         if self._log is not None:
             self._log.close()
@@ -353,9 +357,16 @@ def _accepts_connections(port: int) -> bool:
     return True
 
 
-def _terminate(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Stops a postmaster: fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL."""
+def _terminate(
+    process: subprocess.Popen[bytes], timeout: float = 30.0, *, crash: bool = False
+) -> None:
+    """Stops a postmaster: fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL.
+
+    With ``crash``, it starts at the immediate shutdown.
+    """
     steps: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL)
+    if crash:
+        steps = steps[1:]
     for signum in steps:
         if process.poll() is not None:
             return
