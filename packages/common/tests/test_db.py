@@ -76,12 +76,14 @@ def _read_until(conn: Connection, count: int) -> list[str]:
     return payloads
 
 
-@pytest.mark.parametrize("read_at_once", [db_module.READ_AT_ONCE, 7])
+@pytest.mark.parametrize("read_at_once", [db_module.READ_AT_ONCE, 7, 17])
 def test_read_notifications_reads_every_one_of_a_burst(
     database_url: str, read_at_once: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Reads of 7 bytes end inside every message: each is finished from the socket, and what
-    # pg8000 buffered past it is read on the next wait, though the socket may be quiet.
+    # pg8000 buffered past it is read on the next wait, though the socket may be quiet. A
+    # notification of 'probe' with a one-digit payload is 17 bytes: reads of 17 end between
+    # the first ten messages, with the rest of the burst in pg8000's buffer.
     monkeypatch.setattr(db_module, "READ_AT_ONCE", read_at_once)
     db, conn = _listening(database_url)
     try:

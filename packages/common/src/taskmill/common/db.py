@@ -119,6 +119,8 @@ class _Chunk:
         self._data = data
         self._at = 0
         self._sock = sock
+        #: Whether the read took all it could: more may wait in pg8000's buffer.
+        self.full = len(data) >= READ_AT_ONCE
         #: Whether a message went on past the read: pg8000's buffer may hold more after it.
         self.read_on = False
 
@@ -165,12 +167,12 @@ class Connection:
     def _run_prepared(self, query_name: str, params: dict[str, Any]) -> list[list[Any]]:
         # A prepared statement is parsed once per connection: pg8000 then needs one round trip
         # per call instead of three, and skips re-scanning the SQL text for parameters.
+        self._may_hold = True
         try:
             statement = self._statements.get(query_name)
             if statement is None:
                 statement = self._raw.prepare(query(query_name))
                 self._statements[query_name] = statement
-            self._may_hold = True
             rows: list[list[Any]] = statement.run(**params) or []
         except (TimeoutError, pg8000.exceptions.InterfaceError, OSError) as exc:
             self.broken = True
@@ -318,7 +320,7 @@ class Connection:
         except (pg8000.exceptions.InterfaceError, pg8000.exceptions.DatabaseError, OSError) as exc:
             self.broken = True
             raise _wrap(exc) from exc
-        if chunk.read_on:
+        if chunk.read_on or chunk.full:
             self._may_hold = True
         return read
 
