@@ -12,17 +12,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
+    SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
@@ -56,7 +57,33 @@ def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
         return ConsoleSpanExporter()
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter()
+    return _StopsOnce(OTLPSpanExporter())
+
+
+class _StopsOnce(SpanExporter):
+    """An exporter that is shut down once, whoever asks first.
+
+    ``shutdown_tracing`` may shut the OTLP exporter down early, to end its retries; the
+    provider's own shutdown then asks again, which the OTLP exporter would log as a warning.
+    """
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._exporter.export(spans)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._exporter.shutdown()
 
 
 def setup_tracing(service_name: str, version: str, env: Mapping[str, str]) -> TracerProvider:
@@ -101,7 +128,8 @@ def shutdown_tracing(provider: TracerProvider, timeout: float = SHUTDOWN_SECONDS
     The SDK's own shutdown retries an unreachable collector with a backoff until the export
     timeout (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default): over 6 s added to every exit,
     enough to push a stopping worker past its orchestrator's kill deadline. Past ``timeout``
-    the exporter is shut down, which ends its retries; the spans it held are lost.
+    the exporter ``setup_tracing`` installed is shut down, which ends its retries; the spans it
+    held are lost.
     """
     exporter = _installed
     timer = threading.Timer(timeout, exporter.shutdown) if exporter is not None else None
