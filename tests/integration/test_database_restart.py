@@ -48,6 +48,10 @@ def _submitted(cluster: Cluster, tasks: list[dict[str, Any]]) -> list[dict[str, 
     return list(body["tasks"]) if status == 201 else None
 
 
+def _statuses(cluster: Cluster, tasks: list[dict[str, Any]]) -> set[str]:
+    return {cluster.task(task["id"])["status"] for task in tasks}
+
+
 @pytest.mark.parametrize("crash", [False, True], ids=["shutdown", "crash"])
 def test_a_database_restart_loses_no_task(
     server: PostgresServer, cluster: Cluster, crash: bool, tmp_path: Path
@@ -59,30 +63,40 @@ def test_a_database_restart_loses_no_task(
     coordinator = cluster.start_coordinator()
     for _ in range(2):
         cluster.start_worker(
-            coordinator, "--concurrency", "4", "--handlers", "cluster_test_handlers"
+            coordinator, "--concurrency", "2", "--handlers", "cluster_test_handlers"
         )
-    before = cluster.submit_batch(
-        [{"command": "test.record", "payload": {"seconds": 0.2}} for _ in range(40)]
+    # Four tasks fill the four slots; four more wait in the workers' queues, claimed.
+    running = cluster.submit_batch(
+        [{"command": "test.record", "payload": {"seconds": 2}} for _ in range(4)]
     )
-    wait_for(runs.exists, 30, "a task running")
+    wait_for(lambda: runs.exists() and len(runs.read_text().splitlines()) == 4, 30, "4 running")
+    queued = cluster.submit_batch(
+        [{"command": "test.record", "payload": {"seconds": 0.1}} for _ in range(4)]
+    )
+    wait_for(lambda: _statuses(cluster, queued) == {"dispatched"}, 30, "4 more dispatched")
 
-    # Either shutdown ends every connection of every service, and the tasks in flight finish
-    # while the database is away: their reports wait in the workers until it is back. After
-    # a crash the database recovers from its log: every claim was committed durably before
-    # its task was sent, so none is forgotten and run again.
+    # Either shutdown ends every connection of every service. The running tasks finish while
+    # the database is away, and their reports wait in the workers until it is back. After a
+    # crash the database recovers from its log. The queued tasks' claim was committed
+    # durably before they were sent, so it is not forgotten and they do not run twice.
     data, port = server.data_dir, server.port
     server.stop(crash=crash)
+    assert len(runs.read_text().splitlines()) == 4  # the queued tasks had not started
+    status, problem = cluster.request("POST", "/v1/tasks", {"command": "echo"})
+    assert status == 503, problem
     server.start(data_dir=data, port=port)
 
     # The scheduler answers again once its pool has reconnected.
     payloads = [{"command": "test.record", "payload": {"n": n}} for n in range(40)]
     after = wait_for(lambda: _submitted(cluster, payloads), 60, "a submit accepted again")
 
-    done = cluster.wait_final([t["id"] for t in before + after], timeout=120)
-    for task in before + after:
+    tasks = running + queued + after
+    done = cluster.wait_final([t["id"] for t in tasks], timeout=120)
+    cluster.stop_all()  # no handler runs after this: every run is in the file
+    for task in tasks:
         final = done[task["id"]]
         assert final["status"] == "succeeded", final
         assert final["attempt"] == 1, final
     assert [done[t["id"]]["result"] for t in after] == [p["payload"] for p in payloads]
     ran = Counter(line.split()[0] for line in runs.read_text().splitlines())
-    assert ran == Counter({t["id"]: 1 for t in before + after})
+    assert ran == Counter({t["id"]: 1 for t in tasks})
