@@ -3,6 +3,7 @@ and notifications read from an idle connection."""
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -156,4 +157,25 @@ def test_a_prepared_statement_refused_by_the_server_leaves_its_connection_usable
         with db.connection() as conn:
             assert conn.scalar("schema_version") is not None
     finally:
+        db.close()
+
+
+@pytest.mark.skipif(
+    not hasattr(socket, "TCP_USER_TIMEOUT"), reason="Linux's TCP options (taskmill's images)"
+)
+def test_a_connection_notices_a_server_that_vanished(database_url: str) -> None:
+    # A lost host sends no FIN: only TCP's own timers end the connection, and the system's
+    # defaults would leave a query waiting for hours. Every connection gets shorter ones.
+    db = Database(DatabaseSettings.from_url(database_url), max_connections=1)
+    conn = db.connect()
+    try:
+        sock = conn._raw._usock
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 15
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 30_000
+        assert conn.execute("SELECT 1") == [[1]]
+    finally:
+        conn.close()
         db.close()

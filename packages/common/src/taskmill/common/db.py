@@ -112,6 +112,27 @@ def _wrap(exc: Exception) -> DatabaseError:
     return DatabaseUnavailable(f"database unavailable: {exc}")
 
 
+#: TCP options that end a connection whose server vanished without closing it (a host lost,
+#: a failover that left the old address silent): after 15 s of silence, a probe every 5 s,
+#: and a send unanswered for 30 s. The system's defaults wait two hours idle, and about 15
+#: minutes for an unanswered send, with the thread that waits stuck meanwhile. Set where the
+#: platform has them.
+_DEAD_SERVER_OPTIONS = [
+    (socket.SOL_SOCKET, "SO_KEEPALIVE", 1),
+    (socket.IPPROTO_TCP, "TCP_KEEPIDLE", 15),
+    (socket.IPPROTO_TCP, "TCP_KEEPINTVL", 5),
+    (socket.IPPROTO_TCP, "TCP_KEEPCNT", 3),
+    (socket.IPPROTO_TCP, "TCP_USER_TIMEOUT", 30_000),  # milliseconds
+]
+
+
+def _notice_a_vanished_server(sock: socket.socket) -> None:
+    for level, name, value in _DEAD_SERVER_OPTIONS:
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(level, option, value)
+
+
 class _Chunk:
     """Protocol messages from one read, and the rest of the last one from pg8000's socket."""
 
@@ -409,6 +430,7 @@ class Database:
             # pg8000 writes a message bigger than its 8 KiB buffer in pieces; with Nagle on, the
             # last piece waits for the server's delayed ACK: 40 ms for a large parameter.
             raw._usock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _notice_a_vanished_server(raw._usock)
         raw.register_in_adapter(pg8000.converters.TIMESTAMPTZ, _timestamptz_in)
         raw.register_in_adapter(pg8000.converters.TIMESTAMP, _timestamp_in)
         return Connection(raw, prepare=self._prepare_statements)
