@@ -140,10 +140,9 @@ class _Chunk:
         self._data = data
         self._at = 0
         self._sock = sock
-        #: Whether the read took all it could: more may wait in pg8000's buffer.
-        self.full = len(data) >= READ_AT_ONCE
-        #: Whether a message went on past the read: pg8000's buffer may hold more after it.
-        self.read_on = False
+        #: Whether pg8000's buffer may hold more: the read took all it could, or a message went
+        #: on past it and was finished from the socket, through that buffer.
+        self.more_buffered = len(data) >= READ_AT_ONCE
 
     @property
     def left(self) -> bool:
@@ -153,7 +152,7 @@ class _Chunk:
         start, self._at = self._at, min(self._at + size, len(self._data))
         part = self._data[start : self._at]
         if len(part) < size:
-            self.read_on = True
+            self.more_buffered = True
             part += pg8000.core._read(self._sock, size - len(part))
         return part
 
@@ -341,7 +340,7 @@ class Connection:
         except (pg8000.exceptions.InterfaceError, pg8000.exceptions.DatabaseError, OSError) as exc:
             self.broken = True
             raise _wrap(exc) from exc
-        if chunk.read_on or chunk.full:
+        if chunk.more_buffered:
             self._may_hold = True
         return read
 
