@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from taskmill.common.testing import admin_connection
 from taskmill.dev.harness import Cluster, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -176,3 +179,42 @@ def test_cluster_token_is_required(cluster: Cluster) -> None:
                 timeout=5,
             )
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_scheduler_killed_while_storing_a_batch_stores_it_once(cluster: Cluster) -> None:
+    # The scheduler dies while its insert may be running: the batch is stored whole or not at
+    # all, and the client, which got no answer, sends it again with the same key.
+    scheduler = cluster.start_scheduler()
+    coordinator = cluster.start_coordinator()
+    cluster.start_worker(coordinator)
+    tasks = [{"command": "echo", "payload": {"n": n}} for n in range(1000)]
+    key = {"Idempotency-Key": "sent-while-the-scheduler-died"}
+
+    def send() -> None:
+        with contextlib.suppress(OSError, ValueError):  # no answer, or half of one
+            cluster.request("POST", "/v1/tasks/batch", {"tasks": tasks}, key)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    with admin_connection(cluster.database_url) as admin:
+        deadline = time.monotonic() + 10
+        # Killed once its insert runs, or, if that was too quick to see, once it answered.
+        while sender.is_alive() and time.monotonic() < deadline:
+            [[inserting]] = admin.run(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = 'taskmill-scheduler' AND state = 'active'"
+            )
+            if inserting:
+                break
+    scheduler.kill()
+    sender.join(30)
+
+    cluster.start_scheduler()
+    status, body = cluster.request("POST", "/v1/tasks/batch", {"tasks": tasks}, key)
+    assert status in (200, 201), body  # 200: stored before the kill; 201: stored now
+    ids = [task["id"] for task in body["tasks"]]
+    done = cluster.wait_final(ids, timeout=120)
+    assert [done[i]["result"] for i in ids] == [task["payload"] for task in tasks]
+    assert {done[i]["attempt"] for i in ids} == {1}
+    with admin_connection(cluster.database_url) as admin:
+        assert admin.run("SELECT count(*) FROM tasks") == [[1000]]
