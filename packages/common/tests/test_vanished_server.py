@@ -106,17 +106,25 @@ def test_a_query_to_a_vanished_server_fails_within_the_timers(
 ) -> None:
     namespace, outer, inner, address = pair
     settings = DatabaseSettings.from_url(database_url)
-    listener = socket.create_server((address, 0))
     stop = threading.Event()
-    relay = threading.Thread(
-        target=_relay, args=(listener, (settings.host, settings.port), stop), daemon=True
-    )
-    relay.start()
-    parts = urlsplit(database_url)
-    netloc = f"{settings.user}@{address}:{listener.getsockname()[1]}"
-    through_relay = urlunsplit(parts._replace(netloc=netloc))
+    with socket.create_server((address, 0)) as listener:
+        relay = threading.Thread(
+            target=_relay, args=(listener, (settings.host, settings.port), stop), daemon=True
+        )
+        relay.start()
+        netloc = f"{settings.user}@{address}:{listener.getsockname()[1]}"
+        through_relay = urlunsplit(urlsplit(database_url)._replace(netloc=netloc))
+        try:
+            _run_client(namespace, outer, inner, through_relay)
+        finally:
+            stop.set()
+    relay.join(5)
+
+
+def _run_client(namespace: str, outer: str, inner: str, url: str) -> None:
+    """Connects the client, cuts the pair silently, and expects its next query to fail."""
     client = subprocess.Popen(
-        ["ip", "netns", "exec", namespace, sys.executable, "-c", _CLIENT, through_relay],
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", _CLIENT, url],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -136,6 +144,3 @@ def test_a_query_to_a_vanished_server_fails_within_the_timers(
         if client.poll() is None:
             client.kill()
             client.wait()
-        stop.set()
-        listener.close()
-        relay.join(5)
