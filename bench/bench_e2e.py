@@ -13,6 +13,8 @@ PostgreSQL (127.0.0.1:5432, user postgres), dropped afterwards. Then:
    worker's clock as the handler starts) minus ``created_at`` (the database's ``now()`` in the
    submit's transaction), split at ``dispatched_at`` (the claim's ``now()``); and the client's
    round trip from the submit call to the poll (every 1 ms, direct SQL) that saw it succeeded.
+   Then as many single tasks due ``--due-in`` seconds after their submit (the coordinator's
+   timer, not its ``LISTEN``): how late each starts, ``started_at`` minus ``scheduled_at``.
 3. Peers: each script in ``bench/peers/`` runs with the peers' own interpreter (made by
    ``bench/peers/setup.sh``), with the same tasks, chunk, workers and concurrency, and prints
    one JSON line; all of them end in one table.
@@ -34,10 +36,10 @@ import platform
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -307,26 +309,38 @@ def throughput(
 # -- phase 2 ------------------------------------------------------------------------------------
 
 
-def latency(api: Api, sql: pg8000.native.Connection, args: argparse.Namespace) -> dict[str, Any]:
-    """Phase 2: single tasks on the idle cluster."""
-    body = json.dumps({"command": "echo", "payload": {"n": 0}}).encode()
+def _one_at_a_time(
+    api: Api, sql: pg8000.native.Connection, args: argparse.Namespace, body: Callable[[], bytes]
+) -> tuple[list[str], list[float], bool]:
+    """Submits ``--samples`` single tasks, each after the one before succeeded and ``--pause``.
+
+    Returns their ids, each one's round trip (ms, submit call to the poll that saw it
+    succeeded) and whether the phase ran out of time.
+    """
     status = "SELECT status FROM tasks WHERE id = CAST(:id AS uuid)"
     ids: list[str] = []
     round_trips: list[float] = []
     deadline = time.monotonic() + args.timeout
-    timed_out = False
     for _ in range(args.samples):
         began = time.perf_counter()
-        task_id = str(api.post("/v1/tasks", body)["id"])
+        task_id = str(api.post("/v1/tasks", body())["id"])
         left = deadline - time.monotonic()
-        if left <= 0 or not wait_until(
-            lambda t=task_id: sql.run(status, id=t)[0][0] == "succeeded", left, 0.001
-        ):
-            timed_out = True
-            break
+
+        def succeeded(task_id: str = task_id) -> bool:
+            return bool(sql.run(status, id=task_id)[0][0] == "succeeded")
+
+        if left <= 0 or not wait_until(succeeded, left, 0.001):
+            return ids, round_trips, True
         round_trips.append((time.perf_counter() - began) * 1000)
         ids.append(task_id)
         time.sleep(args.pause)
+    return ids, round_trips, False
+
+
+def latency(api: Api, sql: pg8000.native.Connection, args: argparse.Namespace) -> dict[str, Any]:
+    """Phase 2: single tasks on the idle cluster."""
+    body = json.dumps({"command": "echo", "payload": {"n": 0}}).encode()
+    ids, round_trips, timed_out = _one_at_a_time(api, sql, args, lambda: body)
     rows = sql.run(
         "SELECT extract(epoch FROM started_at - created_at) * 1000, "
         "extract(epoch FROM dispatched_at - created_at) * 1000, "
@@ -344,6 +358,32 @@ def latency(api: Api, sql: pg8000.native.Connection, args: argparse.Namespace) -
         **percentiles(round_trips, "roundtrip"),
         "latency_samples": len(round_trips),
         "latency_timed_out": timed_out,
+    }
+
+
+def lateness(api: Api, sql: pg8000.native.Connection, args: argparse.Namespace) -> dict[str, Any]:
+    """Phase 3: single tasks due ``--due-in`` seconds after their submit, on the idle cluster.
+
+    How late each starts: ``started_at`` minus ``scheduled_at``. These wake the coordinator's
+    timer, not its ``LISTEN``: the submit's round finds nothing due yet.
+    """
+
+    def body() -> bytes:
+        due = datetime.now(UTC) + timedelta(seconds=args.due_in)
+        return json.dumps({"command": "echo", "scheduled_at": due.isoformat()}).encode()
+
+    ids, _, timed_out = _one_at_a_time(api, sql, args, body)
+    rows = sql.run(
+        "SELECT extract(epoch FROM started_at - scheduled_at) * 1000 "
+        "FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))",
+        ids=ids,
+    )
+    late = [float(row[0]) for row in rows]
+    return {
+        **percentiles(late, "late"),
+        "late_min_ms": round(min(late), 2) if late else None,
+        "late_max_ms": round(max(late), 2) if late else None,
+        "late_timed_out": timed_out,
     }
 
 
@@ -424,6 +464,8 @@ def run_taskmill(args: argparse.Namespace) -> dict[str, Any]:
                 sql.run("VACUUM ANALYZE tasks")
             print(f"  pickup latency of {args.samples} single tasks", flush=True)
             figures.update(latency(api, sql, args))
+            print(f"  start after the due time of {args.samples} future tasks", flush=True)
+            figures.update(lateness(api, sql, args))
         finally:
             sql.close()
     return {
@@ -533,6 +575,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--queue-size", type=int, default=1000, help="taskmill worker queue")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--pause", type=float, default=0.02)
+    parser.add_argument(
+        "--due-in", type=float, default=0.05, help="phase 3: tasks due this long after submit"
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline of each phase")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma list, or none")
     parser.add_argument("--no-taskmill", action="store_true", help="run the peers only")
@@ -597,6 +642,16 @@ def main() -> None:
             "p95 {claim_p95_ms}; dispatched->started p50 {assign_p50_ms} p95 {assign_p95_ms}; "
             "handler p50 {run_p50_ms}; DB span of phase 1 {db_span_seconds} s".format(**mine)
         )
+    if mine and "late_p50_ms" in mine:
+        print(
+            "  taskmill start after the due time (ms), tasks due {due_in} s after submit: "
+            "p50 {late_p50_ms} p95 {late_p95_ms} p99 {late_p99_ms}, min {late_min_ms}, "
+            "max {late_max_ms}{late_cut}".format(
+                due_in=args.due_in,
+                late_cut=" (timeout)" if mine["late_timed_out"] else "",
+                **mine,
+            )
+        )
     if mine and "cpu_us_per_task" in mine:
         parts = mine["cpu_us_per_task"]
         listed = ", ".join(f"{k} {v}" for k, v in parts.items())
@@ -617,4 +672,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
