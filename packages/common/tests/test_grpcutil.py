@@ -7,7 +7,6 @@ A tiny WorkerService servicer runs on a real server at 127.0.0.1:<free port> mad
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -229,43 +228,6 @@ def test_create_server_refuses_an_address_in_use() -> None:
 
 
 # -- TLS --------------------------------------------------------------------------------------
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
-
-
-def _signed(tmp: Path, ca: Path, ca_key: Path, name: str) -> tuple[Path, Path]:
-    key, csr, cert, ext = (tmp / f"{name}.{s}" for s in ("key", "csr", "pem", "ext"))
-    ext.write_text(
-        "subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth, clientAuth\n"
-    )
-    _openssl(
-        *("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-        *("-nodes", "-subj", f"/CN={name}"),
-        *("-keyout", key, "-out", csr),
-    )
-    _openssl(
-        *("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial"),
-        *("-days", "1", "-sha256", "-extfile", ext, "-out", cert),
-    )
-    return cert, key
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A throwaway CA with a server and a client certificate, made with the openssl CLI."""
-    tmp_path = tmp_path_factory.mktemp("pki")
-    ca, ca_key = tmp_path / "ca.pem", tmp_path / "ca.key"
-    _openssl(
-        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-        *("-nodes", "-days", "1"),
-        *("-subj", "/CN=taskmill test CA", "-keyout", ca_key, "-out", ca),
-    )
-    files = {"ca": ca}
-    for name in ("server", "client"):
-        files[f"{name}_cert"], files[f"{name}_key"] = _signed(tmp_path, ca, ca_key, name)
-    return files
 
 
 def test_mutual_tls_call_succeeds_and_plaintext_fails(pki: dict[str, Path]) -> None:

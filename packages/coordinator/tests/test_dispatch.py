@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import threading
+import uuid
 from collections import Counter
 
 import grpc
@@ -127,6 +128,49 @@ def test_failed_assignment_returns_the_task_and_it_goes_elsewhere(
     )
 
 
+def test_an_assignment_that_times_out_returns_the_tasks_and_they_go_elsewhere(
+    harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="taskmill.coordinator.dispatch")
+    coordinator = harness.coordinator(assign_timeout=0.5)
+    hanging = harness.worker(coordinator)
+    hanging.gate = threading.Event()  # its AssignTasks blocks far past the deadline
+    try:
+        ids = harness.submit(2)
+        harness.wait_until(
+            lambda: any(
+                "did not take" in r.getMessage() and "DEADLINE_EXCEEDED" in r.getMessage()
+                for r in caplog.records
+            ),
+            what="the assignment to time out",
+        )
+        harness.wait_until(
+            lambda: all(harness.task(i).status is TaskStatus.SCHEDULED for i in ids),
+            what="the tasks to be given back",
+        )
+        for task_id in ids:
+            task = harness.task(task_id)
+            assert (task.attempt, task.worker_id, task.dispatched_at) == (0, None, None)
+        # The coordinator gave up without an answer: the handler is still blocked.
+        assert (hanging.calls, hanging.assignments) == (1, [])
+
+        other = harness.worker(coordinator)
+        harness.wait_until(lambda: len(other.assignments) == 2, what="the tasks to go elsewhere")
+        assert sorted((a.task_id, a.attempt) for a in other.assignments) == sorted(
+            (str(i), 1) for i in ids
+        )
+        for task_id in ids:
+            task = harness.task(task_id)
+            assert (task.status, task.worker_id, task.attempt) == (
+                TaskStatus.DISPATCHED,
+                other.worker_id,
+                1,
+            )
+        assert hanging.calls == 1  # no heartbeat from it: it got nothing more
+    finally:
+        hanging.gate.set()  # lets the blocked handler return, so its server stops cleanly
+
+
 def test_a_refusing_worker_gets_room_again_at_its_next_heartbeat(harness) -> None:
     coordinator = harness.coordinator()
     worker = harness.worker(coordinator)
@@ -195,6 +239,32 @@ def test_a_submit_wakes_the_dispatcher(harness) -> None:
     for count in (1, 2, 3):
         harness.submit(1)
         harness.wait_until(lambda n=count: len(worker.assignments) == n, timeout=10)
+
+
+def _insert_unannounced(harness) -> uuid.UUID:
+    """Inserts a due task by plain SQL: unlike ``TaskStore.insert``, it sends no notification."""
+    task_id = uuid.uuid4()
+    with harness.db.transaction() as conn:
+        conn.execute(
+            "INSERT INTO tasks (id, command) VALUES (CAST(:id AS uuid), 'echo')", id=str(task_id)
+        )
+    return task_id
+
+
+def test_the_slow_poll_dispatches_a_task_whose_notification_was_lost(harness) -> None:
+    # No NOTIFY, no future due time, no freed slot: only the slow poll finds these tasks.
+    coordinator = harness.coordinator(poll_interval=0.5)
+    harness.wait_until(coordinator.listener.listening.is_set)
+    worker = harness.worker(coordinator)
+    # Each task goes in after the previous one was assigned: the round that claimed that one
+    # found nothing else due, so the poll is the only wake-up left.
+    for count in (1, 2, 3):
+        task_id = _insert_unannounced(harness)
+        harness.wait_until(
+            lambda n=count: len(worker.assignments) == n, what=f"the poll to find task {count}"
+        )
+        assert worker.assignments[-1].task_id == str(task_id)
+        assert harness.task(task_id).status is TaskStatus.DISPATCHED
 
 
 def test_the_listener_reconnects_when_its_connection_is_ended(harness) -> None:

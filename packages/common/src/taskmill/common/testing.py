@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pg8000.exceptions
@@ -141,3 +143,46 @@ def empty_database_url(postgres_url: str) -> Iterator[str]:
     """The URL of a fresh database without any schema, dropped after the test."""
     with _database(postgres_url, "empty") as name:
         yield _url_of(postgres_url, name)
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+def _signed(folder: Path, ca: Path, ca_key: Path, name: str) -> tuple[Path, Path]:
+    # Services are servers and clients of each other: one certificate does both.
+    key, csr, cert, ext = (folder / f"{name}.{s}" for s in ("key", "csr", "pem", "ext"))
+    ext.write_text(
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth, clientAuth\n"
+    )
+    _openssl(
+        *("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+        *("-nodes", "-subj", f"/CN={name}"),
+        *("-keyout", key, "-out", csr),
+    )
+    _openssl(
+        *("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial"),
+        *("-days", "1", "-sha256", "-extfile", ext, "-out", cert),
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A throwaway CA (``ca``) with a ``server`` and a ``client`` certificate and key
+    (``server_cert``, ``server_key``, ...), made with the openssl CLI: no key is committed.
+    Each certificate is for 127.0.0.1 and localhost, and serves both ends of a connection."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca, ca_key = folder / "ca.pem", folder / "ca.key"
+    _openssl(
+        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+        *("-nodes", "-days", "1"),
+        *("-subj", "/CN=taskmill test CA", "-keyout", ca_key, "-out", ca),
+    )
+    files = {"ca": ca}
+    for name in ("server", "client"):
+        files[f"{name}_cert"], files[f"{name}_key"] = _signed(folder, ca, ca_key, name)
+    return files
