@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 from taskmill.v1 import worker_pb2, worker_pb2_grpc
@@ -9,16 +11,24 @@ from taskmill.worker.convert import assignment_from_proto
 from taskmill.worker.executor import Draining, Executor, NoRoom
 from taskmill.worker.membership import Membership
 
+logger = logging.getLogger(__name__)
+
 #: How long an assignment addressed to an id waits for a registration still in flight.
 ID_WAIT_SECONDS = 2.0
+#: An assignment is refused when less than this is left of its caller's deadline: the answer
+#: would arrive too late, and the coordinator, having given the tasks to another worker, would
+#: see them run twice.
+LATE_MARGIN_SECONDS = 0.05
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     """Serves ``AssignTasks`` and ``CancelTask``.
 
     Status codes: ``FAILED_PRECONDITION`` for a batch addressed to another worker id,
-    ``INVALID_ARGUMENT`` for an assignment without task id or command, ``UNAVAILABLE`` while
-    draining, ``RESOURCE_EXHAUSTED`` when the batch exceeds the free slots (nothing is accepted).
+    ``INVALID_ARGUMENT`` for an assignment without task id or command, ``DEADLINE_EXCEEDED``
+    when the caller's deadline has passed or nearly (see ``LATE_MARGIN_SECONDS``),
+    ``UNAVAILABLE`` while draining, ``RESOURCE_EXHAUSTED`` when the batch exceeds the free
+    slots (nothing is accepted).
     """
 
     def __init__(
@@ -41,6 +51,17 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         if any(not a.task_id or not a.command for a in assignments):
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "every assignment needs an id and a command"
+            )
+        left = context.time_remaining()
+        if left is not None and left < LATE_MARGIN_SECONDS:
+            logger.warning(
+                "refused %d tasks that came too late: %.3f s left of the caller's deadline",
+                len(assignments),
+                left,
+            )
+            context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "the assignment came too late: its caller has given up, or is about to",
             )
         try:
             free_slots = self._executor.admit(assignments)
