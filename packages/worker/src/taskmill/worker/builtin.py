@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import time
 from typing import Any
@@ -12,6 +15,9 @@ from taskmill.worker.registry import ContextMode, Handler, task
 #: ``shell`` keeps the last this many characters of stdout and of stderr.
 MAX_OUTPUT_CHARS = 64 * 1024
 _POLL_SECONDS = 0.1
+#: After the kill, how long ``shell`` waits for the rest of the output: a program that left
+#: the command's process group can hold the pipes open.
+_KILLED_OUTPUT_WAIT = 5.0
 
 
 class ShellCommandFailed(Exception):
@@ -72,8 +78,11 @@ def _communicate(
         except subprocess.TimeoutExpired:
             pass
         if context.is_cancelled() or (deadline is not None and time.monotonic() >= deadline):
-            process.kill()
-            process.communicate()
+            # The command leads a process group of its own: the kill takes whatever it started.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.communicate(timeout=_KILLED_OUTPUT_WAIT)
             if context.is_cancelled():
                 raise TaskCancelled() from None
             raise ShellTimeout(f"{process.args!r} ran longer than {timeout:g} s") from None
@@ -84,7 +93,7 @@ def shell(payload: Any, context: TaskContext) -> dict[str, Any]:
 
     Takes ``{"argv": [...], "timeout": s, "cwd": dir, "env": {...}, "check": true}`` or a bare
     argv list. A non-zero exit fails the task unless ``check`` is false. Cancellation, the task's
-    timeout and the worker's shutdown kill the program.
+    timeout and the worker's shutdown kill the program and what it started (its process group).
     """
     argv, timeout, spec = _parse_shell(payload)
     with subprocess.Popen(
@@ -94,6 +103,7 @@ def shell(payload: Any, context: TaskContext) -> dict[str, Any]:
         stderr=subprocess.PIPE,
         cwd=spec.get("cwd"),
         env=spec.get("env"),
+        start_new_session=True,
     ) as process:
         stdout, stderr = _communicate(process, context, timeout)
     errors = _tail(stderr)
