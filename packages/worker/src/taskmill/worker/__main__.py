@@ -193,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(os.environ).parse_args(argv)
         setup_logging(args.log_level)  # every line carries the current trace_id and span_id
         if args.check:
-            return 0 if check_health(f"127.0.0.1:{args.port}") else 1
+            # The worker's own TASKMILL_TLS_* files let the probe reach it over TLS.
+            security = GrpcSecurity.from_env(os.environ)
+            return 0 if check_health(f"127.0.0.1:{args.port}", security=security) else 1
         settings = settings_from(args, os.environ)
         import_handlers(settings.handler_modules)
     except ConfigError as exc:
