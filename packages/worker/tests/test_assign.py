@@ -9,6 +9,7 @@ import grpc
 import pytest
 from worker_testkit import FakeCoordinator, assign_request, assignment, wait_for
 
+from taskmill.common.grpcutil import check_health
 from taskmill.worker.app import package_version
 
 
@@ -26,6 +27,16 @@ def test_registers_with_its_address_capacity_and_handlers(coordinator, start_wor
     assert heartbeat.worker_id == worker_id
     assert heartbeat.free_slots == 5
     assert list(heartbeat.running_task_ids) == []
+
+
+def test_by_default_it_advertises_this_hosts_name_and_the_port_it_bound(coordinator, start_worker):
+    # The settings' defaults: any interface, port 0, no advertise address.
+    worker = start_worker(host="0.0.0.0", advertise_address=None)
+    coordinator.wait_registered()
+    address = coordinator.registrations[0][1].address
+    assert worker.port > 0
+    assert address == f"{socket.gethostname()}:{worker.port}"
+    assert check_health(address)  # a coordinator reaches the worker there
 
 
 def test_echo_reports_running_then_succeeded_with_the_result(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from typing import Any
 
@@ -14,6 +16,7 @@ from taskmill.worker.app import advertised
 from taskmill.worker.execution import MAX_TRACEBACK_CHARS, run_handler, truncate_traceback
 from taskmill.worker.model import Assignment, ReportStatus
 from taskmill.worker.registry import ContextMode
+from taskmill.worker.settings import WorkerSettings
 
 
 def test_bare_decorator_uses_the_function_name_and_returns_the_function():
@@ -138,13 +141,95 @@ def test_advertised_address():
     assert advertised("[::1]", 7000) == "[::1]:7000"
     assert advertised("[::1]:9000", 7000) == "[::1]:9000"
     assert advertised("::1", 7000) == "[::1]:7000"
-    assert advertised(None, 7000).endswith(":7000")
+
+
+def test_advertised_address_defaults_to_this_hosts_name_and_the_bound_port(monkeypatch):
+    assert advertised(None, 7000) == f"{socket.gethostname()}:7000"
+    monkeypatch.setattr(socket, "gethostname", lambda: "box-7.example")
+    assert advertised(None, 7000) == "box-7.example:7000"
+    assert advertised("", 7001) == "box-7.example:7001"
+
+
+def test_flag_defaults(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 5)  # not this machine's count, to tell them apart
+    args = build_parser({}).parse_args([])
+    settings = settings_from(args, {})
+    assert settings.coordinator == "localhost:8080"
+    assert settings.host == "0.0.0.0"
+    assert settings.port == 0
+    assert settings.advertise_address is None  # this host's name with the bound port
+    assert settings.concurrency == 5
+    assert settings.queue_room == 5
+    assert settings.handler_modules == ()
+    assert not settings.enable_shell
+    assert settings.grace_period == 30.0
+    assert settings.security.cluster_token is None
+    assert (args.log_level, args.check) == ("INFO", False)
+    # The settings' own defaults, used by create_worker callers, agree with the command line.
+    assert WorkerSettings() == settings
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # the count may be unknown
+    assert build_parser({}).parse_args([]).concurrency == 1
+    assert WorkerSettings().concurrency == 1
+
+
+# Every option but --enable-shell and --check: (dest, flag, variable, from the variable, from
+# the flag), each value given as (text, parsed).
+_OPTIONS = [
+    ("coordinator", "--coordinator", "COORDINATOR", ("c1:9999",) * 2, ("c2:1",) * 2),
+    ("host", "--host", "HOST", ("127.0.0.2",) * 2, ("::1",) * 2),
+    ("port", "--port", "PORT", ("7001", 7001), ("7002", 7002)),
+    ("advertise_address", "--advertise-address", "ADVERTISE_ADDRESS", ("w:1",) * 2, ("w2",) * 2),
+    ("concurrency", "--concurrency", "CONCURRENCY", ("7", 7), ("3", 3)),
+    ("queue_size", "--queue-size", "QUEUE_SIZE", ("11", 11), ("0", 0)),
+    ("handlers", "--handlers", "HANDLERS", ("a.b, c",) * 2, ("d",) * 2),
+    ("grace_period", "--grace-period", "GRACE_PERIOD", ("2.5", 2.5), ("0", 0.0)),
+    ("log_level", "--log-level", "LOG_LEVEL", ("DEBUG",) * 2, ("WARNING",) * 2),
+]
+
+
+def test_every_option_is_in_the_table_of_environment_variables():
+    options = set(vars(build_parser({}).parse_args([])))
+    assert options == {dest for dest, *_ in _OPTIONS} | {"enable_shell", "check"}
+
+
+@pytest.mark.parametrize(("dest", "flag", "variable", "from_env", "from_flag"), _OPTIONS)
+def test_each_option_reads_its_environment_variable_and_the_flag_wins(
+    dest: str,
+    flag: str,
+    variable: str,
+    from_env: tuple[str, Any],
+    from_flag: tuple[str, Any],
+):
+    env = {f"TASKMILL_WORKER_{variable}": from_env[0]}
+    assert getattr(build_parser(env).parse_args([]), dest) == from_env[1]
+    assert getattr(build_parser(env).parse_args([flag, from_flag[0]]), dest) == from_flag[1]
+    assert getattr(build_parser({}).parse_args([flag, from_flag[0]]), dest) == from_flag[1]
+    # An empty variable counts as unset.
+    empty = {f"TASKMILL_WORKER_{variable}": ""}
+    assert getattr(build_parser(empty).parse_args([]), dest) == getattr(
+        build_parser({}).parse_args([]), dest
+    )
+
+
+def test_enable_shell_reads_its_environment_variable_and_the_flag_wins():
+    def enabled(env: dict[str, str], *argv: str) -> bool:
+        return bool(build_parser(env).parse_args(list(argv)).enable_shell)
+
+    assert enabled({"TASKMILL_WORKER_ENABLE_SHELL": "on"})
+    assert not enabled({"TASKMILL_WORKER_ENABLE_SHELL": "false"})
+    assert enabled({"TASKMILL_WORKER_ENABLE_SHELL": "false"}, "--enable-shell")
+    with pytest.raises(ConfigError, match="TASKMILL_WORKER_ENABLE_SHELL"):
+        build_parser({"TASKMILL_WORKER_ENABLE_SHELL": "maybe"})
 
 
 def test_flags_read_the_environment_and_flags_win():
     env = {
         "TASKMILL_WORKER_COORDINATOR": "coord:9999",
+        "TASKMILL_WORKER_HOST": "127.0.0.2",
+        "TASKMILL_WORKER_PORT": "7001",
+        "TASKMILL_WORKER_ADVERTISE_ADDRESS": "worker-7.example",
         "TASKMILL_WORKER_CONCURRENCY": "7",
+        "TASKMILL_WORKER_QUEUE_SIZE": "11",
         "TASKMILL_WORKER_HANDLERS": "a.b, c",
         "TASKMILL_WORKER_ENABLE_SHELL": "true",
         "TASKMILL_WORKER_GRACE_PERIOD": "2.5",
@@ -152,12 +237,20 @@ def test_flags_read_the_environment_and_flags_win():
     }
     settings = settings_from(build_parser(env).parse_args(["--concurrency", "3"]), env)
     assert settings.coordinator == "coord:9999"
+    assert (settings.host, settings.port) == ("127.0.0.2", 7001)
+    assert settings.advertise_address == "worker-7.example"
     assert settings.concurrency == 3
-    assert settings.capacity == 6  # the queue room defaults to the concurrency
+    assert settings.queue_size == 11
+    assert settings.capacity == 14
     assert settings.handler_modules == ("a.b", "c")
     assert settings.enable_shell
     assert settings.grace_period == 2.5
     assert settings.security.cluster_token == "tok"
+    flags = ["--port", "7002", "--queue-size", "0", "--advertise-address", "", "--host", "::1"]
+    settings = settings_from(build_parser(env).parse_args(flags), env)
+    assert (settings.host, settings.port, settings.queue_size) == ("::1", 7002, 0)
+    assert settings.advertise_address is None  # an empty flag means the default
+    assert settings.capacity == 7  # a queue size of 0 is kept, not taken for "unset"
     with pytest.raises(ConfigError, match="TASKMILL_WORKER_PORT"):
         build_parser({"TASKMILL_WORKER_PORT": "eighty"})
     with pytest.raises(ConfigError, match="concurrency"):

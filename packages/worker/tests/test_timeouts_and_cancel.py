@@ -9,17 +9,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from worker_testkit import assign_request, assignment, wait_for
+from worker_testkit import accepts, assign_request, assignment, process_gone, wait_for
 
 from taskmill.v1 import worker_pb2
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def _spawned_children() -> set[int]:
@@ -56,17 +48,8 @@ def test_cooperative_thread_handler_times_out_and_frees_its_slot(
     assert "0.5 s" in final.error.message
     # sleep honours the flag the timeout sets, so the slot comes back at once.
     after = assignment("echo", "next")
-    wait_for(lambda: _accepts(stub, worker_id, after), what="the slot to come back")
+    wait_for(lambda: accepts(stub, worker_id, after), what="the slot to come back")
     coordinator.wait_status(after.task_id, "succeeded")
-
-
-def _accepts(stub, worker_id, task) -> bool:
-    try:
-        stub.AssignTasks(assign_request(worker_id, task))
-    except grpc.RpcError as error:
-        assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        return False
-    return True
 
 
 def test_stuck_thread_handler_is_reported_at_its_timeout_but_holds_its_slot(
@@ -87,7 +70,7 @@ def test_stuck_thread_handler_is_reported_at_its_timeout_but_holds_its_slot(
     assert full.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     # Once it returns, the slot is back and its late result was discarded.
     after = assignment("echo", "next")
-    wait_for(lambda: _accepts(stub, worker_id, after), what="the slot to come back")
+    wait_for(lambda: accepts(stub, worker_id, after), what="the slot to come back")
     coordinator.wait_status(after.task_id, "succeeded")
     assert coordinator.statuses(task.task_id) == ["running", "failed"]
 
@@ -102,7 +85,7 @@ def test_process_handler_past_its_timeout_is_killed(coordinator, start_worker, w
     final = coordinator.wait_final(task.task_id)
     assert coordinator.statuses(task.task_id) == ["running", "failed"]
     assert final.error.type == "timeout"
-    assert _gone(pid), "the spinning child must be gone once the timeout is reported"
+    assert process_gone(pid), "the spinning child must be gone once the timeout is reported"
 
 
 def test_process_handler_returns_its_result_and_reports_its_errors(
@@ -184,4 +167,4 @@ def test_process_handler_ignoring_cancellation_is_killed_after_the_grace(
     assert stub.CancelTask(worker_pb2.CancelTaskRequest(task_id=task.task_id)).found
     coordinator.wait_final(task.task_id)
     assert coordinator.statuses(task.task_id) == ["running", "cancelled"]
-    assert _gone(pid)
+    assert process_gone(pid)

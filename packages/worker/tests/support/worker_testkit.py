@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 import time
 import uuid
@@ -37,6 +38,15 @@ def wait_for(condition: Callable[[], T], timeout: float = 15.0, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no process has this pid: it exited and, if it was our child, was reaped."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
@@ -214,3 +224,13 @@ def assignment(
 
 def assign_request(worker_id: str, *assignments: common_pb2.Assignment) -> Any:
     return worker_pb2.AssignTasksRequest(worker_id=worker_id, assignments=list(assignments))
+
+
+def accepts(stub: Any, worker_id: str, task: common_pb2.Assignment) -> bool:
+    """Assigns ``task``; False if the worker has no free slot for it (RESOURCE_EXHAUSTED)."""
+    try:
+        stub.AssignTasks(assign_request(worker_id, task))
+    except grpc.RpcError as error:
+        assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        return False
+    return True
