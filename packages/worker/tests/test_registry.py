@@ -218,6 +218,7 @@ def test_enable_shell_reads_its_environment_variable_and_the_flag_wins():
     assert enabled({"TASKMILL_WORKER_ENABLE_SHELL": "on"})
     assert not enabled({"TASKMILL_WORKER_ENABLE_SHELL": "false"})
     assert enabled({"TASKMILL_WORKER_ENABLE_SHELL": "false"}, "--enable-shell")
+    assert not enabled({"TASKMILL_WORKER_ENABLE_SHELL": "true"}, "--no-enable-shell")
     with pytest.raises(ConfigError, match="TASKMILL_WORKER_ENABLE_SHELL"):
         build_parser({"TASKMILL_WORKER_ENABLE_SHELL": "maybe"})
 

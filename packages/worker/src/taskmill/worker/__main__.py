@@ -87,11 +87,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     add(
         "--enable-shell",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=_env(
             env, "ENABLE_SHELL", lambda v: parse_bool(v, ENV_PREFIX + "ENABLE_SHELL"), False
         ),
-        help="register the shell handler (runs programs; off by default)",
+        help="register the shell handler (runs programs; off by default; --no-enable-shell "
+        "overrides the variable)",
     )
     add(
         "--grace-period",
