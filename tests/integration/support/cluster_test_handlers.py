@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from taskmill.worker import TaskContext, task
 
-#: The file ``test.record`` appends a line to each time it runs: ``<task id> <attempt>``.
+#: The file each handler here appends a line to each time it runs:
+#: ``<task id> <attempt> <start time, epoch seconds>``.
 RUNS_FILE = "TASKMILL_TEST_RUNS_FILE"
 
 
-@task("test.record")
-def record(payload: dict[str, Any], context: TaskContext) -> dict[str, Any]:
-    """Notes that it ran, then sleeps for ``payload["seconds"]``, so runs can be counted."""
-    line = f"{context.task_id} {context.attempt}\n".encode()
+def _note_run(context: TaskContext) -> None:
+    line = f"{context.task_id} {context.attempt} {time.time():.6f}\n".encode()
     descriptor = os.open(os.environ[RUNS_FILE], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(descriptor, line)  # one short O_APPEND write: lines from workers never mix
     finally:
         os.close(descriptor)
+
+
+@task("test.record")
+def record(payload: dict[str, Any], context: TaskContext) -> dict[str, Any]:
+    """Notes that it ran, then sleeps for ``payload["seconds"]``, so runs can be counted."""
+    _note_run(context)
     time.sleep(payload.get("seconds", 0))
     return payload
+
+
+@task("test.record_and_fail")
+def record_and_fail(payload: dict[str, Any], context: TaskContext) -> NoReturn:
+    """Notes that it ran, then raises ``RuntimeError(payload["message"])``, so the attempts of a
+    failing task can be timed."""
+    _note_run(context)
+    raise RuntimeError(payload["message"])
