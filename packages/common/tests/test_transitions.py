@@ -365,29 +365,11 @@ def test_cancel_of_a_running_task_is_a_request_the_worker_answers(h: Harness) ->
 
     assert requested.status is S.RUNNING
     assert requested.cancel_requested_at is not None
-    assert h.store.to_stop(WORKER) == [task_id]
-    assert h.store.to_stop("w-2") == []
+    assert h.store.cancel_requested(WORKER) == [task_id]
+    assert h.store.cancel_requested("w-2") == []
     assert h.report(task_id, S.CANCELLED) == {task_id}
     assert h.row(task_id)["status"] == S.CANCELLED
-    assert h.store.to_stop(WORKER) == []
-
-
-def test_a_worker_is_told_to_stop_what_it_holds_that_is_no_longer_its_own(h: Harness) -> None:
-    running, dispatched = h.to(S.RUNNING), h.to(S.DISPATCHED)
-    given_back, elsewhere = h.to(S.DISPATCHED), h.to(S.DISPATCHED)
-    finished, unknown = h.to(S.SUCCEEDED), uuid.uuid4()
-    assert h.store.release(WORKER, [given_back]) == [given_back]
-    with h.db.connection() as conn:  # recovered, then claimed by another worker
-        conn.execute("UPDATE tasks SET worker_id = 'w-2' WHERE id = :id", id=elsewhere)
-    held = [running, dispatched, given_back, elsewhere, finished, unknown]
-
-    assert sorted(h.store.to_stop(WORKER, held)) == sorted(
-        [given_back, elsewhere, finished, unknown]
-    )
-    # Its own live tasks are stopped only when their cancellation is requested.
-    h.store.cancel(running)
-    assert sorted(h.store.to_stop(WORKER, [running, dispatched])) == [running]
-    assert h.store.to_stop("w-2", [elsewhere]) == []
+    assert h.store.cancel_requested(WORKER) == []
 
 
 def test_a_failed_attempt_of_a_task_asked_to_cancel_is_not_retried(h: Harness) -> None:

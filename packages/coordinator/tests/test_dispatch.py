@@ -167,13 +167,6 @@ def test_an_assignment_that_times_out_returns_the_tasks_and_they_go_elsewhere(
                 1,
             )
         assert hanging.calls == 1  # no heartbeat from it: it got nothing more
-
-        # The slow worker takes them after all, too late: its next heartbeat tells it to stop
-        # them, and their owner is told nothing.
-        hanging.gate.set()
-        harness.wait_until(lambda: len(hanging.assignments) == 2, what="the late admission")
-        assert sorted(hanging.heartbeat().cancel_task_ids) == sorted(map(str, ids))
-        assert list(other.heartbeat().cancel_task_ids) == []
     finally:
         hanging.gate.set()  # lets the blocked handler return, so its server stops cleanly
 

@@ -206,7 +206,7 @@ def test_cancel_a_dispatched_or_running_task_marks_it(api, store, running: bool)
     assert result.status_code == 200
     assert result.json["status"] == ("running" if running else "dispatched")
     assert result.json["cancel_requested"] is True
-    assert store.to_stop("w-1") == [claimed.id]
+    assert store.cancel_requested("w-1") == [claimed.id]
 
 
 @pytest.mark.parametrize("final", [TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED])

@@ -141,16 +141,10 @@ class TaskStore:
         task = self.get(task_id)
         raise InvalidTransition(f"task {task_id} already finished as {task.status}")
 
-    def to_stop(
-        self, worker_id: str, held: Sequence[uuid.UUID] | Sequence[str] = ()
-    ) -> list[uuid.UUID]:
-        """The tasks a worker should stop: those dispatched to it whose cancellation was
-        requested, and those of ``held`` (what it says it holds) that are no longer its own."""
+    def cancel_requested(self, worker_id: str) -> list[uuid.UUID]:
+        """Tasks held by a worker whose cancellation was requested."""
         with self._db.connection() as conn:
-            rows = conn.run(
-                "to_stop_for_worker", worker_id=worker_id, ids="{" + ",".join(map(str, held)) + "}"
-            )
-        return [row[0] for row in rows]
+            return [row[0] for row in conn.run("cancel_requested_for_worker", worker_id=worker_id)]
 
     # -- dispatch ---------------------------------------------------------------------------
 

@@ -116,8 +116,7 @@ class Fleet:
 
     def heartbeat(self, worker_id: str, free_slots: int, held: Collection[str]) -> list[uuid.UUID]:
         """Records a heartbeat, extends the leases of the tasks the worker holds, and returns
-        the tasks it should stop: those whose cancellation was requested, and those it holds
-        that are no longer its own (given back after an assignment it answered too late).
+        those of them whose cancellation was requested.
 
         Raises:
             UnknownWorker: The worker was removed (declared dead, or never registered).
@@ -128,11 +127,10 @@ class Fleet:
             raise UnknownWorker(f"no live worker has id {worker_id}; register again")
         if worker_id not in self.registry:
             self._adopt(worker, free_slots)
-        ids = list(held)
-        self._tasks.extend_held_leases(worker_id, ids, self._lease_seconds)
+        self._tasks.extend_held_leases(worker_id, list(held), self._lease_seconds)
         if self.registry.heartbeat(worker_id, free_slots, held):
             self._wakers.room()
-        return self._tasks.to_stop(worker_id, ids)
+        return self._tasks.cancel_requested(worker_id)
 
     def _adopt(self, worker: Worker, free_slots: int) -> None:
         """Takes over a worker registered with a coordinator that is gone (a restart)."""

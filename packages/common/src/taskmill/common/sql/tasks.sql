@@ -261,22 +261,10 @@ SELECT string_agg(CAST(id AS text), ',') FROM changed
 UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
 WHERE worker_id = :worker_id AND status IN ('dispatched', 'running')
 
--- name: to_stop_for_worker
--- The tasks a worker should stop: those dispatched to it whose cancellation was requested, and
--- those it says it holds that are no longer its own. A task is no longer a worker's when it was
--- given back after an assignment the worker answered too late (its caller had timed out), or
--- recovered after the worker was declared dead or its lease ran out; it runs, or has run,
--- elsewhere. (The ids come as one array literal, as for extend_held_leases.)
+-- name: cancel_requested_for_worker
 SELECT id FROM tasks
 WHERE worker_id = :worker_id AND status IN ('dispatched', 'running')
   AND cancel_requested_at IS NOT NULL
-UNION ALL
-SELECT held.id FROM unnest(CAST(:ids AS uuid[])) AS held(id)
-WHERE NOT EXISTS (
-    SELECT 1 FROM tasks
-    WHERE tasks.id = held.id AND tasks.worker_id = :worker_id
-      AND tasks.status IN ('dispatched', 'running')
-)
 
 -- name: requeue_lost_unstarted
 -- Tasks a lost worker (or an expired lease) held but had not started go back to scheduled
