@@ -6,7 +6,10 @@ A tiny WorkerService servicer runs on a real server at 127.0.0.1:<free port> mad
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +28,7 @@ from taskmill.common.grpcutil import (
     create_server,
     set_serving,
 )
+from taskmill.common.testing import PKI_NAMED_HOST
 from taskmill.v1 import worker_pb2, worker_pb2_grpc
 
 TOKEN = "s3cret-cluster-token"
@@ -295,6 +299,35 @@ def test_check_health_reaches_a_tls_server_with_its_security(pki: dict[str, Path
         assert check_health(target) is False  # plaintext to a TLS server
         set_serving(health_servicer, False)
         assert check_health(target, security=probe_security) is False
+
+
+def test_a_probe_names_the_host_a_certificate_is_for(pki: dict[str, Path]) -> None:
+    # A service whose certificate names only its own host, reached at 127.0.0.1 (a probe).
+    server_security = GrpcSecurity(
+        tls_cert_file=str(pki["named_cert"]),
+        tls_key_file=str(pki["named_key"]),
+        tls_ca_file=str(pki["ca"]),
+    )
+    probe_security = GrpcSecurity(
+        tls_cert_file=str(pki["client_cert"]),
+        tls_key_file=str(pki["client_key"]),
+        tls_ca_file=str(pki["ca"]),
+    )
+    env = {**os.environ, "TASKMILL_TLS_CERT": str(pki["client_cert"])}
+    env.update(TASKMILL_TLS_KEY=str(pki["client_key"]), TASKMILL_TLS_CA=str(pki["ca"]))
+
+    def probe(*argv: str, **extra: str) -> int:
+        command = [sys.executable, "-m", "taskmill.common.probe", *argv]
+        return subprocess.run(command, env={**env, **extra}, timeout=60).returncode
+
+    with _serving(server_security) as (target, _):
+        assert check_health(target, security=probe_security) is False  # 127.0.0.1 is not named
+        assert check_health(target, security=probe_security, server_name=PKI_NAMED_HOST) is True
+        assert check_health(target, security=probe_security, server_name="other.test") is False
+        # taskmill-health, as a container's health check runs it.
+        assert probe(target) == 1
+        assert probe(target, "--server-name", PKI_NAMED_HOST) == 0
+        assert probe(target, TASKMILL_TLS_SERVER_NAME=PKI_NAMED_HOST) == 0
 
 
 def test_tls_server_without_a_certificate_is_a_config_error(pki: dict[str, Path]) -> None:

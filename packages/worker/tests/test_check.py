@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from taskmill.common.grpcutil import GrpcSecurity
+from taskmill.common.testing import PKI_NAMED_HOST
 
 
 def _tls_env(pki: dict[str, Path]) -> dict[str, str]:
@@ -43,3 +44,17 @@ def test_check_speaks_tls_to_a_worker_that_uses_it(start_worker, pki: dict[str, 
     worker = start_worker(security=GrpcSecurity.from_env(env))
     assert _check(worker.port) == 1  # plaintext is refused
     assert _check(worker.port, env) == 0
+
+
+def test_check_names_the_host_the_workers_certificate_is_for(
+    start_worker, pki: dict[str, Path]
+) -> None:
+    # The worker's certificate names its own host only, not 127.0.0.1 where the probe dials.
+    env = {
+        "TASKMILL_TLS_CERT": str(pki["named_cert"]),
+        "TASKMILL_TLS_KEY": str(pki["named_key"]),
+        "TASKMILL_TLS_CA": str(pki["ca"]),
+    }
+    worker = start_worker(security=GrpcSecurity.from_env(env))
+    assert _check(worker.port, env) == 1
+    assert _check(worker.port, {**env, "TASKMILL_TLS_SERVER_NAME": PKI_NAMED_HOST}) == 0

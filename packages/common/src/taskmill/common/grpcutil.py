@@ -189,12 +189,17 @@ def create_server(
 
 
 def create_channel(
-    target: str, security: GrpcSecurity, *, traced: bool | None = None
+    target: str,
+    security: GrpcSecurity,
+    *,
+    traced: bool | None = None,
+    server_name: str | None = None,
 ) -> grpc.Channel:
     """Opens a channel to another service that sends the cluster token on every call.
 
     ``traced`` says whether calls get OpenTelemetry client spans; by default when this process
-    exports spans.
+    exports spans. ``server_name``, with TLS, is the name the server's certificate must carry
+    when it is not the target's host.
     """
     if security.tls:
         credentials = grpc.ssl_channel_credentials(
@@ -202,7 +207,10 @@ def create_channel(
             private_key=_read(security.tls_key_file),
             certificate_chain=_read(security.tls_cert_file),
         )
-        channel = grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+        options: list[tuple[str, int | str]] = list(_CHANNEL_OPTIONS)
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        channel = grpc.secure_channel(target, credentials, options=options)
     else:
         channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
     if _traced(traced):
@@ -232,7 +240,12 @@ def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
     health_servicer.set("", status)
 
 
-def check_health(target: str, timeout: float = 2.0, security: GrpcSecurity | None = None) -> bool:
+def check_health(
+    target: str,
+    timeout: float = 2.0,
+    security: GrpcSecurity | None = None,
+    server_name: str | None = None,
+) -> bool:
     """Asks a server's ``grpc.health.v1`` service whether it is SERVING (for probes).
 
     Args:
@@ -240,9 +253,12 @@ def check_health(target: str, timeout: float = 2.0, security: GrpcSecurity | Non
         timeout: Seconds to wait for the answer.
         security: The TLS settings to reach a server that uses TLS; without them the probe
             speaks plaintext, which a TLS server refuses (reported as not serving).
+        server_name: With TLS, the name the server's certificate must carry, when it is not
+            the target's host: a probe dials 127.0.0.1, while a service's certificate names
+            the host it is reached at.
     """
     if security is not None and security.tls:
-        channel = create_channel(target, security)
+        channel = create_channel(target, security, server_name=server_name)
     else:
         channel = grpc.insecure_channel(target)
     with channel:

@@ -147,17 +147,20 @@ def empty_database_url(postgres_url: str) -> Iterator[str]:
 
 # -- TLS --------------------------------------------------------------------------------------
 
+#: The only name the ``pki`` fixture's ``named`` certificate carries.
+PKI_NAMED_HOST = "service.taskmill.test"
+
 
 def _openssl(*args: str | Path) -> None:
     subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
 
 
-def _signed(folder: Path, ca: Path, ca_key: Path, name: str) -> tuple[Path, Path]:
+def _signed(
+    folder: Path, ca: Path, ca_key: Path, name: str, names: str = "IP:127.0.0.1, DNS:localhost"
+) -> tuple[Path, Path]:
     # Services are servers and clients of each other: one certificate does both.
     key, csr, cert, ext = (folder / f"{name}.{s}" for s in ("key", "csr", "pem", "ext"))
-    ext.write_text(
-        "subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth, clientAuth\n"
-    )
+    ext.write_text(f"subjectAltName = {names}\nextendedKeyUsage = serverAuth, clientAuth\n")
     _openssl(
         *("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
         *("-nodes", "-subj", f"/CN={name}"),
@@ -174,7 +177,8 @@ def _signed(folder: Path, ca: Path, ca_key: Path, name: str) -> tuple[Path, Path
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A throwaway CA (``ca``) with a ``server`` and a ``client`` certificate and key
     (``server_cert``, ``server_key``, ...), made with the openssl CLI: no key is committed.
-    Each certificate is for 127.0.0.1 and localhost, and serves both ends of a connection."""
+    Each certificate is for 127.0.0.1 and localhost, and serves both ends of a connection.
+    A third, ``named``, is for the host name in ``PKI_NAMED_HOST`` only."""
     folder = tmp_path_factory.mktemp("pki")
     ca, ca_key = folder / "ca.pem", folder / "ca.key"
     _openssl(
@@ -185,4 +189,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files = {"ca": ca}
     for name in ("server", "client"):
         files[f"{name}_cert"], files[f"{name}_key"] = _signed(folder, ca, ca_key, name)
+    named = _signed(folder, ca, ca_key, "named", f"DNS:{PKI_NAMED_HOST}")
+    files["named_cert"], files["named_key"] = named
     return files

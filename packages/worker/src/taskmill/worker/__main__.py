@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from taskmill.common.errors import ConfigError
 from taskmill.common.grpcutil import GrpcSecurity, check_health
+from taskmill.common.probe import SERVER_NAME_VARIABLE
 from taskmill.common.runtime import tune_gc
 from taskmill.common.settings import parse_bool
 from taskmill.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
@@ -196,7 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check:
             # The worker's own TASKMILL_TLS_* files let the probe reach it over TLS.
             security = GrpcSecurity.from_env(os.environ)
-            return 0 if check_health(f"127.0.0.1:{args.port}", security=security) else 1
+            name = os.environ.get(SERVER_NAME_VARIABLE) or None
+            target = f"127.0.0.1:{args.port}"
+            return 0 if check_health(target, security=security, server_name=name) else 1
         settings = settings_from(args, os.environ)
         import_handlers(settings.handler_modules)
     except ConfigError as exc:
