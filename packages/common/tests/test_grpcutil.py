@@ -234,19 +234,19 @@ def test_create_server_refuses_an_address_in_use() -> None:
 # -- TLS --------------------------------------------------------------------------------------
 
 
+def _tls(pki: dict[str, Path], name: str, token: str | None = None) -> GrpcSecurity:
+    """TLS with the ``pki`` fixture's ``name`` certificate, its key and the CA."""
+    return GrpcSecurity(
+        cluster_token=token,
+        tls_cert_file=str(pki[f"{name}_cert"]),
+        tls_key_file=str(pki[f"{name}_key"]),
+        tls_ca_file=str(pki["ca"]),
+    )
+
+
 def test_mutual_tls_call_succeeds_and_plaintext_fails(pki: dict[str, Path]) -> None:
-    server_security = GrpcSecurity(
-        cluster_token=TOKEN,
-        tls_cert_file=str(pki["server_cert"]),
-        tls_key_file=str(pki["server_key"]),
-        tls_ca_file=str(pki["ca"]),
-    )
-    client_security = GrpcSecurity(
-        cluster_token=TOKEN,
-        tls_cert_file=str(pki["client_cert"]),
-        tls_key_file=str(pki["client_key"]),
-        tls_ca_file=str(pki["ca"]),
-    )
+    server_security = _tls(pki, "server", TOKEN)
+    client_security = _tls(pki, "client", TOKEN)
     no_client_cert = GrpcSecurity(cluster_token=TOKEN, tls_ca_file=str(pki["ca"]))
 
     with _serving(server_security) as (target, _):
@@ -281,18 +281,9 @@ def test_security_from_env(pki: dict[str, Path]) -> None:
 
 
 def test_check_health_reaches_a_tls_server_with_its_security(pki: dict[str, Path]) -> None:
-    server_security = GrpcSecurity(
-        cluster_token=TOKEN,
-        tls_cert_file=str(pki["server_cert"]),
-        tls_key_file=str(pki["server_key"]),
-        tls_ca_file=str(pki["ca"]),
-    )
+    server_security = _tls(pki, "server", TOKEN)
     # A probe carries the client certificate but needs no token.
-    probe_security = GrpcSecurity(
-        tls_cert_file=str(pki["client_cert"]),
-        tls_key_file=str(pki["client_key"]),
-        tls_ca_file=str(pki["ca"]),
-    )
+    probe_security = _tls(pki, "client")
 
     with _serving(server_security) as (target, health_servicer):
         assert check_health(target, security=probe_security) is True
@@ -303,16 +294,8 @@ def test_check_health_reaches_a_tls_server_with_its_security(pki: dict[str, Path
 
 def test_a_probe_names_the_host_a_certificate_is_for(pki: dict[str, Path]) -> None:
     # A service whose certificate names only its own host, reached at 127.0.0.1 (a probe).
-    server_security = GrpcSecurity(
-        tls_cert_file=str(pki["named_cert"]),
-        tls_key_file=str(pki["named_key"]),
-        tls_ca_file=str(pki["ca"]),
-    )
-    probe_security = GrpcSecurity(
-        tls_cert_file=str(pki["client_cert"]),
-        tls_key_file=str(pki["client_key"]),
-        tls_ca_file=str(pki["ca"]),
-    )
+    server_security = _tls(pki, "named")
+    probe_security = _tls(pki, "client")
     env = {**os.environ, "TASKMILL_TLS_CERT": str(pki["client_cert"])}
     env.update(TASKMILL_TLS_KEY=str(pki["client_key"]), TASKMILL_TLS_CA=str(pki["ca"]))
 
