@@ -28,7 +28,7 @@ from taskmill.common.grpcutil import (
     create_server,
     set_serving,
 )
-from taskmill.common.testing import PKI_NAMED_HOST
+from taskmill.common.testing import PKI_NAMED_HOST, tls_env
 from taskmill.v1 import worker_pb2, worker_pb2_grpc
 
 TOKEN = "s3cret-cluster-token"
@@ -260,12 +260,7 @@ def test_mutual_tls_call_succeeds_and_plaintext_fails(pki: dict[str, Path]) -> N
 
 
 def test_security_from_env(pki: dict[str, Path]) -> None:
-    env = {
-        "TASKMILL_CLUSTER_TOKEN": TOKEN,
-        "TASKMILL_TLS_CERT": str(pki["server_cert"]),
-        "TASKMILL_TLS_KEY": str(pki["server_key"]),
-        "TASKMILL_TLS_CA": str(pki["ca"]),
-    }
+    env = {"TASKMILL_CLUSTER_TOKEN": TOKEN, **tls_env(pki, "server")}
 
     security = GrpcSecurity.from_env(env)
 
@@ -296,8 +291,7 @@ def test_a_probe_names_the_host_a_certificate_is_for(pki: dict[str, Path]) -> No
     # A service whose certificate names only its own host, reached at 127.0.0.1 (a probe).
     server_security = _tls(pki, "named")
     probe_security = _tls(pki, "client")
-    env = {**os.environ, "TASKMILL_TLS_CERT": str(pki["client_cert"])}
-    env.update(TASKMILL_TLS_KEY=str(pki["client_key"]), TASKMILL_TLS_CA=str(pki["ca"]))
+    env = {**os.environ, **tls_env(pki, "client")}
 
     def probe(*argv: str, **extra: str) -> int:
         command = [sys.executable, "-m", "taskmill.common.probe", *argv]

@@ -14,6 +14,7 @@ import pytest
 
 from taskmill.common.grpcutil import GrpcSecurity, check_health, create_channel
 from taskmill.common.models import TaskStatus
+from taskmill.common.testing import tls_env
 from taskmill.coordinator import create_server as create_coordinator
 from taskmill.coordinator import load_settings
 from taskmill.v1 import coordinator_pb2, coordinator_pb2_grpc, worker_pb2, worker_pb2_grpc
@@ -26,12 +27,7 @@ TIMEOUT = 10.0
 
 def _env(pki: dict[str, Path], name: str) -> dict[str, str]:
     """The environment of a service with the ``pki`` fixture's ``server`` or ``client`` files."""
-    return {
-        "TASKMILL_CLUSTER_TOKEN": TOKEN,
-        "TASKMILL_TLS_CERT": str(pki[f"{name}_cert"]),
-        "TASKMILL_TLS_KEY": str(pki[f"{name}_key"]),
-        "TASKMILL_TLS_CA": str(pki["ca"]),
-    }
+    return {"TASKMILL_CLUSTER_TOKEN": TOKEN, **tls_env(pki, name)}
 
 
 def _register(target: str, security: GrpcSecurity) -> grpc.StatusCode:

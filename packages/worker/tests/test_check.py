@@ -9,15 +9,7 @@ import sys
 from pathlib import Path
 
 from taskmill.common.grpcutil import GrpcSecurity
-from taskmill.common.testing import PKI_NAMED_HOST
-
-
-def _tls_env(pki: dict[str, Path]) -> dict[str, str]:
-    return {
-        "TASKMILL_TLS_CERT": str(pki["server_cert"]),
-        "TASKMILL_TLS_KEY": str(pki["server_key"]),
-        "TASKMILL_TLS_CA": str(pki["ca"]),
-    }
+from taskmill.common.testing import PKI_NAMED_HOST, tls_env
 
 
 def _check(port: int, env: dict[str, str] | None = None) -> int:
@@ -40,7 +32,7 @@ def test_check_answers_for_a_plaintext_worker(start_worker) -> None:
 
 
 def test_check_speaks_tls_to_a_worker_that_uses_it(start_worker, pki: dict[str, Path]) -> None:
-    env = _tls_env(pki)
+    env = tls_env(pki, "server")
     worker = start_worker(security=GrpcSecurity.from_env(env))
     assert _check(worker.port) == 1  # plaintext is refused
     assert _check(worker.port, env) == 0
@@ -50,11 +42,7 @@ def test_check_names_the_host_the_workers_certificate_is_for(
     start_worker, pki: dict[str, Path]
 ) -> None:
     # The worker's certificate names its own host only, not 127.0.0.1 where the probe dials.
-    env = {
-        "TASKMILL_TLS_CERT": str(pki["named_cert"]),
-        "TASKMILL_TLS_KEY": str(pki["named_key"]),
-        "TASKMILL_TLS_CA": str(pki["ca"]),
-    }
+    env = tls_env(pki, "named")
     worker = start_worker(security=GrpcSecurity.from_env(env))
     assert _check(worker.port, env) == 1
     assert _check(worker.port, {**env, "TASKMILL_TLS_SERVER_NAME": PKI_NAMED_HOST}) == 0

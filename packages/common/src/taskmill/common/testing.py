@@ -151,6 +151,16 @@ def empty_database_url(postgres_url: str) -> Iterator[str]:
 PKI_NAMED_HOST = "service.taskmill.test"
 
 
+def tls_env(pki: dict[str, Path], name: str) -> dict[str, str]:
+    """The ``TASKMILL_TLS_*`` variables of a service using the ``pki`` fixture's ``name``
+    certificate (``server``, ``client`` or ``named``), its key and the CA."""
+    return {
+        "TASKMILL_TLS_CERT": str(pki[f"{name}_cert"]),
+        "TASKMILL_TLS_KEY": str(pki[f"{name}_key"]),
+        "TASKMILL_TLS_CA": str(pki["ca"]),
+    }
+
+
 def _openssl(*args: str | Path) -> None:
     subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
 
