@@ -1,3 +1,3 @@
 """Fixtures shared by every package's tests: a real PostgreSQL and a fresh database per test."""
 
-pytest_plugins = ["taskmill.common.testing"]
+pytest_plugins = ["taskmill.testing.plugin"]

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import pg8000.native
 
-from taskmill.common.pgserver import PostgresServer
+from taskmill.dev.pgserver import PostgresServer
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _LISTENING = re.compile(rb"listening on http://([^\s:]+):(\d+)")

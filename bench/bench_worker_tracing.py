@@ -38,6 +38,7 @@ from typing import Any
 
 import grpc
 
+from taskmill.common.attempts import Assignment, Outcome, Report, ReportStatus
 from taskmill.common.grpcutil import GrpcSecurity, create_server
 from taskmill.v1 import (
     common_pb2,
@@ -48,7 +49,6 @@ from taskmill.v1 import (
 )
 from taskmill.worker.app import create_worker
 from taskmill.worker.executor import Executor
-from taskmill.worker.model import Assignment, Outcome, Report, ReportStatus
 from taskmill.worker.registry import default_registry
 from taskmill.worker.settings import WorkerSettings
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from deploy_support import ROOT, RUNTIME_VENV, exec_form, parse_dockerfile
 
-from taskmill.common.testing import admin_connection
+from taskmill.testing import admin_connection
 
 START_DEADLINE = 60.0
 STOP_DEADLINE = 30.0

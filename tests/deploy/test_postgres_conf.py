@@ -7,7 +7,7 @@ import re
 import pg8000.native
 from deploy_support import ROOT
 
-from taskmill.common.pgserver import PostgresServer
+from taskmill.dev.pgserver import PostgresServer
 
 SETTING = re.compile(r"^\s*(?P<name>[a-z_]+)\s*=\s*(?P<value>'[^']*'|[^\s#]+)\s*(#.*)?$")
 # The throwaway server needs its own address and port.

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from taskmill.common.testing import admin_connection
 from taskmill.dev.harness import Cluster, Service, wait_for
+from taskmill.testing import admin_connection
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -141,12 +141,11 @@ def _recovered(cluster: Cluster, lost: dict[str, Any], retried: dict[str, Any]) 
     )
 
 
-def test_killed_worker_tasks_fail_or_move(cluster: Cluster) -> None:
-    dead_after = 3
-    cluster.start_scheduler()
-    coordinator = cluster.start_coordinator("--dead-after", str(dead_after))
-    victim = cluster.start_worker(coordinator, "--concurrency", "2", "--queue-size", "2")
-    victim_id = _worker_id(cluster, victim)
+def _busy_victim(
+    cluster: Cluster, victim_id: str
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Fills the victim's two slots with sleeps, one with no attempt left and one with a retry
+    left, then its queue with two echoes; returns the three kinds."""
     lost = cluster.submit("sleep", {"seconds": 30})
     retried = cluster.submit("sleep", {"seconds": 10}, max_attempts=2)
     wait_for(
@@ -164,6 +163,15 @@ def test_killed_worker_tasks_fail_or_move(cluster: Cluster) -> None:
         "both echoes dispatched to the first worker",
     )
     assert _held(cluster, [lost, retried], "running", victim_id)
+    return lost, retried, queued
+
+
+def test_killed_worker_tasks_fail_or_move(cluster: Cluster) -> None:
+    dead_after = 3
+    cluster.start_scheduler()
+    coordinator = cluster.start_coordinator("--dead-after", str(dead_after))
+    victim = cluster.start_worker(coordinator, "--concurrency", "2", "--queue-size", "2")
+    lost, retried, queued = _busy_victim(cluster, _worker_id(cluster, victim))
 
     victim.kill()
     killed_at = time.monotonic()

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from taskmill.common.migrate import migrate
-from taskmill.common.pgserver import PostgresServer
 from taskmill.dev.harness import Cluster, wait_for
+from taskmill.dev.pgserver import PostgresServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -57,11 +57,9 @@ def _statuses(cluster: Cluster, tasks: list[dict[str, Any]]) -> set[str]:
     return {cluster.task(task["id"])["status"] for task in tasks}
 
 
-@pytest.mark.parametrize("crash", [False, True], ids=["shutdown", "crash"])
-def test_a_database_restart_loses_no_task(
-    server: PostgresServer, cluster: Cluster, crash: bool, tmp_path: Path
-) -> None:
-    runs = tmp_path / "runs.txt"
+def _start(cluster: Cluster, runs: Path) -> None:
+    """Scheduler, coordinator and two workers of two slots with the test handlers, whose runs
+    ``test.record`` notes in ``runs``."""
     pythonpath = [str(SUPPORT), *filter(None, [cluster.env.get("PYTHONPATH")])]
     cluster.env.update(PYTHONPATH=os.pathsep.join(pythonpath), TASKMILL_TEST_RUNS_FILE=str(runs))
     cluster.start_scheduler()
@@ -70,7 +68,12 @@ def test_a_database_restart_loses_no_task(
         cluster.start_worker(
             coordinator, "--concurrency", "2", "--handlers", "cluster_test_handlers"
         )
-    # Four tasks fill the four slots; four more wait in the workers' queues, claimed.
+
+
+def _running_and_queued(
+    cluster: Cluster, runs: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Four tasks fill the four slots; four more wait in the workers' queues, claimed."""
     running = cluster.submit_batch(
         [{"command": "test.record", "payload": {"seconds": 2}} for _ in range(4)]
     )
@@ -79,6 +82,16 @@ def test_a_database_restart_loses_no_task(
         [{"command": "test.record", "payload": {"seconds": 0.1}} for _ in range(4)]
     )
     wait_for(lambda: _statuses(cluster, queued) == {"dispatched"}, 30, "4 more dispatched")
+    return running, queued
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["shutdown", "crash"])
+def test_a_database_restart_loses_no_task(
+    server: PostgresServer, cluster: Cluster, crash: bool, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.txt"
+    _start(cluster, runs)
+    running, queued = _running_and_queued(cluster, runs)
 
     # Either shutdown ends every connection of every service. The running tasks finish while
     # the database is away, and their reports wait in the workers until it is back. After a

@@ -104,13 +104,38 @@ def _ancestors(span: Span, spans: list[Span]) -> list[str]:
     return chain
 
 
-def test_one_trace_from_request_to_worker(cluster: Cluster, receiver: tuple[Receiver, int]) -> None:
-    spans_received, port = receiver
+def _export_to(cluster: Cluster, port: int) -> None:
+    """Points the services started from now on at the receiver, exporting every 100 ms."""
     cluster.env.update(
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
         OTEL_EXPORTER_OTLP_INSECURE="true",
         OTEL_BSP_SCHEDULE_DELAY="100",
     )
+
+
+def _request_spans(spans: list[Span]) -> list[Span]:
+    """The scheduler's spans of the test's requests: children of the test's traceparent."""
+    return [
+        s for s in spans if s.service == "taskmill-scheduler" and s.parent_span_id == PARENT_SPAN_ID
+    ]
+
+
+def _executions_joined(receiver: Receiver) -> tuple[list[Span], list[Span]] | None:
+    """The trace's spans and its execution spans, once each execution span's chain of parents
+    reaches a request span of the scheduler (spans arrive from three processes in any order)."""
+    spans = receiver.in_trace(TRACE_ID)
+    requests = {s.span_id for s in _request_spans(spans)}
+    executions = [s for s in spans if s.service == "taskmill-worker" and "execute" in s.name]
+    if len(requests) < 2 or len(executions) < 3:
+        return None
+    if any(not set(_ancestors(s, spans)) & requests for s in executions):
+        return None
+    return spans, executions
+
+
+def test_one_trace_from_request_to_worker(cluster: Cluster, receiver: tuple[Receiver, int]) -> None:
+    spans_received, port = receiver
+    _export_to(cluster, port)
     cluster.start_scheduler()
     coordinator = cluster.start_coordinator("--retry-backoff-base", "0.1")
     cluster.start_worker(coordinator)
@@ -126,23 +151,9 @@ def test_one_trace_from_request_to_worker(cluster: Cluster, receiver: tuple[Rece
     done = cluster.wait_final([ok["id"], failing["id"]])
     assert done[failing["id"]]["attempt"] == 2
 
-    def connected() -> tuple[list[Span], list[Span]] | None:
-        # Spans arrive from three processes in any order: wait until each execution span's
-        # chain of parents reaches a request span of the scheduler.
-        spans = spans_received.in_trace(TRACE_ID)
-        requests = {
-            s.span_id
-            for s in spans
-            if s.service == "taskmill-scheduler" and s.parent_span_id == PARENT_SPAN_ID
-        }
-        executions = [s for s in spans if s.service == "taskmill-worker" and "execute" in s.name]
-        if len(requests) < 2 or len(executions) < 3:
-            return None
-        if any(not set(_ancestors(s, spans)) & requests for s in executions):
-            return None
-        return spans, executions
-
-    spans, execute_spans = wait_for(connected, 30, "execution spans joined to the requests")
+    spans, execute_spans = wait_for(
+        lambda: _executions_joined(spans_received), 30, "execution spans joined to the requests"
+    )
     assert {"taskmill-scheduler", "taskmill-coordinator", "taskmill-worker"} <= {
         s.service for s in spans
     }
@@ -159,15 +170,24 @@ def test_one_trace_from_request_to_worker(cluster: Cluster, receiver: tuple[Rece
     assert dispatch, "the coordinator's dispatch spans join the trace"
 
 
+def _submit_and_execution(receiver: Receiver, trace_id: str) -> tuple[Span, Span] | None:
+    """A task's submit and execution spans, once the execution span's chain of parents reaches
+    the submit span."""
+    spans = receiver.in_trace(trace_id)
+    submits = [s for s in spans if s.service == "taskmill-scheduler"]
+    executions = [s for s in spans if "execute" in s.name]
+    if len(submits) != 1 or len(executions) != 1:
+        return None
+    if submits[0].span_id not in _ancestors(executions[0], spans):
+        return None
+    return submits[0], executions[0]
+
+
 def test_each_task_of_a_batch_has_its_own_trace_linked_to_the_request(
     cluster: Cluster, receiver: tuple[Receiver, int]
 ) -> None:
     spans_received, port = receiver
-    cluster.env.update(
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
-        OTEL_EXPORTER_OTLP_INSECURE="true",
-        OTEL_BSP_SCHEDULE_DELAY="100",
-    )
+    _export_to(cluster, port)
     cluster.start_scheduler()
     coordinator = cluster.start_coordinator()
     cluster.start_worker(coordinator)
@@ -181,27 +201,14 @@ def test_each_task_of_a_batch_has_its_own_trace_linked_to_the_request(
     trace_ids = {t["trace_id"] for t in tasks}
     assert len(trace_ids) == 2 and TRACE_ID not in trace_ids
 
-    def traced(trace_id: str) -> tuple[Span, Span] | None:
-        # Wait until the task's execution span's chain of parents reaches its submit span.
-        spans = spans_received.in_trace(trace_id)
-        submits = [s for s in spans if s.service == "taskmill-scheduler"]
-        executions = [s for s in spans if "execute" in s.name]
-        if len(submits) != 1 or len(executions) != 1:
-            return None
-        if submits[0].span_id not in _ancestors(executions[0], spans):
-            return None
-        return submits[0], executions[0]
-
     request = wait_for(
-        lambda: [
-            s
-            for s in spans_received.in_trace(TRACE_ID)
-            if s.service == "taskmill-scheduler" and s.parent_span_id == PARENT_SPAN_ID
-        ],
-        30,
-        "the batch request's span",
+        lambda: _request_spans(spans_received.in_trace(TRACE_ID)), 30, "the batch request's span"
     )
     assert len(request) == 1
     for trace_id in trace_ids:
-        submit, _ = wait_for(lambda t=trace_id: traced(t), 30, f"trace {trace_id} joined up")
+        submit, _ = wait_for(
+            lambda t=trace_id: _submit_and_execution(spans_received, t),
+            30,
+            f"trace {trace_id} joined up",
+        )
         assert submit.links == ((TRACE_ID, request[0].span_id),)

@@ -22,12 +22,11 @@ from waitress import wasyncore
 
 from taskmill.client import Client
 from taskmill.common.db import Database
-from taskmill.common.models import Outcome, TaskError, TaskStatus
+from taskmill.common.models import TaskError, TaskStatus
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.tasks import TaskStore
-from taskmill.common.testing import claim
-from taskmill.common.workers import WorkerStore
+from taskmill.common.store.workers import WorkerStore
 from taskmill.scheduler import SchedulerSettings, create_app, create_server
+from taskmill.testing import Reported, Stores, claim
 
 
 @dataclass
@@ -145,7 +144,7 @@ class Scheduler:
 
     url: str
     token: str
-    store: TaskStore
+    store: Stores
     workers: WorkerStore
 
     def finish(
@@ -154,7 +153,7 @@ class Scheduler:
         """Moves a task to a final state as a worker's report would (no worker runs here)."""
         claimed = {str(t.id): t for t in claim(self.store, ["w-test"] * 1000, 60.0)}
         task = claimed.get(task_id) or self.store.get(uuid.UUID(task_id))
-        outcome = Outcome(
+        outcome = Reported(
             task.id, task.attempt, status, datetime.now(UTC), result, error, retryable=False
         )
         assert self.store.apply([outcome]) == {task.id}
@@ -178,7 +177,7 @@ def scheduler(database_url: str) -> Iterator[Scheduler]:
         yield Scheduler(
             f"http://127.0.0.1:{server.effective_port}",
             "test-token",
-            TaskStore(db),
+            Stores(db),
             WorkerStore(db),
         )
     finally:

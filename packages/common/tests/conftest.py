@@ -1,4 +1,5 @@
-"""Fixtures for common's tests: a connection pool and a task store on a fresh database."""
+"""Fixtures for common's tests: a connection pool, a task store and the state machine harness
+on a fresh database."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 from taskmill.common.db import Database
 from taskmill.common.models import Backoff
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.tasks import TaskStore
+from taskmill.testing import Stores
+
+from .task_harness import BACKOFF, Harness
 
 
 @pytest.fixture
@@ -22,6 +25,12 @@ def db(database_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def store(db: Database) -> TaskStore:
+def store(db: Database) -> Stores:
     # A fixed backoff of 30 s, so a retried task's due time is known to within its jitter.
-    return TaskStore(db, Backoff(30.0, 30.0))
+    return Stores(db, Backoff(30.0, 30.0))
+
+
+@pytest.fixture
+def h(db: Database) -> Harness:
+    """The stores on the test's database, with shortcuts to put a task in each status."""
+    return Harness(db, Stores(db, BACKOFF))

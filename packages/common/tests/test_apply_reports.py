@@ -1,4 +1,4 @@
-"""TaskStore.apply_reports, the coordinator's lean report path: ids and results stay text, and
+"""Stores.apply_reports, the coordinator's lean report path: ids and results stay text, and
 the database checks them, refusing only the reports it cannot take."""
 
 from __future__ import annotations
@@ -10,31 +10,32 @@ from datetime import UTC, datetime
 
 import pytest
 
+from taskmill.common.attempts import Report, ReportStatus
 from taskmill.common.db import QueryError
-from taskmill.common.models import NewTask, Outcome, Report, TaskError, TaskStatus
-from taskmill.common.tasks import TaskStore
-from taskmill.common.testing import claim
+from taskmill.common.models import TaskError, TaskStatus
+from taskmill.testing import NewTask, Reported, Stores, claim
 
 S = TaskStatus
+R = ReportStatus
 WORKER = "w-1"
 
 
-def _dispatched(store: TaskStore, count: int) -> list[str]:
-    with store._db.transaction() as conn:
+def _dispatched(store: Stores, count: int) -> list[str]:
+    with store.db.transaction() as conn:
         store.insert(conn, [NewTask("echo", {"n": n}) for n in range(count)])
     return [str(task.id) for task in claim(store, [WORKER] * count)]
 
 
-def test_reports_are_applied_with_their_text_results(store: TaskStore) -> None:
+def test_reports_are_applied_with_their_text_results(store: Stores) -> None:
     a, b, c = _dispatched(store, 3)
     started = time.time() - 2
 
-    applied = store.apply_reports(
+    applied = store.reports.apply(
         [
-            Report(a, 1, S.RUNNING, started),
-            Report(a, 1, S.SUCCEEDED, started + 1, '{"sum": [1, 2.5, "é"]}'),
-            Report(b, 1, S.SUCCEEDED, started + 1, started_at=started),  # no result: null
-            Report(c, 1, S.FAILED, started + 1, error=TaskError("E", "no"), retryable=False),
+            Report(a, 1, R.RUNNING, started),
+            Report(a, 1, R.SUCCEEDED, started + 1, '{"sum": [1, 2.5, "é"]}'),
+            Report(b, 1, R.SUCCEEDED, started + 1, started_at=started),  # no result: null
+            Report(c, 1, R.FAILED, started + 1, error=TaskError("E", "no"), retryable=False),
         ],
         WORKER,
     )
@@ -60,18 +61,18 @@ def test_reports_are_applied_with_their_text_results(store: TaskStore) -> None:
     ],
 )
 def test_a_report_the_database_refuses_leaves_the_rest_of_the_batch_applied(
-    store: TaskStore, result_json: str
+    store: Stores, result_json: str
 ) -> None:
     good, bad, other = _dispatched(store, 3)
     now = time.time()
 
-    applied = store.apply_reports(
+    applied = store.reports.apply(
         [
-            Report(good, 1, S.SUCCEEDED, now, "1"),
-            Report(bad, 1, S.RUNNING, now),
-            Report(bad, 1, S.SUCCEEDED, now, result_json),
-            Report(other, 1, S.CANCELLED, now),
-            Report(good, 1, S.SUCCEEDED, now, "2"),  # a duplicate changes nothing
+            Report(good, 1, R.SUCCEEDED, now, "1"),
+            Report(bad, 1, R.RUNNING, now),
+            Report(bad, 1, R.SUCCEEDED, now, result_json),
+            Report(other, 1, R.CANCELLED, now),
+            Report(good, 1, R.SUCCEEDED, now, "2"),  # a duplicate changes nothing
         ],
         WORKER,
     )
@@ -84,33 +85,33 @@ def test_a_report_the_database_refuses_leaves_the_rest_of_the_batch_applied(
     assert store.get(other).status is S.CANCELLED
 
 
-def test_a_time_out_of_range_is_refused_alone(store: TaskStore) -> None:
+def test_a_time_out_of_range_is_refused_alone(store: Stores) -> None:
     good, bad = _dispatched(store, 2)
-    applied = store.apply_reports(
-        [Report(good, 1, S.SUCCEEDED, time.time()), Report(bad, 1, S.SUCCEEDED, 1e15)], WORKER
+    applied = store.reports.apply(
+        [Report(good, 1, R.SUCCEEDED, time.time()), Report(bad, 1, R.SUCCEEDED, 1e15)], WORKER
     )
     assert (applied.changed, list(applied.refused)) == ({good}, [bad])
     assert store.get(bad).status is S.DISPATCHED
 
 
-def test_reports_for_another_worker_or_attempt_change_nothing(store: TaskStore) -> None:
+def test_reports_for_another_worker_or_attempt_change_nothing(store: Stores) -> None:
     (task_id,) = _dispatched(store, 1)
     now = time.time()
-    late = [Report(task_id, 1, S.SUCCEEDED, now, "1"), Report(task_id, 2, S.RUNNING, now)]
-    assert store.apply_reports(late, "w-other").changed == set()
-    assert store.apply_reports(late[1:], WORKER).changed == set()
+    late = [Report(task_id, 1, R.SUCCEEDED, now, "1"), Report(task_id, 2, R.RUNNING, now)]
+    assert store.reports.apply(late, "w-other").changed == set()
+    assert store.reports.apply(late[1:], WORKER).changed == set()
     assert store.get(task_id).status is S.DISPATCHED
 
 
-def test_apply_of_outcomes_still_refuses_the_whole_batch(store: TaskStore) -> None:
+def test_apply_of_outcomes_still_refuses_the_whole_batch(store: Stores) -> None:
     good, bad = _dispatched(store, 2)
     now = datetime.now(UTC)
     with pytest.raises(QueryError):
         store.apply(
             [
-                Outcome(uuid.UUID(good), 1, S.SUCCEEDED, now, result=1),
-                Outcome(uuid.UUID(bad), 1, S.SUCCEEDED, now, result=math.nan),
+                Reported(uuid.UUID(good), 1, S.SUCCEEDED, now, result=1),
+                Reported(uuid.UUID(bad), 1, S.SUCCEEDED, now, result=math.nan),
             ]
         )
     assert store.get(good).status is S.DISPATCHED
-    assert store.apply([Outcome(uuid.UUID(good), 1, S.SUCCEEDED, now)]) == {uuid.UUID(good)}
+    assert store.apply([Reported(uuid.UUID(good), 1, S.SUCCEEDED, now)]) == {uuid.UUID(good)}

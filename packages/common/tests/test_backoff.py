@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from taskmill.common.db import Database
-from taskmill.common.models import Backoff, NewTask, Outcome, TaskError, TaskStatus
-from taskmill.common.tasks import TaskStore
-from taskmill.common.testing import claim
+from taskmill.common.models import Backoff, TaskError, TaskStatus
+from taskmill.testing import NewTask, Reported, Stores, claim
 
 BACKOFF = Backoff(base=10.0, maximum=25.0)
 #: Enough tasks that their waits show the jitter: 20 uniform draws over a 5 s range all
@@ -22,8 +21,8 @@ WORKER = "w-1"
 
 
 @pytest.fixture
-def store(db: Database) -> TaskStore:
-    return TaskStore(db, BACKOFF)
+def store(db: Database) -> Stores:
+    return Stores(db, BACKOFF)
 
 
 def _db_now(db: Database) -> datetime:
@@ -53,7 +52,7 @@ def _assert_backoff(waits: list[float], attempt: int, slack: float) -> None:
     assert max(waits) - min(waits) > 1.0, waits  # jittered, not one fixed wait
 
 
-def _new(db: Database, store: TaskStore) -> list[uuid.UUID]:
+def _new(db: Database, store: Stores) -> list[uuid.UUID]:
     with db.transaction() as conn:
         tasks = store.insert(
             conn, [NewTask("flaky", {"n": n}, max_attempts=4) for n in range(TASKS)]
@@ -71,7 +70,7 @@ def _make_due(db: Database, ids: list[uuid.UUID]) -> None:
 
 
 def test_failed_attempts_wait_longer_each_time_up_to_the_maximum(
-    db: Database, store: TaskStore
+    db: Database, store: Stores
 ) -> None:
     ids = _new(db, store)
     error = TaskError("ValueError", "flaky")
@@ -82,7 +81,7 @@ def test_failed_attempts_wait_longer_each_time_up_to_the_maximum(
         now = datetime.now(UTC)
         before = _db_now(db)
         changed = store.apply(
-            [Outcome(i, attempt, TaskStatus.FAILED, now, error=error) for i in ids]
+            [Reported(i, attempt, TaskStatus.FAILED, now, error=error) for i in ids]
         )
         after = _db_now(db)
         assert changed == set(ids)
@@ -91,12 +90,12 @@ def test_failed_attempts_wait_longer_each_time_up_to_the_maximum(
         _make_due(db, ids)
 
 
-def test_a_lost_workers_running_tasks_wait_their_backoff(db: Database, store: TaskStore) -> None:
+def test_a_lost_workers_running_tasks_wait_their_backoff(db: Database, store: Stores) -> None:
     ids = _new(db, store)
     assert len(claim(store, [WORKER] * TASKS)) == TASKS
-    store.apply([Outcome(i, 1, TaskStatus.RUNNING, datetime.now(UTC)) for i in ids])
+    store.apply([Reported(i, 1, TaskStatus.RUNNING, datetime.now(UTC)) for i in ids])
     before = _db_now(db)
-    recovered = store.recover_lost([WORKER])
+    recovered = store.recovery.recover_lost([WORKER])
     after = _db_now(db)
     assert recovered == {i: TaskStatus.SCHEDULED for i in ids}
     waits = _waits(db, ids, before, after)

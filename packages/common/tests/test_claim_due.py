@@ -1,4 +1,4 @@
-"""TaskStore.claim_due, the coordinator's lean claim, against a real PostgreSQL."""
+"""Stores.claim_due, the coordinator's lean claim, against a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from taskmill.common.models import NewTask, TaskStatus
+from taskmill.common.models import TaskStatus
 from taskmill.common.queries import query
-from taskmill.common.tasks import TaskStore
+from taskmill.testing import NewTask, Stores
 
 LEASE = 60.0
 
 
-def _insert(store: TaskStore, *tasks: NewTask) -> None:
-    with store._db.transaction() as conn:
+def _insert(store: Stores, *tasks: NewTask) -> None:
+    with store.db.transaction() as conn:
         store.insert(conn, tasks)
 
 
-def _insert_by_urgency(store: TaskStore, *, tie: bool = False) -> None:
+def _insert_by_urgency(store: Stores, *, tie: bool = False) -> None:
     """Due tasks whose urgency is b, d, c, a (then e, due with a but submitted after it, when
     ``tie``), and one due in an hour."""
     now = datetime.now(UTC)
@@ -35,10 +35,12 @@ def _insert_by_urgency(store: TaskStore, *, tie: bool = False) -> None:
     _insert(store, *tasks)
 
 
-def test_claim_due_fills_slots_in_priority_order_and_skips_future_tasks(store: TaskStore) -> None:
+def test_claim_due_fills_slots_in_priority_order_and_skips_future_tasks(store: Stores) -> None:
     _insert_by_urgency(store)
 
-    claim = store.claim_due([(w, 1) for w in ("w-a", "w-b", "w-c", "w-d", "w-e", "w-f")], LEASE)
+    claim = store.dispatch.claim_due(
+        [(w, 1) for w in ("w-a", "w-b", "w-c", "w-d", "w-e", "w-f")], LEASE
+    )
 
     assert [(t.command, t.worker_id) for t in claim.tasks] == [
         ("b", "w-a"),
@@ -48,7 +50,7 @@ def test_claim_due_fills_slots_in_priority_order_and_skips_future_tasks(store: T
     ]
     # The future task is what is due next: in an hour, by the database clock.
     assert claim.next_due_in == pytest.approx(3600, abs=60)
-    assert store.claim_due([("w-a", 1)], LEASE).tasks == []
+    assert store.dispatch.claim_due([("w-a", 1)], LEASE).tasks == []
 
 
 #: A claim for one worker runs the lean statement; a second worker with no room makes the same
@@ -59,9 +61,7 @@ BOTH_STATEMENTS = pytest.mark.parametrize(
 
 
 @BOTH_STATEMENTS
-def test_claim_due_returns_what_the_row_holds(
-    store: TaskStore, idle: list[tuple[str, int]]
-) -> None:
+def test_claim_due_returns_what_the_row_holds(store: Stores, idle: list[tuple[str, int]]) -> None:
     traceparent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
     _insert(
         store,
@@ -75,7 +75,7 @@ def test_claim_due_returns_what_the_row_holds(
         ),
     )
 
-    (claimed,) = store.claim_due([("w-1", 1), *idle], LEASE).tasks
+    (claimed,) = store.dispatch.claim_due([("w-1", 1), *idle], LEASE).tasks
 
     task = store.get(claimed.id)
     assert task.status is TaskStatus.DISPATCHED
@@ -97,24 +97,24 @@ def test_claim_due_returns_what_the_row_holds(
 
 @BOTH_STATEMENTS
 def test_claim_due_says_when_the_next_task_is_due(
-    store: TaskStore, idle: list[tuple[str, int]]
+    store: Stores, idle: list[tuple[str, int]]
 ) -> None:
     _insert(store, NewTask("a"), NewTask("b"))
     # One slot for two due tasks: the one left is due already.
-    first = store.claim_due([("w-1", 1), *idle], LEASE)
+    first = store.dispatch.claim_due([("w-1", 1), *idle], LEASE)
     assert first.next_due_in is not None
     assert first.next_due_in <= 0
     # The claimed tasks do not count, though the statement still sees them scheduled.
-    assert store.claim_due([("w-1", 5), *idle], LEASE).next_due_in is None
+    assert store.dispatch.claim_due([("w-1", 5), *idle], LEASE).next_due_in is None
 
 
-def test_claim_due_of_no_slots_is_refused(store: TaskStore) -> None:
+def test_claim_due_of_no_slots_is_refused(store: Stores) -> None:
     _insert(store, NewTask("a"))
     with pytest.raises(ValueError):
-        store.claim_due([], LEASE)
+        store.dispatch.claim_due([], LEASE)
     with pytest.raises(ValueError):
-        store.claim_due([("w-1", 0)], LEASE)
-    assert store.claim_due([("w-1", 1)], LEASE).tasks[0].command == "a"
+        store.dispatch.claim_due([("w-1", 0)], LEASE)
+    assert store.dispatch.claim_due([("w-1", 1)], LEASE).tasks[0].command == "a"
 
 
 @pytest.mark.parametrize(
@@ -126,7 +126,7 @@ def test_claim_due_of_no_slots_is_refused(store: TaskStore) -> None:
     ],
 )
 def test_claim_due_spreads_the_tasks_round_robin_over_the_shares(
-    store: TaskStore, due: int, expected: list[str]
+    store: Stores, due: int, expected: list[str]
 ) -> None:
     _insert(
         store,
@@ -136,7 +136,7 @@ def test_claim_due_spreads_the_tasks_round_robin_over_the_shares(
         ),
     )
 
-    claim = store.claim_due([("a", 1), ("b", 3), ("c", 2)], LEASE)
+    claim = store.dispatch.claim_due([("a", 1), ("b", 3), ("c", 2)], LEASE)
 
     # The most urgent task fills the first slot, and so on.
     assert [(t.command, t.worker_id) for t in claim.tasks] == [
@@ -144,10 +144,10 @@ def test_claim_due_spreads_the_tasks_round_robin_over_the_shares(
     ]
 
 
-def test_claim_due_for_one_worker_takes_the_most_urgent_tasks_first(store: TaskStore) -> None:
+def test_claim_due_for_one_worker_takes_the_most_urgent_tasks_first(store: Stores) -> None:
     _insert_by_urgency(store, tie=True)
 
-    claim = store.claim_due([("w-a", 4)], LEASE)
+    claim = store.dispatch.claim_due([("w-a", 4)], LEASE)
 
     assert [(t.command, t.worker_id, t.attempt) for t in claim.tasks] == [
         ("b", "w-a", 1),
@@ -157,23 +157,25 @@ def test_claim_due_for_one_worker_takes_the_most_urgent_tasks_first(store: TaskS
     ]
     assert claim.next_due_in is not None
     assert claim.next_due_in <= 0  # e is still due
-    rest = store.claim_due([("w-b", 4)], LEASE)
+    rest = store.dispatch.claim_due([("w-b", 4)], LEASE)
     assert [(t.command, t.worker_id) for t in rest.tasks] == [("e", "w-b")]
     assert rest.next_due_in == pytest.approx(3600, abs=60)
 
 
 @BOTH_STATEMENTS
 def test_claim_due_skips_tasks_another_transaction_holds(
-    store: TaskStore, idle: list[tuple[str, int]]
+    store: Stores, idle: list[tuple[str, int]]
 ) -> None:
     # Another coordinator's claim holds its tasks' rows until it commits: this claim takes the
     # next ones instead of waiting.
     _insert(store, NewTask("held", priority=5), NewTask("free"))
-    with store._db.transaction() as other:
+    with store.db.transaction() as other:
         other.execute("SELECT id FROM tasks WHERE command = 'held' FOR UPDATE")
-        claim = store.claim_due([("w-1", 2), *idle], LEASE)
+        claim = store.dispatch.claim_due([("w-1", 2), *idle], LEASE)
     assert [t.command for t in claim.tasks] == ["free"]
-    assert [t.command for t in store.claim_due([("w-1", 2), *idle], LEASE).tasks] == ["held"]
+    assert [t.command for t in store.dispatch.claim_due([("w-1", 2), *idle], LEASE).tasks] == [
+        "held"
+    ]
 
 
 def _scans(plan: dict[str, object]) -> list[tuple[object, object]]:
@@ -183,11 +185,11 @@ def _scans(plan: dict[str, object]) -> list[tuple[object, object]]:
     return found
 
 
-def test_claim_due_finds_its_tasks_by_key_not_by_scanning_the_table(store: TaskStore) -> None:
+def test_claim_due_finds_its_tasks_by_key_not_by_scanning_the_table(store: Stores) -> None:
     # Joining the due tasks with the round robin's slots was estimated at 100,000 rows, and
     # the planner hashed the whole table for each claim: a cost that grew with the history.
     _insert(store, *(NewTask("echo", payload={"n": n}) for n in range(3000)))
-    with store._db.connection() as conn:
+    with store.db.connection() as conn:
         conn.execute("VACUUM ANALYZE tasks")
         [[plan]] = conn.execute(
             "EXPLAIN (FORMAT JSON) " + query("claim_due_assignments"),
@@ -199,9 +201,9 @@ def test_claim_due_finds_its_tasks_by_key_not_by_scanning_the_table(store: TaskS
     assert ("Seq Scan", "tasks") not in scans, scans
 
 
-def test_claim_due_for_one_worker_finds_its_tasks_by_key(store: TaskStore) -> None:
+def test_claim_due_for_one_worker_finds_its_tasks_by_key(store: Stores) -> None:
     _insert(store, *(NewTask("echo", payload={"n": n}) for n in range(3000)))
-    with store._db.connection() as conn:
+    with store.db.connection() as conn:
         conn.execute("VACUUM ANALYZE tasks")
         [[plan]] = conn.execute(
             "EXPLAIN (FORMAT JSON) " + query("claim_due_for_worker"),

@@ -14,7 +14,7 @@ from taskmill.common import db as db_module
 from taskmill.common.db import Connection, Database, QueryError
 from taskmill.common.errors import DatabaseUnavailable
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.testing import admin_connection
+from taskmill.testing import admin_connection
 
 
 @pytest.mark.parametrize(

@@ -7,16 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from taskmill.common.convert import report_from_proto, to_report
-from taskmill.common.models import NewTask, Outcome, TaskError, TaskStatus
-from taskmill.common.tasks import TaskStore
-from taskmill.common.testing import claim
+from taskmill.common.attempts import Report
+from taskmill.common.models import TaskError, TaskStatus
+from taskmill.testing import NewTask, Reported, Stores, claim
+from taskmill.testing.wire import status_report
 
 S = TaskStatus
 
 
-def _dispatched(store: TaskStore, max_attempts: int = 1) -> uuid.UUID:
-    with store._db.transaction() as conn:
+def _dispatched(store: Stores, max_attempts: int = 1) -> uuid.UUID:
+    with store.db.transaction() as conn:
         (task,) = store.insert(conn, [NewTask("echo", {}, max_attempts=max_attempts)])
     (claimed,) = claim(store, ["w-1"], 60.0)
     assert claimed.id == task.id
@@ -32,42 +32,42 @@ def _dispatched(store: TaskStore, max_attempts: int = 1) -> uuid.UUID:
     ],
 )
 def test_a_folded_final_report_records_the_start(
-    store: TaskStore, status: TaskStatus, fields: dict[str, object]
+    store: Stores, status: TaskStatus, fields: dict[str, object]
 ) -> None:
     task_id = _dispatched(store)
     started = datetime.now(UTC) - timedelta(seconds=2)
     finished = datetime.now(UTC)
 
-    changed = store.apply([Outcome(task_id, 1, status, finished, started_at=started, **fields)])
+    changed = store.apply([Reported(task_id, 1, status, finished, started_at=started, **fields)])
 
     task = store.get(task_id)
     assert changed == {task_id}
     assert (task.status, task.started_at, task.finished_at) == (status, started, finished)
 
 
-def test_a_running_report_applied_first_keeps_its_start(store: TaskStore) -> None:
+def test_a_running_report_applied_first_keeps_its_start(store: Stores) -> None:
     task_id = _dispatched(store)
     started = datetime.now(UTC) - timedelta(seconds=3)
-    assert store.apply([Outcome(task_id, 1, S.RUNNING, started)]) == {task_id}
+    assert store.apply([Reported(task_id, 1, S.RUNNING, started)]) == {task_id}
 
     later = started + timedelta(seconds=1)
-    store.apply([Outcome(task_id, 1, S.SUCCEEDED, datetime.now(UTC), started_at=later)])
+    store.apply([Reported(task_id, 1, S.SUCCEEDED, datetime.now(UTC), started_at=later)])
 
     assert store.get(task_id).started_at == started
 
 
-def test_a_failure_without_a_start_leaves_it_unset(store: TaskStore) -> None:
+def test_a_failure_without_a_start_leaves_it_unset(store: Stores) -> None:
     task_id = _dispatched(store)
     error = TaskError("ValueError", "bad")
-    store.apply([Outcome(task_id, 1, S.FAILED, datetime.now(UTC), error=error, retryable=False)])
+    store.apply([Reported(task_id, 1, S.FAILED, datetime.now(UTC), error=error, retryable=False)])
     assert store.get(task_id).started_at is None
 
 
 def test_started_at_travels_in_the_report() -> None:
     task_id = uuid.uuid4()
     started = datetime(2026, 11, 26, 12, 0, 0, 250000, tzinfo=UTC)
-    report = to_report(task_id, 1, S.SUCCEEDED, result=1, at=started + timedelta(seconds=1))
-    assert report_from_proto(report).started_at is None  # an older worker's report
+    report = status_report(task_id, 1, S.SUCCEEDED, result=1, at=started + timedelta(seconds=1))
+    assert Report.from_proto(report).started_at is None  # an older worker's report
 
     report.started_at.FromDatetime(started)
-    assert report_from_proto(report).started_at == started.timestamp()
+    assert Report.from_proto(report).started_at == started.timestamp()

@@ -28,7 +28,7 @@ from taskmill.common.grpcutil import (
     create_server,
     set_serving,
 )
-from taskmill.common.testing import PKI_NAMED_HOST, tls_env
+from taskmill.testing import PKI_NAMED_HOST, tls_env
 from taskmill.v1 import worker_pb2, worker_pb2_grpc
 
 TOKEN = "s3cret-cluster-token"

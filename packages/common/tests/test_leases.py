@@ -6,22 +6,21 @@ import threading
 
 import pytest
 
-from taskmill.common.models import NewTask
-from taskmill.common.tasks import TaskStore
+from taskmill.testing import NewTask, Stores
 
 
-def test_extending_leases_skips_rows_a_report_holds(store: TaskStore) -> None:
-    db = store._db
+def test_extending_leases_skips_rows_a_report_holds(store: Stores) -> None:
+    db = store.db
     with db.transaction() as conn:
         store.insert(conn, [NewTask("a"), NewTask("b")])
-    locked, free = store.claim_due([("w-1", 2)], 60.0).tasks
+    locked, free = store.dispatch.claim_due([("w-1", 2)], 60.0).tasks
     done = threading.Event()
     with db.transaction() as conn:
         # Stands in for a report batch holding one of the worker's rows.
         conn.execute("SELECT id FROM tasks WHERE id = :id FOR UPDATE", id=locked.id)
         extend = threading.Thread(
             target=lambda: (
-                store.extend_held_leases("w-1", [locked.id, free.id], 600.0),
+                store.dispatch.extend_held_leases("w-1", [locked.id, free.id], 600.0),
                 done.set(),
             )
         )

@@ -8,7 +8,7 @@ import pg8000.native
 import pytest
 
 from taskmill.common.queries import all_queries, parse_queries, query
-from taskmill.common.testing import admin_connection
+from taskmill.testing import admin_connection
 
 
 @pytest.fixture

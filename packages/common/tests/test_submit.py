@@ -1,4 +1,4 @@
-"""TaskStore.submit, the scheduler's insert: one task or a batch, and the notification that tells
+"""Stores.submit, the scheduler's insert: one task or a batch, and the notification that tells
 coordinators how many tasks became scheduled."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from taskmill.common.db import Connection, Database
-from taskmill.common.models import NewTask
-from taskmill.common.tasks import SubmitRow, TaskStore
+from taskmill.common.store import SubmitRow
+from taskmill.testing import NewTask, Stores
 
 
 @pytest.fixture
@@ -24,7 +24,9 @@ def listening(db: Database) -> Iterator[Connection]:
 
 
 def _row(key: str | None = None) -> SubmitRow:
-    return (str(uuid.uuid4()), "echo", {}, "default", 0, 1, None, None, 0.0, key, None, None)
+    return SubmitRow(
+        str(uuid.uuid4()), "echo", {}, "default", 0, 1, None, None, 0.0, key, None, None
+    )
 
 
 def _stored(db: Database, task_id: str) -> dict[str, object]:
@@ -49,11 +51,11 @@ def _stored(db: Database, task_id: str) -> dict[str, object]:
 )  # fmt: skip
 def test_a_lone_task_is_stored_as_in_a_batch(db: Database, row: SubmitRow) -> None:
     # A lone task goes as parameters, a batch as one JSON document: the rows they store match.
-    store = TaskStore(db)
-    alone = (str(uuid.uuid4()), *row[1:9], row[9] and row[9] + "-alone", *row[10:])
-    batch = [(str(uuid.uuid4()), *row[1:]), _row()]
-    [alone_times] = store.submit([alone])
-    batch_times = store.submit(batch)[0]
+    store = Stores(db)
+    alone = SubmitRow(str(uuid.uuid4()), *row[1:9], row[9] and row[9] + "-alone", *row[10:])
+    batch = [SubmitRow(str(uuid.uuid4()), *row[1:]), _row()]
+    [alone_times] = store.submits.submit([alone])
+    batch_times = store.submits.submit(batch)[0]
     assert alone_times is not None and batch_times is not None
     stored_alone, stored_batch = _stored(db, alone[0]), _stored(db, batch[0][0])
     assert stored_alone.pop("idempotency_key") == (row[9] and row[9] + "-alone")
@@ -68,33 +70,33 @@ def test_a_lone_task_is_stored_as_in_a_batch(db: Database, row: SubmitRow) -> No
 
 
 def test_a_lone_task_whose_key_is_taken_is_skipped(db: Database) -> None:
-    store = TaskStore(db)
-    assert store.submit([_row("k")])[0] is not None
-    assert store.submit([_row("k")]) == [None]
+    store = Stores(db)
+    assert store.submits.submit([_row("k")])[0] is not None
+    assert store.submits.submit([_row("k")]) == [None]
 
 
 def test_a_submit_notifies_how_many_tasks_it_inserted(db: Database, listening: Connection) -> None:
-    store = TaskStore(db)
-    store.submit([_row()])
+    store = Stores(db)
+    store.submits.submit([_row()])
     assert listening.poll_notifications() == [("taskmill_submitted", "1")]
-    store.submit([_row(), _row(), _row("k")])
+    store.submits.submit([_row(), _row(), _row("k")])
     assert listening.poll_notifications() == [("taskmill_submitted", "3")]
     # The keyed task is taken: one inserted, one notification of one.
-    store.submit([_row(), _row("k")])
+    store.submits.submit([_row(), _row("k")])
     assert listening.poll_notifications() == [("taskmill_submitted", "1")]
 
 
 def test_a_submit_that_inserts_nothing_notifies_nobody(db: Database, listening: Connection) -> None:
-    store = TaskStore(db)
-    store.submit([_row("k")])
+    store = Stores(db)
+    store.submits.submit([_row("k")])
     listening.poll_notifications()
-    store.submit([_row("k")])  # alone
-    store.submit([_row("k"), _row("k")])  # in a batch
+    store.submits.submit([_row("k")])  # alone
+    store.submits.submit([_row("k"), _row("k")])  # in a batch
     assert listening.poll_notifications() == []
 
 
 def test_an_insert_notifies_its_count_too(db: Database, listening: Connection) -> None:
-    store = TaskStore(db)
+    store = Stores(db)
     with db.transaction() as conn:
         store.insert(conn, [NewTask("echo"), NewTask("echo")])
     assert listening.poll_notifications() == [("taskmill_submitted", "2")]

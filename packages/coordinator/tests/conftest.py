@@ -13,14 +13,14 @@ from typing import Any
 import grpc
 import pytest
 
-from taskmill.common.convert import to_report
 from taskmill.common.db import Database
 from taskmill.common.grpcutil import GrpcSecurity, create_channel, create_server
-from taskmill.common.models import NewTask, Task, TaskError, TaskStatus
+from taskmill.common.models import Task, TaskError, TaskStatus
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.tasks import TaskStore
 from taskmill.coordinator import CoordinatorServer, CoordinatorSettings
 from taskmill.coordinator import create_server as create_coordinator
+from taskmill.testing import NewTask, Stores
+from taskmill.testing.wire import status_report
 from taskmill.v1 import (
     common_pb2,
     coordinator_pb2,
@@ -185,7 +185,7 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
                 self.held.pop(task_id, None)
         if attempt is None:
             attempt = held.attempt if held else 1
-        report = to_report(task_id, attempt, status, result=result, error=error)
+        report = status_report(task_id, attempt, status, result=result, error=error)
         response = self.stub.ReportTaskStatuses(
             coordinator_pb2.ReportTaskStatusesRequest(
                 worker_id=self.worker_id if worker_id is None else worker_id, reports=[report]
@@ -206,7 +206,7 @@ class Harness:
 
     def __init__(self, database_url: str) -> None:
         self.db = Database(DatabaseSettings.from_url(database_url), max_connections=4)
-        self.tasks = TaskStore(self.db)
+        self.tasks = Stores(self.db)
         self.database_url = database_url
         self.coordinators: list[CoordinatorServer] = []
         self.workers: list[FakeWorker] = []
@@ -269,3 +269,17 @@ def harness(database_url: str) -> Iterator[Harness]:
         yield harness
     finally:
         harness.close()
+
+
+@pytest.fixture
+def lone_worker() -> Iterator[FakeWorker]:
+    """A fake worker on a real gRPC server, known to no coordinator: the test calls it itself.
+
+    Its own channel points nowhere, and is never used unless the test registers it.
+    """
+    worker = FakeWorker("127.0.0.1:1", capacity=2)
+    worker.worker_id = "w-lone"
+    try:
+        yield worker
+    finally:
+        worker.stop()

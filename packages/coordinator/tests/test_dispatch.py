@@ -13,8 +13,8 @@ import grpc
 import pytest
 
 from taskmill.common.models import TaskStatus
-from taskmill.common.testing import admin_connection
 from taskmill.coordinator.listener import Listener
+from taskmill.testing import admin_connection
 
 
 def test_register_records_the_worker(harness) -> None:
@@ -242,7 +242,7 @@ def test_a_submit_wakes_the_dispatcher(harness) -> None:
 
 
 def _insert_unannounced(harness) -> uuid.UUID:
-    """Inserts a due task by plain SQL: unlike ``TaskStore.insert``, it sends no notification."""
+    """Inserts a due task by plain SQL: unlike the submit statements, it sends no notification."""
     task_id = uuid.uuid4()
     with harness.db.transaction() as conn:
         conn.execute(

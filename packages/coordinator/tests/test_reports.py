@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from taskmill.common.convert import to_report
 from taskmill.common.models import TaskError, TaskStatus
+from taskmill.testing.wire import status_report
 from taskmill.v1 import common_pb2, coordinator_pb2
 
 
@@ -96,7 +96,7 @@ def test_a_cancel_request_reaches_the_worker(harness) -> None:
     worker = harness.worker(coordinator)
     [task_id] = _dispatched(harness, worker)
     worker.report(str(task_id), TaskStatus.RUNNING)
-    harness.tasks.cancel(task_id)
+    harness.tasks.tasks.cancel(task_id)
     harness.wait_until(lambda: worker.cancels == [str(task_id)], what="CancelTask")
     # The heartbeat repeats the request, in case the call was lost.
     assert list(worker.heartbeat().cancel_task_ids) == [str(task_id)]
@@ -126,16 +126,16 @@ def test_malformed_reports_are_refused_and_the_rest_of_the_batch_applied(
     coordinator = harness.coordinator()
     worker = harness.worker(coordinator, capacity=4)
     a, b, c, d = (str(task_id) for task_id in _dispatched(harness, worker, 4))
-    not_json = to_report(b, 1, TaskStatus.SUCCEEDED)
+    not_json = status_report(b, 1, TaskStatus.SUCCEEDED)
     not_json.result_json = '{"unclosed": '
     reports = [
-        to_report(a, 1, TaskStatus.SUCCEEDED, result={"ok": 1}),
+        status_report(a, 1, TaskStatus.SUCCEEDED, result={"ok": 1}),
         not_json,
-        to_report("not-a-task-id", 1, TaskStatus.SUCCEEDED, result=2),
-        to_report("0" * 31, 1, None),  # a rejection with a malformed id
+        status_report("not-a-task-id", 1, TaskStatus.SUCCEEDED, result=2),
+        status_report("0" * 31, 1, None),  # a rejection with a malformed id
         # Any form of a uuid is read, as it always was.
-        to_report(c.upper(), 1, TaskStatus.SUCCEEDED, result=3),
-        to_report(uuid.UUID(d).urn, 1, None),
+        status_report(c.upper(), 1, TaskStatus.SUCCEEDED, result=3),
+        status_report(uuid.UUID(d).urn, 1, None),
     ]
 
     response = worker.stub.ReportTaskStatuses(

@@ -11,8 +11,9 @@ import pytest
 
 from taskmill.common.db import Database
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.tasks import Decided, SubmitRow, TaskStore
+from taskmill.common.store import Decided, SubmitRow
 from taskmill.scheduler import SchedulerSettings, create_app
+from taskmill.testing import Stores
 
 JSON = {"Content-Type": "application/json"}
 
@@ -26,9 +27,9 @@ def db(database_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def store(db: Database) -> TaskStore:
+def store(db: Database) -> Stores:
     """The task store on the test database, to arrange and inspect state directly."""
-    return TaskStore(db)
+    return Stores(db)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from taskmill.common.db import QueryError
 from taskmill.common.errors import DatabaseUnavailable
-from taskmill.common.tasks import Decided, SubmitRow
+from taskmill.common.store import Decided, SubmitRow
 from taskmill.scheduler.batcher import SubmitBatcher
 
 DEADLINE = 30.0

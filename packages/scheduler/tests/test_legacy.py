@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from taskmill.common.models import Outcome, TaskStatus
-from taskmill.common.testing import claim
+from taskmill.common.models import TaskStatus
+from taskmill.testing import Reported, claim
 
 
 def _schedule(api, body: object, content_type: str | None = "application/json"):
@@ -102,8 +102,8 @@ def test_status_of_a_finished_task_names_its_times(
     now = datetime.now(UTC)
     store.apply(
         [
-            Outcome(claimed.id, 1, TaskStatus.RUNNING, now),
-            Outcome(claimed.id, 1, final, now, retryable=False),
+            Reported(claimed.id, 1, TaskStatus.RUNNING, now),
+            Reported(claimed.id, 1, final, now, retryable=False),
         ]
     )
 

@@ -12,8 +12,8 @@ import pytest
 
 from taskmill.common.db import Database
 from taskmill.common.migrate import migrate
-from taskmill.common.pgserver import PostgresServer
 from taskmill.common.settings import DatabaseSettings
+from taskmill.dev.pgserver import PostgresServer
 from taskmill.scheduler import SchedulerSettings, create_app
 
 JSON = {"Content-Type": "application/json"}

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from taskmill.common.models import Outcome, TaskError, TaskStatus
-from taskmill.common.testing import claim
+from taskmill.common.models import TaskError, TaskStatus
+from taskmill.testing import Reported, claim
 
 
 def _dispatch(store, worker: str = "w-1"):
@@ -25,8 +25,8 @@ def test_get_returns_every_field_of_a_finished_task(api, store) -> None:
     now = datetime.now(UTC)
     store.apply(
         [
-            Outcome(claimed.id, 1, TaskStatus.RUNNING, now),
-            Outcome(claimed.id, 1, TaskStatus.FAILED, now, error=error),
+            Reported(claimed.id, 1, TaskStatus.RUNNING, now),
+            Reported(claimed.id, 1, TaskStatus.FAILED, now, error=error),
         ]
     )
 
@@ -46,7 +46,7 @@ def test_get_returns_every_field_of_a_finished_task(api, store) -> None:
 def test_get_shows_the_result_of_a_succeeded_task(api, store) -> None:
     task = api.submit()
     (claimed,) = _dispatch(store)
-    store.apply([Outcome(claimed.id, 1, TaskStatus.SUCCEEDED, datetime.now(UTC), result=[1, 2])])
+    store.apply([Reported(claimed.id, 1, TaskStatus.SUCCEEDED, datetime.now(UTC), result=[1, 2])])
 
     got = api.get(f"/v1/tasks/{task['id']}").json
 
@@ -71,7 +71,7 @@ def test_list_is_newest_first_and_filters_by_status_command_and_queue(api, store
     first = api.submit(command="a")
     second = api.submit(command="b", queue="q2")
     third = api.submit(command="a", queue="q2")
-    store.cancel(uuid.UUID(first["id"]))
+    store.tasks.cancel(uuid.UUID(first["id"]))
 
     def ids(**params: str) -> list[str]:
         result = api.get("/v1/tasks", params=params)
@@ -199,21 +199,21 @@ def test_cancel_a_dispatched_or_running_task_marks_it(api, store, running: bool)
     task = api.submit()
     (claimed,) = _dispatch(store)
     if running:
-        store.apply([Outcome(claimed.id, 1, TaskStatus.RUNNING, datetime.now(UTC))])
+        store.apply([Reported(claimed.id, 1, TaskStatus.RUNNING, datetime.now(UTC))])
 
     result = api.client.simulate_post(f"/v1/tasks/{task['id']}/cancel")
 
     assert result.status_code == 200
     assert result.json["status"] == ("running" if running else "dispatched")
     assert result.json["cancel_requested"] is True
-    assert store.cancel_requested("w-1") == [claimed.id]
+    assert store.dispatch.cancel_requested("w-1") == [claimed.id]
 
 
 @pytest.mark.parametrize("final", [TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED])
 def test_cancel_a_finished_task_is_409(api, store, final: TaskStatus) -> None:
     task = api.submit()
     (claimed,) = _dispatch(store)
-    store.apply([Outcome(claimed.id, 1, final, datetime.now(UTC), retryable=False)])
+    store.apply([Reported(claimed.id, 1, final, datetime.now(UTC), retryable=False)])
 
     result = api.client.simulate_post(f"/v1/tasks/{task['id']}/cancel")
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from taskmill.common.models import Task, TaskError, TaskStatus
-from taskmill.scheduler.representation import encode_task, encode_tasks, rfc3339, trace_id
+from taskmill.scheduler.representation import encode_task, encode_tasks, rfc3339
 
 AT = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
@@ -86,14 +86,3 @@ def test_a_list_of_tasks_is_a_json_array(count: int) -> None:
 
 def test_times_without_microseconds_keep_six_digits() -> None:
     assert rfc3339(datetime(2030, 1, 1, tzinfo=UTC)) == "2030-01-01T00:00:00.000000Z"
-
-
-@pytest.mark.parametrize(
-    ("context", "expected"),
-    [(None, None), ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                    "4bf92f3577b34da6a3ce929d0e0e4736"), ("garbage", None)],
-)  # fmt: skip
-def test_trace_id_comes_from_the_stored_traceparent(
-    context: str | None, expected: str | None
-) -> None:
-    assert trace_id(context) == expected

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from taskmill.common.grpcutil import GrpcSecurity
-from taskmill.common.testing import PKI_NAMED_HOST, tls_env
+from taskmill.testing import PKI_NAMED_HOST, tls_env
 
 
 def _check(port: int, env: dict[str, str] | None = None) -> int:

@@ -48,7 +48,7 @@ def coordinator() -> Iterator[SlowToRegister]:
 def test_an_assignment_whose_caller_gave_up_is_refused(
     coordinator: SlowToRegister, start_worker, worker_stub, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="taskmill.worker.service")
+    caplog.set_level(logging.WARNING, logger="taskmill.worker.servicer")
     worker = start_worker()
     first = coordinator.wait_registered()
     stub = worker_stub(worker)

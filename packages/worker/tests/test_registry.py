@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 from typing import Any
 
 import pytest
 
+from taskmill.common.attempts import Assignment, ReportStatus
 from taskmill.common.errors import ConfigError
 from taskmill.worker import Registry, TaskCancelled, TaskContext, default_registry, task
 from taskmill.worker.__main__ import build_parser, settings_from
 from taskmill.worker.app import advertised
 from taskmill.worker.execution import MAX_TRACEBACK_CHARS, run_handler, truncate_traceback
-from taskmill.worker.model import Assignment, ReportStatus
 from taskmill.worker.registry import ContextMode
 from taskmill.worker.settings import WorkerSettings
 
@@ -133,6 +135,18 @@ def test_tracebacks_keep_their_end():
     assert cut.endswith("END")
     assert cut.startswith("...(traceback truncated)")
     assert len(cut) < len(text)
+
+
+def test_a_process_child_loads_neither_grpc_nor_protobuf():
+    # What a spawned child imports to run its handler (the package, then _child_main and the
+    # Assignment it unpickles): either library would slow every child's start.
+    code = (
+        "import sys, taskmill.worker, taskmill.worker.process\n"
+        "heavy = ('grpc', 'google', 'taskmill.v1', 'opentelemetry')\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(heavy))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_advertised_address():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from taskmill.common.attempts import Report, ReportStatus
 from taskmill.v1 import common_pb2, coordinator_pb2
 from taskmill.worker.membership import Membership
-from taskmill.worker.model import Report, ReportStatus
 from taskmill.worker.reporter import Reporter
 
 

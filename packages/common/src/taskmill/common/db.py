@@ -1,8 +1,9 @@
-"""The database edge: the only module that talks to pg8000.
+"""The database edge: the only module, with its ``_pgwire``, that talks to pg8000.
 
 ``Database`` keeps a small pool of connections. A connection is lent to one thread at a time
 (``with db.connection() as conn``) and every query is run by name from the ``.sql`` files.
-pg8000's exceptions are wrapped here, and nowhere else, into taskmill's own errors.
+pg8000's exceptions are wrapped here, and nowhere else, into taskmill's own errors. What needs
+pg8000's internals (the socket, its buffer, the wire format) is in ``_pgwire``.
 """
 
 from __future__ import annotations
@@ -10,20 +11,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import select
 import socket
-import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
-import pg8000.converters
-import pg8000.core
 import pg8000.exceptions
 import pg8000.native
 
+from taskmill.common import _pgwire
 from taskmill.common.errors import DatabaseError, DatabaseUnavailable
 from taskmill.common.queries import query
 from taskmill.common.settings import DatabaseSettings
@@ -34,58 +31,8 @@ Row = dict[str, Any]
 
 #: SQLSTATE classes that mean the server or the connection went away, not that the query was bad.
 _UNAVAILABLE_SQLSTATES = ("08", "57P")
-#: A protocol message's header: its type byte and its length (which counts itself).
-_HEADER = struct.Struct("!ci")
 #: The most one read of an idle connection takes from the socket; more waits for the next read.
 READ_AT_ONCE = 65536
-
-
-def _timestamptz_in(text: str) -> Any:
-    # pg8000 parses with strptime (~17 us a value); fromisoformat reads PostgreSQL's ISO output
-    # (``2026-01-02 03:04:05.678+00``) ~50x faster. Anything else (infinity, BC dates, years
-    # past 9999) goes to pg8000's own parser, which decides what it becomes.
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return pg8000.converters.timestamptz_in(text)
-
-
-def _timestamp_in(text: str) -> Any:
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return pg8000.converters.timestamp_in(text)
-
-
-class _RawConnection(pg8000.native.Connection):  # type: ignore[misc]  # pg8000 is untyped
-    """pg8000's connection, with a run of a prepared statement sent as Bind, Execute, Sync.
-
-    pg8000 follows Bind and Execute with a Flush message each, which makes the server send
-    its answer in three packets (bind done; the rows; ready, after the commit) and wakes the
-    calling thread three times per statement. The Sync that ends every run already makes the
-    server send everything and report any error, so the Flushes only cost wake-ups: without
-    them, single-task submits in a loop went from 2.8 socket reads per statement to 1. The
-    message format is pg8000's own ``send_BIND`` (pinned in uv.lock), less the trailing Flush.
-    """
-
-    def send_BIND(self, statement_name_bin: bytes, params: Any) -> None:
-        message = bytearray(b"\x00" + statement_name_bin + _H_PACK(0) + _H_PACK(len(params)))
-        for value in params:
-            if value is None:
-                message.extend(_I_PACK(-1))
-            else:
-                encoded = value.encode(self._client_encoding)
-                message.extend(_I_PACK(len(encoded)))
-                message.extend(encoded)
-        message.extend(_H_PACK(0))
-        self._send_message(pg8000.core.BIND, message)
-
-    def send_EXECUTE(self) -> None:
-        self._sock.write(pg8000.core.EXECUTE_MSG)
-
-
-_H_PACK = struct.Struct("!H").pack
-_I_PACK = struct.Struct("!i").pack
 
 
 class QueryError(DatabaseError):
@@ -99,6 +46,15 @@ class QueryError(DatabaseError):
     def is_unique_violation(self) -> bool:
         """Whether the query broke a unique constraint."""
         return self.sqlstate == "23505"
+
+
+#: What a query may raise from the driver: a lost or timed-out connection, or the server's error.
+_DRIVER_ERRORS = (
+    TimeoutError,
+    pg8000.exceptions.InterfaceError,
+    OSError,
+    pg8000.exceptions.DatabaseError,
+)
 
 
 def _wrap(exc: Exception) -> DatabaseError:
@@ -115,46 +71,15 @@ def _wrap(exc: Exception) -> DatabaseError:
 #: TCP options that end a connection whose server vanished without closing it (a host lost,
 #: a failover that left the old address silent): after 15 s of silence, a probe every 5 s,
 #: and a send unanswered for 30 s. The system's defaults wait two hours idle, and about 15
-#: minutes for an unanswered send, with the thread that waits stuck meanwhile. Set where the
-#: platform has them.
-_DEAD_SERVER_OPTIONS = [
+#: minutes for an unanswered send, with the thread that waits stuck meanwhile. Set on TCP
+#: connections, where the platform has them.
+_DEAD_SERVER_OPTIONS: list[_pgwire.TcpOption] = [
     (socket.SOL_SOCKET, "SO_KEEPALIVE", 1),
     (socket.IPPROTO_TCP, "TCP_KEEPIDLE", 15),
     (socket.IPPROTO_TCP, "TCP_KEEPINTVL", 5),
     (socket.IPPROTO_TCP, "TCP_KEEPCNT", 3),
     (socket.IPPROTO_TCP, "TCP_USER_TIMEOUT", 30_000),  # milliseconds
 ]
-
-
-def _notice_a_vanished_server(sock: socket.socket) -> None:
-    for level, name, value in _DEAD_SERVER_OPTIONS:
-        option = getattr(socket, name, None)
-        if option is not None:
-            sock.setsockopt(level, option, value)
-
-
-class _Chunk:
-    """Protocol messages from one read, and the rest of the last one from pg8000's socket."""
-
-    def __init__(self, data: bytes, sock: Any) -> None:
-        self._data = data
-        self._at = 0
-        self._sock = sock
-        #: Whether pg8000's buffer may hold more: the read took all it could, or a message went
-        #: on past it and was finished from the socket, through that buffer.
-        self.more_buffered = len(data) >= READ_AT_ONCE
-
-    @property
-    def left(self) -> bool:
-        return self._at < len(self._data)
-
-    def take(self, size: int) -> bytes:
-        start, self._at = self._at, min(self._at + size, len(self._data))
-        part = self._data[start : self._at]
-        if len(part) < size:
-            self.more_buffered = True
-            part += pg8000.core._read(self._sock, size - len(part))
-        return part
 
 
 class Connection:
@@ -164,7 +89,7 @@ class Connection:
         broken: Set when the connection failed and must not be reused.
     """
 
-    def __init__(self, raw: pg8000.native.Connection, *, prepare: bool = False) -> None:
+    def __init__(self, raw: _pgwire.RawConnection, *, prepare: bool = False) -> None:
         self._raw = raw
         self.broken = False
         self._in_transaction = False
@@ -194,16 +119,20 @@ class Connection:
                 statement = self._raw.prepare(query(query_name))
                 self._statements[query_name] = statement
             rows: list[list[Any]] = statement.run(**params) or []
-        except (TimeoutError, pg8000.exceptions.InterfaceError, OSError) as exc:
-            self.broken = True
-            raise _wrap(exc) from exc
-        except pg8000.exceptions.DatabaseError as exc:
-            wrapped = _wrap(exc)
-            if isinstance(wrapped, DatabaseUnavailable):
-                self.broken = True
-            raise wrapped from exc
+        except _DRIVER_ERRORS as exc:
+            raise self._failed(exc) from exc
         self._last = statement
         return rows
+
+    def _failed(self, exc: Exception) -> DatabaseError:
+        """The error to raise for a driver's failure; a lost connection marks this one broken,
+        so the pool drops it."""
+        wrapped = _wrap(exc)
+        if not isinstance(exc, pg8000.exceptions.DatabaseError) or isinstance(
+            wrapped, DatabaseUnavailable
+        ):
+            self.broken = True
+        return wrapped
 
     def rows(self, query_name: str, /, **params: Any) -> list[Row]:
         """Runs a named query and returns its rows as dicts keyed by column name."""
@@ -227,20 +156,14 @@ class Connection:
         self._may_hold = True
         try:
             return self._raw.run(sql, **params) or []
-        except (TimeoutError, pg8000.exceptions.InterfaceError, OSError) as exc:
-            self.broken = True
-            raise _wrap(exc) from exc
-        except pg8000.exceptions.DatabaseError as exc:
-            wrapped = _wrap(exc)
-            if isinstance(wrapped, DatabaseUnavailable):
-                self.broken = True
-            raise wrapped from exc
+        except _DRIVER_ERRORS as exc:
+            raise self._failed(exc) from exc
 
     def execute_script(self, sql: str) -> None:
         """Runs several statements at once (simple query protocol, no parameters)."""
         self._may_hold = True
         try:
-            self._raw.execute_simple(sql)
+            _pgwire.run_script(self._raw, sql)
         except (pg8000.exceptions.InterfaceError, OSError) as exc:
             self.broken = True
             raise _wrap(exc) from exc
@@ -250,7 +173,7 @@ class Connection:
     @property
     def row_count(self) -> int:
         """The number of rows the last statement changed or returned."""
-        return int(self._last._context.row_count)
+        return _pgwire.row_count(self._last)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -284,13 +207,11 @@ class Connection:
         if self._may_hold:
             self._may_hold = False
             try:
-                if self._pending():
+                if _pgwire.has_buffered(self._raw):
                     return True
             except OSError:
                 return True  # the read that follows reports the broken connection
-        sock = self._raw._usock  # pg8000 exposes no public way to wait on its socket
-        readable, _, _ = select.select([sock], [], [], max(timeout, 0.0))
-        return bool(readable)
+        return _pgwire.wait_readable(self._raw, timeout)
 
     def poll_notifications(self) -> list[tuple[str, str]]:
         """Returns the ``(channel, payload)`` notifications the server has sent, after a round
@@ -299,7 +220,7 @@ class Connection:
         pg8000 keeps only the last 100 notifications that arrive during one query.
         """
         self.execute("SELECT 1")
-        return self._take_notifications([])
+        return _pgwire.take_notifications(self._raw, [])
 
     def read_notifications(self) -> list[tuple[str, str]]:
         """Returns the ``(channel, payload)`` notifications sent to this idle connection,
@@ -313,53 +234,18 @@ class Connection:
         Raises:
             DatabaseUnavailable: The server closed the connection or sent an error.
         """
-        read: list[tuple[str, str]] = self._take_notifications([])
+        read: list[tuple[str, str]] = _pgwire.take_notifications(self._raw, [])
         if read:
             self._may_hold = True  # the socket is not read now: the next wait looks
             return read
-        # pg8000 reads messages only while it runs a query, so this hands them to its own
-        # handlers. One read takes what pg8000 buffered, else what the socket holds: on a cold
-        # CPU, peeking before and after each message cost ~0.03 ms of an idle cluster's pickup.
-        raw = self._raw
-        context = pg8000.core.Context(None)
         try:
-            chunk = _Chunk(raw._sock.read1(READ_AT_ONCE), raw._sock)
-            if not chunk.left:
-                # The socket was readable but holds nothing: the server closed it.
-                raise pg8000.exceptions.InterfaceError("the server closed the connection")
-            while chunk.left:
-                code, length = _HEADER.unpack(chunk.take(5))
-                handler = raw.message_types.get(code)
-                if handler is None:
-                    raise pg8000.exceptions.InterfaceError(f"unexpected message {code!r}")
-                handler(chunk.take(length - 4), context)
-                if context.error is not None:
-                    raise context.error
-                # pg8000's own queue keeps only the last 100.
-                self._take_notifications(read)
+            more_buffered = _pgwire.read_messages(self._raw, read, READ_AT_ONCE)
         except (pg8000.exceptions.InterfaceError, pg8000.exceptions.DatabaseError, OSError) as exc:
             self.broken = True
             raise _wrap(exc) from exc
-        if chunk.more_buffered:
+        if more_buffered:
             self._may_hold = True
         return read
-
-    def _take_notifications(self, into: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        queued = self._raw.notifications
-        while queued:
-            _pid, channel, payload = queued.popleft()
-            into.append((channel, payload))
-        return into
-
-    def _pending(self) -> bool:
-        # Whether a message has arrived: peek at pg8000's buffer, filling it from the socket
-        # without blocking. An empty answer means nothing has arrived, or end of file.
-        sock = self._raw._usock
-        sock.setblocking(False)
-        try:
-            return bool(self._raw._sock.peek(1))
-        finally:
-            sock.settimeout(None)
 
     def close(self) -> None:
         """Closes the connection, ignoring errors from a connection already gone."""
@@ -404,16 +290,15 @@ class Database:
             DatabaseUnavailable: The server cannot be reached or refused the login.
         """
         try:
-            raw = _RawConnection(
-                self.settings.user,
+            raw = _pgwire.open_raw(
+                user=self.settings.user,
                 host=self.settings.host,
                 port=self.settings.port,
                 database=self.settings.database,
                 password=self.settings.password,
                 application_name=self._application_name,
                 timeout=self._connect_timeout,
-                # No SSL probe: pg8000 leaks its socket when that probe times out.
-                ssl_context=False,
+                tcp_options=_DEAD_SERVER_OPTIONS,
             )
         except (pg8000.exceptions.InterfaceError, OSError) as exc:
             raise DatabaseUnavailable(
@@ -423,15 +308,6 @@ class Database:
             raise DatabaseUnavailable(
                 f"PostgreSQL at {self.settings.host}:{self.settings.port} refused: {_wrap(exc)}"
             ) from exc
-        # The connect timeout would otherwise also bound every later query.
-        raw._usock.settimeout(None)
-        if raw._usock.family in (socket.AF_INET, socket.AF_INET6):
-            # pg8000 writes a message bigger than its 8 KiB buffer in pieces; with Nagle on, the
-            # last piece waits for the server's delayed ACK: 40 ms for a large parameter.
-            raw._usock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _notice_a_vanished_server(raw._usock)
-        raw.register_in_adapter(pg8000.converters.TIMESTAMPTZ, _timestamptz_in)
-        raw.register_in_adapter(pg8000.converters.TIMESTAMP, _timestamp_in)
         return Connection(raw, prepare=self._prepare_statements)
 
     @contextmanager

@@ -1,7 +1,9 @@
-"""Named SQL queries, loaded once from the ``.sql`` files beside this module.
+"""Named SQL queries, loaded once from the ``.sql`` files of the package.
 
-A file holds blocks that each start with a ``-- name: <query_name>`` line; the block's text up to
-the next name line is the query. Parameters use pg8000's ``:name`` style.
+Each store in :mod:`taskmill.common.store` has its queries in the ``.sql`` file beside it, and
+the migration runner in ``migrate.sql``. A file holds blocks that each start with a
+``-- name: <query_name>`` line; the block's text up to the next name line is the query.
+Parameters use pg8000's ``:name`` style.
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ from functools import cache
 from importlib import resources
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
-_QUERY_FILES = ("tasks.sql", "workers.sql", "migrations.sql")
+_QUERY_FILES = (
+    "store/submit.sql",
+    "store/tasks.sql",
+    "store/dispatch.sql",
+    "store/reports.sql",
+    "store/recovery.sql",
+    "store/workers.sql",
+    "migrate.sql",
+)
 
 
 def parse_queries(text: str) -> dict[str, str]:
@@ -35,9 +45,9 @@ def parse_queries(text: str) -> dict[str, str]:
 def all_queries() -> dict[str, str]:
     """Every named query of the package, by name."""
     queries: dict[str, str] = {}
-    sql_dir = resources.files("taskmill.common") / "sql"
+    package = resources.files("taskmill.common")
     for filename in _QUERY_FILES:
-        for name, sql in parse_queries((sql_dir / filename).read_text("utf-8")).items():
+        for name, sql in parse_queries((package / filename).read_text("utf-8")).items():
             if name in queries:
                 raise ValueError(f"query {name!r} is defined twice")
             queries[name] = sql

@@ -10,7 +10,6 @@ off; ``console`` prints spans, for debugging.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -26,6 +25,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from taskmill.common.traceparent import format_traceparent
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +127,9 @@ def shutdown_tracing(provider: TracerProvider, timeout: float = SHUTDOWN_SECONDS
     """Flushes the last spans and stops tracing, waiting at most ``timeout`` for the collector.
 
     The SDK's own shutdown retries an unreachable collector with a backoff until the export
-    timeout (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default): over 6 s added to every exit,
-    enough to push a stopping worker past its orchestrator's kill deadline. Past ``timeout``
-    the exporter ``setup_tracing`` installed is shut down, which ends its retries; the spans it
-    held are lost.
+    timeout (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default), long enough to push a stopping
+    worker past its orchestrator's kill deadline. Past ``timeout`` the exporter
+    ``setup_tracing`` installed is shut down, which ends its retries; the spans it held are lost.
     """
     exporter = _installed
     timer = threading.Timer(timeout, exporter.shutdown) if exporter is not None else None
@@ -149,13 +149,6 @@ def exporting() -> bool:
     Hot paths skip building spans when it did not: nothing would record them.
     """
     return _installed is not None
-
-
-def new_traceparent(parent: str | None = None) -> str:
-    """A ``traceparent`` for a new, unrecorded span: in ``parent``'s trace when it names one,
-    else in a new trace. For when nothing is exported, at a fraction of a real span's cost."""
-    trace_id = trace_id_of(parent) or os.urandom(16).hex()
-    return f"00-{trace_id}-{os.urandom(8).hex()}-00"
 
 
 class TraceContextFilter(logging.Filter):
@@ -189,8 +182,15 @@ def current_traceparent() -> str | None:
 
 
 def traceparent_of(span: trace.Span) -> str | None:
-    """The W3C ``traceparent`` that names ``span`` as the parent, or ``None`` when invalid."""
-    return current_traceparent_in(trace.set_span_in_context(span))
+    """The W3C ``traceparent`` that names ``span`` as the parent, or ``None`` when invalid.
+
+    Written from the span's ids directly rather than through the configured propagators: what
+    taskmill stores and sends is always a W3C ``traceparent``, and this runs per task.
+    """
+    context = span.get_span_context()
+    if not context.is_valid:
+        return None
+    return format_traceparent(context.trace_id, context.span_id, context.trace_flags)
 
 
 def current_traceparent_in(context: otel_context.Context) -> str | None:
@@ -205,17 +205,3 @@ def context_from_traceparent(traceparent: str | None) -> otel_context.Context:
     if not traceparent:
         return otel_context.Context()
     return propagate.extract({"traceparent": traceparent})
-
-
-def trace_id_of(traceparent: str | None) -> str | None:
-    """The 32-hex-digit trace id inside a ``traceparent``, or ``None`` when malformed."""
-    if not traceparent:
-        return None
-    parts = traceparent.split("-")
-    if len(parts) != 4 or len(parts[1]) != 32 or parts[1] == "0" * 32:
-        return None
-    try:
-        int(parts[1], 16)
-    except ValueError:
-        return None
-    return parts[1]

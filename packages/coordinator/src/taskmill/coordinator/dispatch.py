@@ -21,15 +21,12 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 
-import grpc
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from taskmill.common.convert import add_assignments
 from taskmill.common.db import Connection
 from taskmill.common.errors import TaskmillError
-from taskmill.common.models import ClaimedTask
-from taskmill.common.tasks import TaskStore
+from taskmill.common.store import ClaimedTask, DispatchStore
 from taskmill.common.telemetry import (
     QUEUE,
     TASK_ATTEMPT,
@@ -40,8 +37,8 @@ from taskmill.common.telemetry import (
     exporting,
     traceparent_of,
 )
-from taskmill.coordinator.registry import WorkerRegistry
-from taskmill.v1 import worker_pb2
+from taskmill.coordinator.fleet import Fleet
+from taskmill.coordinator.worker_client import AssignRefused, WorkerClient
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -65,7 +62,8 @@ class Dispatcher:
 
     Args:
         tasks: The task store.
-        registry: This coordinator's workers.
+        fleet: This coordinator's workers: their room and the round robin.
+        client: Sends the workers their tasks.
         senders: The pool that runs ``AssignTasks`` calls.
         lease_seconds: The lease a claimed task gets; heartbeats extend it.
         batch_size: At most this many tasks per claim.
@@ -75,8 +73,9 @@ class Dispatcher:
 
     def __init__(
         self,
-        tasks: TaskStore,
-        registry: WorkerRegistry,
+        tasks: DispatchStore,
+        fleet: Fleet,
+        client: WorkerClient,
         senders: Executor,
         *,
         lease_seconds: float,
@@ -85,7 +84,8 @@ class Dispatcher:
         assign_timeout: float,
     ) -> None:
         self._tasks = tasks
-        self._registry = registry
+        self._fleet = fleet
+        self._client = client
         self._senders = senders
         self._lease_seconds = lease_seconds
         self._batch_size = batch_size
@@ -181,7 +181,7 @@ class Dispatcher:
         Returns how long the loop may sleep before the next round, and each worker's batch.
         """
         limit = self._batch_size if wanted is None else max(1, min(wanted, self._batch_size))
-        shares = self._registry.plan(limit)
+        shares = self._fleet.plan(limit)
         if not shares:
             # Nobody has room: tasks may be waiting for the next slot that frees.
             self._backlog = True
@@ -195,7 +195,7 @@ class Dispatcher:
         self._backlog = full and (wanted is None or slots < wanted or self._backlog)
         batches: list[Batch] = []
         if claimed:
-            self._registry.served(claimed[-1].worker_id)
+            self._fleet.served(claimed[-1].worker_id)
             batches = self._reserve(claimed)
         if self._backlog:
             return 0.0, batches
@@ -212,7 +212,7 @@ class Dispatcher:
         batches: list[Batch] = []
         for worker_id, batch in by_worker.items():
             ids = [task.id for task in batch]
-            if self._registry.reserve(worker_id, ids):
+            if self._fleet.reserve(worker_id, ids):
                 batches.append((worker_id, batch))
             else:
                 self._give_back(worker_id, ids, "the worker left")
@@ -222,7 +222,7 @@ class Dispatcher:
     def _hand_out(self, batches: list[Batch], *, inline: bool) -> None:
         """Sends each worker its batch from the sender pool, or a lone batch on this thread.
 
-        A thread hand-off is ~0.1-0.2 ms of an idle cluster's pickup, so a submit's round (on
+        A thread hand-off is a sizeable part of an idle cluster's pickup, so a submit's round (on
         the listener's thread, ``inline``) sends a lone batch itself, but only to a worker whose
         last ``AssignTasks`` was answered within ``INLINE_SEND_MAX``: a worker that is slow or
         fails gets its batches from the pool until it answers promptly again, so it cannot keep
@@ -230,7 +230,7 @@ class Dispatcher:
         holds the listener up to the assignment deadline, once.) The round's lock is already
         released, so the loop's own rounds go on meanwhile.
         """
-        if inline and len(batches) == 1 and self._registry.is_prompt(batches[0][0]):
+        if inline and len(batches) == 1 and self._fleet.is_prompt(batches[0][0]):
             self._send(*batches[0])
             return
         for worker_id, batch in batches:
@@ -241,10 +241,10 @@ class Dispatcher:
         # carries its span's context, so the worker's execution span is its child. The batched
         # call itself runs in the first task's context, which its gRPC client span joins.
         if not exporting():
-            # Spans nobody sees cost ~30 us a task: the assignments carry the stored context.
-            # Nor is the call made in the first task's context: without an exporter the channel
-            # has no tracing interceptor to read it (``grpcutil.create_channel``), and parsing
-            # the traceparent cost ~0.05 ms of an idle cluster's pickup.
+            # No spans nobody sees, at a cost for every task: the assignments carry the stored
+            # context. Nor is the call made in the first task's context: without an exporter the
+            # channel has no tracing interceptor to read it (``grpcutil.create_channel``), and
+            # parsing the traceparent would lengthen an idle cluster's pickup for nothing.
             self._assign(worker_id, batch, [task.trace_context or "" for task in batch])
             return
         spans = [_dispatch_span(task, worker_id) for task in batch]
@@ -263,24 +263,14 @@ class Dispatcher:
         """Sends one worker its tasks; returns why it did not take them, or ``None``."""
         ids = [task.id for task in batch]
         try:
-            stub = self._registry.stub(worker_id)
-            if stub is None:
-                return self._give_back(worker_id, ids, "the worker left")
-            request = worker_pb2.AssignTasksRequest(worker_id=worker_id)
-            add_assignments(request.assignments, batch, traceparents)
-            began = time.monotonic()
-            response = stub.AssignTasks(request, timeout=self._assign_timeout)
-            prompt = time.monotonic() - began <= INLINE_SEND_MAX
-        except grpc.RpcError as exc:
-            code = exc.code() if isinstance(exc, grpc.Call) else None
-            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-            full = code is grpc.StatusCode.RESOURCE_EXHAUSTED
-            reason = f"{code.name if code else 'error'}: {details}"
-            return self._give_back(worker_id, ids, reason, full=full)
+            answer = self._client.assign(worker_id, batch, traceparents, self._assign_timeout)
+        except AssignRefused as exc:
+            return self._give_back(worker_id, ids, exc.message, full=exc.full)
         except Exception:
             logger.exception("sending %d tasks to worker %s failed", len(ids), worker_id)
             return self._give_back(worker_id, ids, "internal error")
-        self._registry.accepted(worker_id, ids, response.free_slots, prompt=prompt)
+        prompt = answer.seconds <= INLINE_SEND_MAX
+        self._fleet.accepted(worker_id, ids, answer.free_slots, prompt=prompt)
         return None
 
     def _give_back(self, worker_id: str, ids: list[str], reason: str, *, full: bool = False) -> str:
@@ -291,7 +281,7 @@ class Dispatcher:
         """
         logger.info("worker %s did not take %d tasks (%s)", worker_id, len(ids), reason)
         self._backlog = True
-        self._registry.refused(worker_id, ids, full=full)
+        self._fleet.refused(worker_id, ids, full=full)
         try:
             self._tasks.release(worker_id, ids)
         except TaskmillError as exc:

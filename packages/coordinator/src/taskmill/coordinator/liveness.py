@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from taskmill.common.errors import TaskmillError
 from taskmill.common.models import TaskStatus
-from taskmill.common.tasks import TaskStore
-from taskmill.common.workers import WorkerStore
-from taskmill.coordinator.registry import WorkerRegistry
+from taskmill.common.store import RecoveryStore
+from taskmill.common.store.workers import WorkerStore
+from taskmill.coordinator.fleet import Fleet
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ class Liveness:
 
     Args:
         workers: The worker store.
-        tasks: The task store.
-        registry: This coordinator's workers (reaped ones are forgotten).
+        recovery: The recovery store.
+        fleet: This coordinator's workers (reaped ones are forgotten).
         on_rescheduled: Called when recovered tasks went back to ``scheduled``.
         dead_after: Seconds of silence after which a worker is dead.
         interval: Seconds between checks.
@@ -36,16 +36,16 @@ class Liveness:
     def __init__(
         self,
         workers: WorkerStore,
-        tasks: TaskStore,
-        registry: WorkerRegistry,
+        recovery: RecoveryStore,
+        fleet: Fleet,
         on_rescheduled: Callable[[], None],
         *,
         dead_after: float,
         interval: float,
     ) -> None:
         self._workers = workers
-        self._tasks = tasks
-        self._registry = registry
+        self._recovery = recovery
+        self._fleet = fleet
         self._on_rescheduled = on_rescheduled
         self._dead_after = dead_after
         self._interval = interval
@@ -64,9 +64,9 @@ class Liveness:
         """Reaps dead workers, recovers lost tasks, and returns the recovered tasks' statuses."""
         dead = self._workers.reap_dead(self._dead_after)
         for worker_id in dead:
-            self._registry.remove(worker_id)
+            self._fleet.remove(worker_id)
             logger.warning("worker %s silent for %ss: removed", worker_id, self._dead_after)
-        recovered = self._tasks.recover_lost(dead)
+        recovered = self._recovery.recover_lost(dead)
         if recovered:
             counts: dict[str, int] = {}
             for status in recovered.values():

@@ -12,14 +12,13 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-import grpc
-
-from taskmill.common.errors import TaskmillError, TaskNotFound
-from taskmill.common.models import Report, TaskStatus, Worker
-from taskmill.common.tasks import TaskStore
-from taskmill.common.workers import WorkerStore
-from taskmill.coordinator.registry import WorkerRegistry
-from taskmill.v1 import worker_pb2
+from taskmill.common.attempts import Report, ReportStatus
+from taskmill.common.errors import TaskmillError
+from taskmill.common.models import TaskStatus, Worker
+from taskmill.common.store import DispatchStore, RecoveryStore, ReportStore
+from taskmill.common.store.workers import WorkerStore
+from taskmill.coordinator.fleet import Fleet
+from taskmill.coordinator.worker_client import WorkerCallFailed, WorkerClient
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +44,20 @@ class Wakers:
     room: Callable[[], None]
 
 
-class Fleet:
-    """Serves this coordinator's workers.
+class CoordinatorService:
+    """Serves this coordinator's workers: the rules behind ``CoordinatorService``'s calls.
 
     Attributes:
-        registry: This coordinator's in-memory view of its workers.
+        fleet: This coordinator's in-memory view of its workers.
         coordinator_id: This process's unique id.
 
     Args:
         workers: The worker store.
-        tasks: The task store.
-        registry: This coordinator's in-memory view of its workers.
+        dispatch: The dispatch store (leases, give-backs, cancellation requests).
+        reports: The report store.
+        recovery: The recovery store (a deregistered worker's tasks).
+        fleet: This coordinator's in-memory view of its workers.
+        client: Calls the workers (forwarded cancellations).
         wakers: Callbacks into the dispatch loop.
         coordinator_id: This process's unique id, recorded with its workers.
         lease_seconds: How far a heartbeat extends the leases of the worker's tasks.
@@ -65,8 +67,11 @@ class Fleet:
     def __init__(
         self,
         workers: WorkerStore,
-        tasks: TaskStore,
-        registry: WorkerRegistry,
+        dispatch: DispatchStore,
+        reports: ReportStore,
+        recovery: RecoveryStore,
+        fleet: Fleet,
+        client: WorkerClient,
         wakers: Wakers,
         *,
         coordinator_id: str,
@@ -74,8 +79,11 @@ class Fleet:
         cancel_timeout: float = 5.0,
     ) -> None:
         self._workers = workers
-        self._tasks = tasks
-        self.registry = registry
+        self._dispatch = dispatch
+        self._reports = reports
+        self._recovery = recovery
+        self.fleet = fleet
+        self._client = client
         self._wakers = wakers
         self.coordinator_id = coordinator_id
         self._lease_seconds = lease_seconds
@@ -107,7 +115,7 @@ class Fleet:
             version=version,
             handlers=handlers,
         )
-        self.registry.add(worker)
+        self.fleet.add(worker)
         logger.info(
             "worker %s registered: %s, capacity %d, host %r", worker.id, address, capacity, hostname
         )
@@ -123,19 +131,19 @@ class Fleet:
         """
         worker = self._workers.heartbeat(worker_id, max(free_slots, 0))
         if worker is None:
-            self.registry.remove(worker_id)
+            self.fleet.remove(worker_id)
             raise UnknownWorker(f"no live worker has id {worker_id}; register again")
-        if worker_id not in self.registry:
+        if worker_id not in self.fleet:
             self._adopt(worker, free_slots)
-        self._tasks.extend_held_leases(worker_id, list(held), self._lease_seconds)
-        if self.registry.heartbeat(worker_id, free_slots, held):
+        self._dispatch.extend_held_leases(worker_id, list(held), self._lease_seconds)
+        if self.fleet.heartbeat(worker_id, free_slots, held):
             self._wakers.room()
-        return self._tasks.cancel_requested(worker_id)
+        return self._dispatch.cancel_requested(worker_id)
 
     def _adopt(self, worker: Worker, free_slots: int) -> None:
         """Takes over a worker registered with a coordinator that is gone (a restart)."""
         adopted = self._workers.adopt(worker.id, self.coordinator_id) or worker
-        self.registry.add(adopted, free_slots=free_slots)
+        self.fleet.add(adopted, free_slots=free_slots)
         logger.info(
             "worker %s adopted from coordinator %s", worker.id, worker.coordinator_id or "?"
         )
@@ -151,7 +159,7 @@ class Fleet:
         """
         changed: set[str] = set()
         if reports:
-            applied = self._tasks.apply_reports(reports, worker_id)
+            applied = self._reports.apply(reports, worker_id)
             changed = applied.changed
             for task_id, reason in applied.refused.items():
                 logger.warning(
@@ -159,13 +167,13 @@ class Fleet:
                 )
         released = set()
         if rejected:
-            released = {str(task_id) for task_id in self._tasks.release(worker_id, rejected)}
-        done = [r.task_id for r in reports if r.status is not TaskStatus.RUNNING]
-        if self.registry.finished(worker_id, [*done, *rejected]):
+            released = {str(task_id) for task_id in self._dispatch.release(worker_id, rejected)}
+        done = [r.task_id for r in reports if r.status is not ReportStatus.RUNNING]
+        if self.fleet.finished(worker_id, [*done, *rejected]):
             self._wakers.room()
         # A failure with attempts left was scheduled again, after a backoff: the dispatch loop
         # must set its timer for it.
-        retried = any(r.status is TaskStatus.FAILED and r.task_id in changed for r in reports)
+        retried = any(r.status is ReportStatus.FAILED and r.task_id in changed for r in reports)
         if released or retried:
             self._wakers.work()
         applied_count = sum(1 for report in reports if report.task_id in changed)
@@ -174,8 +182,8 @@ class Fleet:
     def deregister(self, worker_id: str) -> None:
         """Removes a worker that is stopping and recovers the tasks it still held."""
         self._workers.remove(worker_id)
-        self.registry.remove(worker_id)
-        recovered = self._tasks.recover_lost([worker_id])
+        self.fleet.remove(worker_id)
+        recovered = self._recovery.recover_lost([worker_id])
         logger.info("worker %s deregistered (%d tasks recovered)", worker_id, len(recovered))
         if TaskStatus.SCHEDULED in recovered.values():
             self._wakers.work()
@@ -187,19 +195,19 @@ class Fleet:
         heartbeat of the worker carries the request too.
         """
         try:
-            task = self._tasks.get(uuid.UUID(task_id))
-        except (ValueError, TaskNotFound):
+            holder = self._dispatch.holder(uuid.UUID(task_id))
+        except ValueError:
+            holder = None
+        if holder is None:
             logger.warning("cancel requested for unknown task %r", task_id)
             return False
-        stub = self.registry.stub(task.worker_id) if task.worker_id else None
-        if stub is None or task.status.is_final:
+        worker_id, status = holder
+        if not worker_id or worker_id not in self.fleet or status.is_final:
             return False
         try:
-            response = stub.CancelTask(
-                worker_pb2.CancelTaskRequest(task_id=task_id), timeout=self._cancel_timeout
-            )
-        except grpc.RpcError as exc:
-            logger.warning("forwarding cancel of %s to %s failed: %s", task_id, task.worker_id, exc)
+            found = self._client.cancel(worker_id, task_id, self._cancel_timeout)
+        except WorkerCallFailed as exc:
+            logger.warning("forwarding cancel of %s to %s failed: %s", task_id, worker_id, exc)
             return False
-        logger.info("cancel of %s forwarded to worker %s", task_id, task.worker_id)
-        return bool(response.found)
+        logger.info("cancel of %s forwarded to worker %s", task_id, worker_id)
+        return found

@@ -1,4 +1,4 @@
-"""The gRPC ``CoordinatorService``: parses each request, calls the fleet, maps errors once."""
+"""The gRPC ``CoordinatorService``: parses each request, calls the service, maps errors once."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import TypeVar
 
 import grpc
 
-from taskmill.common.convert import is_rejection, report_from_proto, task_id_text
+from taskmill.common.attempts import Report, task_id_text
 from taskmill.common.errors import DatabaseUnavailable, InvalidTransition, TaskmillError
-from taskmill.common.models import Report
-from taskmill.coordinator.service import Fleet, InvalidRequest, UnknownWorker
+from taskmill.coordinator.service import CoordinatorService, InvalidRequest, UnknownWorker
 from taskmill.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -59,15 +58,16 @@ def _parse_reports(
 ) -> tuple[list[Report], list[str]]:
     """Splits reports into outcomes and rejections; malformed ones are logged and dropped, so a
     worker retrying its buffer is never stuck on one bad report. (A result that is not JSON is
-    the database's to refuse: see ``Fleet.report``.)"""
+    the database's to refuse: see ``CoordinatorService.report``.)"""
     outcomes: list[Report] = []
     rejected: list[str] = []
+    from_proto = Report.from_proto  # bound once, not per report
     for report in reports:
         try:
-            if is_rejection(report):
+            if report.status == common_pb2.TASK_STATUS_REJECTED:
                 rejected.append(task_id_text(report.task_id))
             else:
-                outcomes.append(report_from_proto(report))
+                outcomes.append(from_proto(report))
         except ValueError as exc:
             logger.warning("ignoring malformed report for task %r: %s", report.task_id, exc)
     return outcomes, rejected
@@ -76,8 +76,8 @@ def _parse_reports(
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     """Serves workers."""
 
-    def __init__(self, fleet: Fleet, heartbeat_interval: float) -> None:
-        self._fleet = fleet
+    def __init__(self, service: CoordinatorService, heartbeat_interval: float) -> None:
+        self._service = service
         self._heartbeat_interval = heartbeat_interval
 
     def RegisterWorker(
@@ -85,7 +85,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     ) -> coordinator_pb2.RegisterWorkerResponse:
         worker = _call(
             context,
-            lambda: self._fleet.register(
+            lambda: self._service.register(
                 address=request.address,
                 capacity=request.capacity,
                 hostname=request.hostname,
@@ -102,7 +102,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     ) -> coordinator_pb2.HeartbeatResponse:
         held = _task_ids(request.running_task_ids)
         cancel = _call(
-            context, lambda: self._fleet.heartbeat(request.worker_id, request.free_slots, held)
+            context, lambda: self._service.heartbeat(request.worker_id, request.free_slots, held)
         )
         return coordinator_pb2.HeartbeatResponse(cancel_task_ids=[str(i) for i in cancel])
 
@@ -110,11 +110,13 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self, request: coordinator_pb2.ReportTaskStatusesRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.ReportTaskStatusesResponse:
         outcomes, rejected = _parse_reports(request.reports)
-        applied = _call(context, lambda: self._fleet.report(request.worker_id, outcomes, rejected))
+        applied = _call(
+            context, lambda: self._service.report(request.worker_id, outcomes, rejected)
+        )
         return coordinator_pb2.ReportTaskStatusesResponse(applied=applied)
 
     def DeregisterWorker(
         self, request: coordinator_pb2.DeregisterWorkerRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.DeregisterWorkerResponse:
-        _call(context, lambda: self._fleet.deregister(request.worker_id))
+        _call(context, lambda: self._service.deregister(request.worker_id))
         return coordinator_pb2.DeregisterWorkerResponse()

@@ -21,7 +21,6 @@ from types import FrameType
 from taskmill.common.errors import TaskmillError
 from taskmill.common.grpcutil import check_health
 from taskmill.common.migrate import migrate
-from taskmill.common.pgserver import PostgresServer
 from taskmill.common.settings import DatabaseSettings
 from taskmill.dev.cluster import (
     Supervisor,
@@ -31,6 +30,7 @@ from taskmill.dev.cluster import (
     wait_until,
 )
 from taskmill.dev.database import ensure_database
+from taskmill.dev.pgserver import PostgresServer
 
 logger = logging.getLogger("taskmill.dev")
 

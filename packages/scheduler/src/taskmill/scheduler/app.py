@@ -7,8 +7,8 @@ from typing import Any
 import falcon
 
 from taskmill.common.db import Database
-from taskmill.common.tasks import TaskStore
-from taskmill.common.workers import WorkerStore
+from taskmill.common.store import SubmitStore, TaskStore
+from taskmill.common.store.workers import WorkerStore
 from taskmill.scheduler import openapi, problems
 from taskmill.scheduler.auth import AuthMiddleware
 from taskmill.scheduler.batcher import SubmitBatcher
@@ -56,11 +56,13 @@ def create_app(
     Args:
         settings: The scheduler's settings (tokens, limits).
         db: The database pool the stores use.
-        submit: How new tasks are inserted; defaults to ``TaskStore.submit`` behind a
+        submit: How new tasks are inserted; defaults to ``SubmitStore.submit`` behind a
             ``SubmitBatcher``, so concurrent submits share commits.
     """
-    store = TaskStore(db)
-    service = TaskService(db, store, WorkerStore(db), submit or SubmitBatcher(store.submit))
+    submits = SubmitStore(db)
+    service = TaskService(
+        db, TaskStore(db), submits, WorkerStore(db), submit or SubmitBatcher(submits.submit)
+    )
     limits = Limits(
         payload_bytes=settings.max_payload_bytes,
         body_bytes=settings.max_body_bytes,

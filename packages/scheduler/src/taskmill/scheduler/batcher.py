@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from taskmill.common.db import QueryError
-from taskmill.common.tasks import Decided, SubmitRow
+from taskmill.common.store import Decided, SubmitRow
 from taskmill.scheduler.service import Submit
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class SubmitBatcher:
 
     Args:
         submit: Inserts tasks in one statement and returns what the database decided for each
-            (``TaskStore.submit``).
+            (``SubmitStore.submit``).
         max_tasks: How many tasks one statement may carry (a larger single call still goes
             alone).
     """

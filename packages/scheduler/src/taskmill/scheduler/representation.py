@@ -14,11 +14,8 @@ from functools import lru_cache
 from typing import Any
 
 from taskmill.common.models import Task, Worker
+from taskmill.common.traceparent import trace_id_field
 from taskmill.scheduler.service import StoredTask
-
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_ZERO_TRACE = "0" * 32
-_ZERO_SPAN = "0" * 16
 
 
 def rfc3339(value: datetime | None) -> str | None:
@@ -26,28 +23,6 @@ def rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def valid_traceparent(value: str | None) -> str | None:
-    """The W3C ``traceparent`` header if it is well formed, else ``None`` (it is ignored)."""
-    if value is None:
-        return None
-    value = value.strip()
-    match = _TRACEPARENT.fullmatch(value)
-    if match is None:
-        return None
-    version, trace_id, span_id, _ = match.groups()
-    if version == "ff" or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-        return None
-    return value
-
-
-def trace_id(trace_context: str | None) -> str | None:
-    """The trace id of a stored ``traceparent``, or ``None``."""
-    if trace_context is None:
-        return None
-    parts = trace_context.split("-")
-    return parts[1] if len(parts) >= 4 else None
 
 
 _TASK = (
@@ -104,7 +79,7 @@ def _time(value: datetime | None) -> str:
 
 
 def _trace_id_json(trace_context: str) -> str:
-    value = trace_id(trace_context)
+    value = trace_id_field(trace_context)
     if value is None:
         return "null"
     return f'"{value}"' if value.isalnum() and value.isascii() else json.dumps(value)
@@ -114,7 +89,7 @@ def encode_task(task: Task | StoredTask) -> str:
     """A task as the API returns it, encoded as JSON.
 
     Written out with a template rather than built as a dict and dumped: a batch response
-    encodes a thousand tasks, and this is several times faster.
+    encodes a thousand tasks, and the template spares each a dict and the encoder's walk over it.
     """
     if isinstance(task, StoredTask):
         return _encode_stored(task)

@@ -14,6 +14,7 @@ import falcon
 
 from taskmill.common.errors import TaskNotFound
 from taskmill.common.migrate import latest_version
+from taskmill.common.traceparent import header_traceparent
 from taskmill.scheduler import legacy
 from taskmill.scheduler.errors import (
     ContentTooLarge,
@@ -22,12 +23,7 @@ from taskmill.scheduler.errors import (
     UnsupportedMediaType,
 )
 from taskmill.scheduler.listing import parse_list_query
-from taskmill.scheduler.representation import (
-    encode_task,
-    encode_tasks,
-    valid_traceparent,
-    worker_json,
-)
+from taskmill.scheduler.representation import encode_task, encode_tasks, worker_json
 from taskmill.scheduler.service import TaskService
 from taskmill.scheduler.tracing import request_traceparent
 from taskmill.scheduler.validation import parse_batch, parse_json, parse_submission
@@ -108,7 +104,7 @@ def idempotency_key(req: falcon.Request) -> str | None:
 
 def _traceparent(req: falcon.Request) -> str:
     """The trace context stored with a task submitted by this request."""
-    return request_traceparent(valid_traceparent(req.get_header("traceparent")))
+    return request_traceparent(header_traceparent(req.get_header("traceparent")))
 
 
 class TasksResource:

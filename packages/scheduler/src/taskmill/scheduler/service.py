@@ -17,8 +17,8 @@ from taskmill.common.db import Database
 from taskmill.common.errors import InvalidTransition, TaskmillError
 from taskmill.common.migrate import check_schema
 from taskmill.common.models import Task, Worker
-from taskmill.common.tasks import Decided, SubmitRow, TaskStore
-from taskmill.common.workers import WorkerStore
+from taskmill.common.store import Decided, SubmitRow, SubmitStore, TaskStore
+from taskmill.common.store.workers import WorkerStore
 from taskmill.scheduler.errors import IdempotencyKeyReused
 from taskmill.scheduler.listing import ListQuery, encode_cursor
 from taskmill.scheduler.randomness import random_bytes
@@ -28,7 +28,7 @@ from taskmill.scheduler.validation import Submission, request_hash
 logger = logging.getLogger(__name__)
 
 #: Inserts new tasks and returns, for each in order, what the database decided, or ``None``
-#: when its idempotency key was taken (``TaskStore.submit``, or a batcher in front of it).
+#: when its idempotency key was taken (``SubmitStore.submit``, or a batcher in front of it).
 Submit = Callable[[Sequence[SubmitRow]], list[Decided | None]]
 
 
@@ -83,22 +83,25 @@ class TaskService:
 
     Args:
         db: The database, for the readiness check.
-        store: The task store.
-        workers: The worker registry.
-        submit: How new tasks are inserted; defaults to ``store.submit``.
+        store: The tasks' reads and cancellation.
+        submits: The submit path, for idempotency lookups (and inserts, without ``submit``).
+        workers: The workers table.
+        submit: How new tasks are inserted; defaults to ``submits.submit``.
     """
 
     def __init__(
         self,
         db: Database,
         store: TaskStore,
+        submits: SubmitStore,
         workers: WorkerStore,
         submit: Submit | None = None,
     ) -> None:
         self._db = db
         self._store = store
+        self._submits = submits
         self._workers = workers
-        self._submit = submit or store.submit
+        self._submit = submit or submits.submit
 
     def submit(
         self,
@@ -139,7 +142,7 @@ class TaskService:
             decided = self._submit(rows)
             if None not in decided:
                 return Submitted(_stored(rows, decided), created=True)
-            inserted = [row[0] for row, times in zip(rows, decided, strict=True) if times]
+            inserted = [row.id for row, times in zip(rows, decided, strict=True) if times]
             existing = self._originals([k for k in keys if k is not None], digest, inserted)
             if existing is not None:
                 return Submitted(existing, created=False)
@@ -149,7 +152,7 @@ class TaskService:
         self, keys: list[str], digest: str | None, inserted: list[str]
     ) -> list[Task] | None:
         """The tasks an earlier identical request stored, or ``None`` if they vanished."""
-        found = self._store.by_idempotency_keys_with_hashes(keys)
+        found = self._submits.by_idempotency_keys(keys)
         if inserted or any(found[key][1] != digest for key in keys if key in found):
             self._undo(inserted)
             raise IdempotencyKeyReused()
@@ -219,8 +222,9 @@ def _new_ids(count: int) -> list[str]:
     """Random (version 4) UUIDs, from one read of the system's randomness for all of them.
 
     Written as text straight from the bytes' hex digits, version and variant set as
-    ``uuid.UUID(bytes=..., version=4)`` sets them: making a ``UUID`` and formatting it cost
-    ~3 us a task, and the id only ever travels as text (to the database, in the response).
+    ``uuid.UUID(bytes=..., version=4)`` sets them: a ``UUID`` would be made for each task of a
+    batch only to be formatted, as the id only ever travels as text (to the database, in the
+    response).
     """
     text = random_bytes(16 * count).hex()
     return [
@@ -238,7 +242,7 @@ def _rows(
     contexts: list[str | None],
 ) -> list[SubmitRow]:
     return [
-        (
+        SubmitRow(
             task_id,
             s.command,
             s.payload,
@@ -259,7 +263,7 @@ def _rows(
 def _stored(rows: list[SubmitRow], decided: list[Decided | None]) -> list[StoredTask]:
     # A row starts with the id and the six submitted fields a StoredTask starts with.
     return [
-        StoredTask(*row[:7], times[0], times[1], row[11])
+        StoredTask(*row[:7], times.created_at, times.scheduled_at, row.trace_context)
         for row, times in zip(rows, decided, strict=True)
         if times is not None
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -23,9 +23,9 @@ from taskmill.common.telemetry import (
     TASK_ID,
     current_traceparent,
     exporting,
-    trace_id_of,
 )
 from taskmill.common.telemetry import traceparent_of as _traceparent_of
+from taskmill.common.traceparent import new_traceparent, new_traceparents
 from taskmill.scheduler.randomness import random_bytes
 
 tracer = trace.get_tracer(__name__)
@@ -47,9 +47,7 @@ def request_traceparent(incoming: str | None) -> str:
         current = current_traceparent()
         if current:
             return current
-    # common.telemetry.new_traceparent, with ids from the buffered randomness.
-    trace_id = trace_id_of(incoming) or random_bytes(16).hex()
-    return f"00-{trace_id}-{random_bytes(8).hex()}-00"
+    return new_traceparent(incoming, random_bytes)
 
 
 def task_traceparents(
@@ -59,7 +57,8 @@ def task_traceparents(
     their ``traceparent`` values in order (new trace ids only, when nothing is exported: then
     ``commands`` and ``queues`` are not read, so callers may pass generators)."""
     if not exporting():
-        return _unrecorded_traceparents(len(ids))
+        # A list is invariant: the cast widens list[str] to the type the batch path returns.
+        return cast("list[str | None]", new_traceparents(len(ids), random_bytes))
     request = trace.get_current_span().get_span_context()
     links = [Link(request)] if request.is_valid else []
     root = otel_context.Context()
@@ -75,10 +74,3 @@ def task_traceparents(
         traceparents.append(_traceparent_of(span))
         span.end()
     return traceparents
-
-
-def _unrecorded_traceparents(count: int) -> list[str | None]:
-    """``count`` traceparents of unrecorded spans in new traces, from one read of randomness
-    (``new_traceparent`` reads it twice per task)."""
-    text = random_bytes(24 * count).hex()
-    return [f"00-{text[i : i + 32]}-{text[i + 32 : i + 48]}-00" for i in range(0, 48 * count, 48)]

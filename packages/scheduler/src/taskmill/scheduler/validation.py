@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -45,7 +46,7 @@ class Submission(NamedTuple):
     """One validated task submission.
 
     A named tuple rather than a frozen dataclass: a batch makes a thousand, and a frozen
-    dataclass sets each field through ``object.__setattr__``, several times the cost.
+    dataclass sets each field through ``object.__setattr__``, which makes it dearer to build.
 
     Attributes:
         command: The handler name.
@@ -207,6 +208,22 @@ def _submission(
             errors.append(
                 FieldError(prefix + "scheduled_at", "give scheduled_at or delay_seconds, not both")
             )
+    return _with_settings(get, command, scheduled_at, delay, prefix, errors, count)
+
+
+def _with_settings(
+    get: Callable[..., Any],
+    command: str,
+    scheduled_at: datetime | None,
+    delay: float,
+    prefix: str,
+    errors: list[FieldError],
+    count: int,
+) -> Submission | None:
+    """Checks a submission's optional settings, then builds it (``get`` reads its fields).
+
+    Returns ``None`` when ``errors`` grew past ``count``, through these checks or the caller's.
+    """
     queue = get("queue")
     if queue is not None:
         queue = check_name(queue, "queue", MAX_QUEUE_LENGTH, errors, prefix)

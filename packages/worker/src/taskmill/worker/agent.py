@@ -19,7 +19,7 @@ from taskmill.v1 import coordinator_pb2, coordinator_pb2_grpc
 from taskmill.worker.executor import Executor
 from taskmill.worker.membership import Membership
 from taskmill.worker.reporter import Reporter
-from taskmill.worker.retry import Backoff, describe, status_code
+from taskmill.worker.retry import ReconnectBackoff, describe, status_code
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Agent:
         self._registration = registration
         self._default_interval = default_interval
         self._interval = default_interval
-        self._backoff = Backoff(0.1, max_backoff)
+        self._backoff = ReconnectBackoff(0.1, max_backoff)
         self._rpc_timeout = rpc_timeout
         self._failing = False
         self._stopped = threading.Event()

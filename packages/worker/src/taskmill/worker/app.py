@@ -20,7 +20,7 @@ from taskmill.worker.executor import Executor
 from taskmill.worker.membership import Membership
 from taskmill.worker.registry import Handler, default_registry
 from taskmill.worker.reporter import Reporter
-from taskmill.worker.service import WorkerServicer
+from taskmill.worker.servicer import WorkerServicer
 from taskmill.worker.settings import WorkerSettings
 from taskmill.worker.tracing import TaskTracer
 

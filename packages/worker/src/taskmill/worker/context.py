@@ -24,7 +24,8 @@ class CancelEvent(threading.Event):
     only when the flag is first set or waited on.
 
     Every task the worker holds has one, and almost none is ever set or waited on; building a
-    ``threading.Event`` (a condition and its lock) for each was a tenth of a busy worker's CPU.
+    ``threading.Event`` (a condition and its lock) for each would be wasted work on every task's
+    path through a busy worker.
     It is still an ``Event``, with the same methods, for handlers that treat it as one.
     """
 

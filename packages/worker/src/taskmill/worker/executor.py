@@ -28,10 +28,10 @@ from enum import Enum
 
 from opentelemetry.trace import Span
 
+from taskmill.common.attempts import Assignment, Outcome, Report, ReportStatus
 from taskmill.common.errors import TaskmillError
 from taskmill.worker.context import CancelEvent
 from taskmill.worker.execution import TIMEOUT, UNKNOWN_COMMAND, WORKER_SHUTDOWN, run_handler
-from taskmill.worker.model import Assignment, Outcome, Report, ReportStatus
 from taskmill.worker.process import run_in_process
 from taskmill.worker.registry import Handler
 from taskmill.worker.tracing import TaskTracer
@@ -291,7 +291,7 @@ class Executor:
     def _emit(self, job: Job, outcome: Outcome) -> None:
         assignment = job.assignment
         self._report(
-            Report(  # positional: a NamedTuple binds keywords at twice the cost
+            Report(  # positional: binding a NamedTuple's keywords is dearer
                 assignment.task_id,
                 assignment.attempt,
                 outcome.status,

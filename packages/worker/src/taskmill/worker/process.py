@@ -2,8 +2,8 @@
 
 Each attempt gets a fresh child from the ``spawn`` start method: the worker's gRPC threads make
 ``fork`` unsafe, and a fresh interpreter leaves nothing behind when a task is killed. Starting one
-costs tens of milliseconds (an interpreter and the handler's module), which is why only handlers
-that ask for it run this way. The child reports its :class:`Outcome` through a pipe; the slot
+is slow (a new interpreter imports the handler's module), which is why only handlers that ask
+for it run this way. The child reports its :class:`Outcome` through a pipe; the slot
 thread that started it watches the pipe, the deadline and the cancellation flag, and terminates
 the child when the deadline passes, when a cancellation is not honoured within a grace period,
 or when the worker gives up on the task (shutdown).
@@ -22,8 +22,9 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from taskmill.common.attempts import Assignment, Outcome
+from taskmill.common.traceparent import id_fields
 from taskmill.worker.execution import TIMEOUT, run_handler
-from taskmill.worker.model import Assignment, Outcome
 from taskmill.worker.registry import Handler
 
 logger = logging.getLogger(__name__)
@@ -32,8 +33,8 @@ _POLL_SECONDS = 0.05
 _TERMINATE_WAIT_SECONDS = 2.0
 PROCESS_DIED = "process_died"
 PROCESS_START_FAILED = "process_start_failed"
-# The same lines as taskmill.common.telemetry writes; importing it (and OpenTelemetry) would add
-# some 0.2 s to every child's start.
+# The same lines as taskmill.common.telemetry writes; importing it would load OpenTelemetry into
+# every child, which slows each child's start.
 _CHILD_LOG_FORMAT = (
     "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s"
 )
@@ -44,9 +45,7 @@ class _AttemptTraceIds(logging.Filter):
 
     def __init__(self, traceparent: str) -> None:
         super().__init__()
-        parts = traceparent.split("-")
-        valid = len(parts) == 4 and len(parts[1]) == 32 and len(parts[2]) == 16
-        self._trace_id, self._span_id = (parts[1], parts[2]) if valid else ("-", "-")
+        self._trace_id, self._span_id = id_fields(traceparent) or ("-", "-")
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.trace_id = self._trace_id

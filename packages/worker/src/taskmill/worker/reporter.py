@@ -24,11 +24,10 @@ import time
 
 import grpc
 
+from taskmill.common.attempts import Report, ReportStatus
 from taskmill.v1 import coordinator_pb2, coordinator_pb2_grpc
-from taskmill.worker.convert import add_report
 from taskmill.worker.membership import Membership
-from taskmill.worker.model import Report, ReportStatus
-from taskmill.worker.retry import Backoff, describe, status_code
+from taskmill.worker.retry import ReconnectBackoff, describe, status_code
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class Reporter:
         self._membership = membership
         self._batch_size = batch_size
         self._rpc_timeout = rpc_timeout
-        self._backoff = Backoff(0.05, max_backoff)
+        self._backoff = ReconnectBackoff(0.05, max_backoff)
         self._pending: collections.deque[_Slot] = collections.deque()
         # The running reports not yet taken into a batch, by (task id, attempt).
         self._unsent_running: dict[tuple[str, int], _Slot] = {}
@@ -187,7 +186,7 @@ class Reporter:
         reports = request.reports
         for slot in batch:
             assert slot.report is not None  # a folded place is never in a batch
-            add_report(reports, slot.report, slot.started_at)
+            slot.report.add_to(reports, slot.started_at)
         started = time.monotonic()
         try:
             self._stub.ReportTaskStatuses(request, timeout=self._rpc_timeout)

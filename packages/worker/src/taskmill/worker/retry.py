@@ -1,4 +1,4 @@
-"""Exponential backoff with jitter, and reading a gRPC error's status code."""
+"""Retrying calls to the coordinator: the delays between tries, and reading a failed call."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import grpc
 
 
-class Backoff:
+class ReconnectBackoff:
     """Delays that double from ``initial`` up to ``maximum``, each with up to 20% jitter."""
 
     def __init__(self, initial: float, maximum: float) -> None:

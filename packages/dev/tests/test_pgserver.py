@@ -11,7 +11,7 @@ from typing import Any
 import pg8000.native
 import pytest
 
-from taskmill.common.pgserver import PostgresServer, PostgresServerError
+from taskmill.dev.pgserver import PostgresServer, PostgresServerError
 
 
 def _query(server: PostgresServer, sql: str) -> list[list[Any]]:

@@ -1,4 +1,4 @@
-"""The worker registry: the ``workers`` table every coordinator and the HTTP API share."""
+"""The ``workers`` table, which every coordinator and the HTTP API share."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ import logging
 
 import grpc
 
+from taskmill.common.attempts import Assignment
 from taskmill.v1 import worker_pb2, worker_pb2_grpc
-from taskmill.worker.convert import assignment_from_proto
 from taskmill.worker.executor import Draining, Executor, NoRoom
 from taskmill.worker.membership import Membership
 
@@ -47,7 +47,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"this is worker {self._membership.worker_id!r}, not {request.worker_id!r}",
             )
-        assignments = [assignment_from_proto(message) for message in request.assignments]
+        assignments = list(map(Assignment.from_proto, request.assignments))
         if any(not a.task_id or not a.command for a in assignments):
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "every assignment needs an id and a command"

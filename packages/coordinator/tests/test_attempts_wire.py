@@ -1,4 +1,5 @@
-"""Task <-> proto conversion (taskmill.common.convert), used by the coordinator and the worker."""
+"""The coordinator's side of the attempt wire types (taskmill.common.attempts): assignments built
+from claimed tasks, reports read from the worker's messages."""
 
 from __future__ import annotations
 
@@ -7,15 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from taskmill.common.convert import (
-    add_assignments,
-    from_timestamp,
-    is_rejection,
-    report_from_proto,
-    to_report,
-    to_timestamp,
-)
-from taskmill.common.models import ClaimedTask, Task, TaskError, TaskStatus
+from taskmill.common.attempts import Report, add_assignments
+from taskmill.common.models import Task, TaskError, TaskStatus
+from taskmill.common.store import ClaimedTask
+from taskmill.testing.wire import status_report
 from taskmill.v1 import common_pb2, worker_pb2
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -52,16 +48,18 @@ def _task(**changes: object) -> Task:
 
 def test_report_round_trips_to_the_coordinators_form() -> None:
     task_id = uuid.uuid4()
-    succeeded = report_from_proto(to_report(task_id, 1, TaskStatus.SUCCEEDED, result=[1], at=NOW))
+    succeeded = Report.from_proto(
+        status_report(task_id, 1, TaskStatus.SUCCEEDED, result=[1], at=NOW)
+    )
     assert (succeeded.task_id, succeeded.attempt, succeeded.status) == (
         str(task_id),
         1,
         TaskStatus.SUCCEEDED,
     )
     assert succeeded.result_json == "[1]"
-    assert succeeded.at == NOW.timestamp()
-    failed = report_from_proto(
-        to_report(task_id, 2, TaskStatus.FAILED, error=TaskError("ValueError", "bad", "tb"))
+    assert succeeded.occurred_at == NOW.timestamp()
+    failed = Report.from_proto(
+        status_report(task_id, 2, TaskStatus.FAILED, error=TaskError("ValueError", "bad", "tb"))
     )
     assert failed.error == TaskError("ValueError", "bad", "tb")
 
@@ -70,16 +68,18 @@ def test_failed_report_without_error_or_time_still_has_both() -> None:
     report = common_pb2.StatusReport(
         task_id=str(uuid.uuid4()), attempt=1, status=common_pb2.TASK_STATUS_FAILED
     )
-    converted = report_from_proto(report)
+    converted = Report.from_proto(report)
     assert converted.error is not None and converted.error.type == "error"
-    assert abs(converted.at - datetime.now(UTC).timestamp()) < 60  # a missing time means now
+    assert (
+        abs(converted.occurred_at - datetime.now(UTC).timestamp()) < 60
+    )  # a missing time means now
 
 
 def test_rejection_is_not_an_outcome() -> None:
-    report = to_report(uuid.uuid4(), 1, None)
-    assert is_rejection(report)
+    report = status_report(uuid.uuid4(), 1, None)
+    assert report.status == common_pb2.TASK_STATUS_REJECTED
     with pytest.raises(ValueError, match="not an outcome"):
-        report_from_proto(report)
+        Report.from_proto(report)
 
 
 # A result that is not JSON is refused by the database, report by report: test_reports.py.
@@ -92,12 +92,13 @@ def test_rejection_is_not_an_outcome() -> None:
 )
 def test_malformed_reports_are_refused(report: common_pb2.StatusReport) -> None:
     with pytest.raises(ValueError):
-        report_from_proto(report)
+        Report.from_proto(report)
 
 
-def test_timestamps_are_utc_and_zero_is_unset() -> None:
-    assert from_timestamp(to_timestamp(NOW)) == NOW
-    assert from_timestamp(common_pb2.Assignment().scheduled_at) is None
+def test_report_times_are_utc_and_an_unset_start_is_none() -> None:
+    report = Report.from_proto(status_report(uuid.uuid4(), 1, TaskStatus.CANCELLED, at=NOW))
+    assert report.occurred_at == NOW.timestamp()
+    assert report.started_at is None
 
 
 def _assignment(claimed: ClaimedTask, traceparent: str | None = None) -> common_pb2.Assignment:

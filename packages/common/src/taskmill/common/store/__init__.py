@@ -1,0 +1,32 @@
+"""The stores: every read and change of taskmill's tables, one store per audience.
+
+Each store's SQL is in the ``.sql`` file beside it, as named queries. Every status change is a
+conditional ``UPDATE`` on the expected status, so a stale, duplicated or reordered change
+matches no row and changes nothing.
+
+- :mod:`.submit`: the scheduler's submit path (``SubmitStore``).
+- :mod:`.tasks`: the HTTP API's reads and cancellation (``TaskStore``).
+- :mod:`.dispatch`: the coordinator's claim, give-backs and leases (``DispatchStore``).
+- :mod:`.reports`: workers' status reports (``ReportStore``).
+- :mod:`.recovery`: the tasks of lost workers and expired leases (``RecoveryStore``).
+- :mod:`.workers`: the ``workers`` table (``WorkerStore``).
+"""
+
+from taskmill.common.store.dispatch import Claim, ClaimedTask, DispatchStore
+from taskmill.common.store.recovery import RecoveryStore
+from taskmill.common.store.reports import Applied, ReportStore
+from taskmill.common.store.submit import Decided, SubmitRow, SubmitStore
+from taskmill.common.store.tasks import TaskStore
+
+__all__ = [
+    "Applied",
+    "Claim",
+    "ClaimedTask",
+    "Decided",
+    "DispatchStore",
+    "RecoveryStore",
+    "ReportStore",
+    "SubmitRow",
+    "SubmitStore",
+    "TaskStore",
+]

@@ -1,0 +1,161 @@
+"""The coordinator's dispatch: claiming due tasks for workers, giving back tasks a worker never
+received, and the leases and cancellation requests of the tasks a worker holds."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from taskmill.common.db import Connection, Database
+from taskmill.common.models import TaskStatus
+
+#: One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class ClaimedTask(NamedTuple):
+    """What the coordinator needs of a claimed task to assign it (see ``claim_due``).
+
+    A named tuple rather than a frozen dataclass: the claim builds one per dispatched task
+    straight from the claim's row, and a named tuple is the cheaper to build. The id and the
+    payload stay the text the database sent: the assignment carries text, so parsing them only
+    to print them again would be the larger part of the coordinator's dispatch work.
+
+    Attributes:
+        id: The task's id, as the database writes a uuid (lowercase, with hyphens).
+        worker_id: The worker whose slot it fills.
+        command: The handler name.
+        payload_json: The JSON payload, as compact JSON text.
+        attempt: The attempt this dispatch starts (already counted).
+        max_attempts: How many attempts the task may have.
+        timeout_seconds: Bound on the attempt's run time, or ``None``.
+        queue: The queue name.
+        trace_context: The W3C ``traceparent`` stored with the task.
+        scheduled_at: When the task became due, in seconds since the epoch.
+        lease_expires_at: When the lease runs out, in seconds since the epoch.
+    """
+
+    id: str
+    worker_id: str
+    command: str
+    payload_json: str
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float | None
+    queue: str
+    trace_context: str | None
+    scheduled_at: float
+    lease_expires_at: float
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a coordinator's claim took, and when it is worth claiming again.
+
+    Attributes:
+        tasks: The claimed tasks, in slot order.
+        next_due_in: Seconds until the earliest task still scheduled is due, by the database
+            clock: negative when one is due already (another coordinator holds it), ``None``
+            when none is scheduled.
+    """
+
+    tasks: list[ClaimedTask]
+    next_due_in: float | None
+
+
+class DispatchStore:
+    """Claims due tasks, gives back what a worker never received, and keeps the leases of what a
+    worker holds."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def claim_due(
+        self,
+        shares: Sequence[tuple[str, int]],
+        lease_seconds: float,
+        conn: Connection | None = None,
+    ) -> Claim:
+        """Claims due tasks for workers, returning only what an assignment needs, and when the
+        next task still scheduled is due.
+
+        ``shares`` are the workers in round-robin order, each with how many tasks it takes:
+        ``[("a", 1), ("b", 3), ("c", 2)]`` has the slots ``a, b, c, b, c, b``. The tasks come in
+        slot order (the most urgent fills the first slot); a claim that finds fewer due tasks
+        than slots fills the first ones. The claim commits before it returns, so the caller
+        sends the tasks outside any transaction. Each claimed task's attempt is incremented and
+        its lease set. A claim for one worker runs a leaner statement with the same answer.
+        ``conn``, when given, is a connection outside any transaction to run the claim on
+        instead of a pooled one.
+
+        Raises:
+            ValueError: The shares have no slot.
+        """
+        slots = sum(count for _, count in shares)
+        if slots <= 0:
+            raise ValueError("a claim needs at least one slot")
+        lent = nullcontext(conn) if conn is not None else self._db.connection()
+        with lent as claiming:
+            if len(shares) == 1:
+                [[claimed, next_due_in]] = claiming.run(
+                    "claim_due_for_worker",
+                    worker_id=shares[0][0],
+                    slots=slots,
+                    lease_seconds=lease_seconds,
+                )
+            else:
+                [[claimed, next_due_in]] = claiming.run(
+                    "claim_due_assignments",
+                    shares=_json(list(shares)),
+                    slots=slots,
+                    lease_seconds=lease_seconds,
+                )
+        return Claim(
+            list(map(ClaimedTask._make, claimed or ())),
+            None if next_due_in is None else float(next_due_in),
+        )
+
+    def release(
+        self, worker_id: str, task_ids: Sequence[uuid.UUID] | Sequence[str]
+    ) -> list[uuid.UUID]:
+        """Returns tasks a worker never received to ``scheduled``, without using an attempt.
+
+        A task whose cancellation was requested meanwhile ends ``cancelled`` instead. Returns
+        the ids of the tasks given back.
+        """
+        with self._db.connection() as conn:
+            rows = conn.run("release_tasks", ids=list(task_ids), worker_id=worker_id)
+        return [row[0] for row in rows]
+
+    def extend_held_leases(
+        self, worker_id: str, task_ids: Sequence[uuid.UUID] | Sequence[str], lease_seconds: float
+    ) -> None:
+        """Extends the leases of the tasks (uuids or their text) a worker says it holds, only."""
+        if not task_ids:
+            return
+        with self._db.connection() as conn:
+            conn.run(
+                "extend_held_leases",
+                worker_id=worker_id,
+                ids="{" + ",".join(map(str, task_ids)) + "}",  # uuids need no quoting
+                lease_seconds=lease_seconds,
+            )
+
+    def holder(self, task_id: uuid.UUID) -> tuple[str | None, TaskStatus] | None:
+        """The worker a task was dispatched to (or last ran on) and the task's status, or
+        ``None`` when no task has this id."""
+        with self._db.connection() as conn:
+            rows = conn.run("task_holder", id=task_id)
+        if not rows:
+            return None
+        [[worker_id, status]] = rows
+        return worker_id, TaskStatus(status)
+
+    def cancel_requested(self, worker_id: str) -> list[uuid.UUID]:
+        """Tasks held by a worker whose cancellation was requested."""
+        with self._db.connection() as conn:
+            return [row[0] for row in conn.run("cancel_requested_for_worker", worker_id=worker_id)]

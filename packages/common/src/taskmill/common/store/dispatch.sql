@@ -1,0 +1,141 @@
+-- The coordinator's dispatch: claiming due tasks for workers, giving back tasks a worker never
+-- received, and the leases and cancellations of what a worker holds.
+
+-- name: claim_due_assignments
+-- The coordinator's claim, made cheap for pg8000 at both ends, which cost the coordinator more
+-- CPU than the rest of its dispatch. The workers come as one JSON array of [worker id, tasks it
+-- takes] in round-robin order; the slots are spread here (a list of one worker id per slot would
+-- be built and parsed for every slot of the batch on every round, even when one task is due).
+-- The claimed tasks go back as one JSON array (decoded in one call, where pg8000 decodes rows
+-- field by field) of only what an assignment needs, in slot order, times as epoch seconds. The
+-- payload goes back as its JSON text, which the assignment carries as it is, so the coordinator
+-- never decodes it only to encode it again.
+WITH due AS (
+    SELECT id, row_number() OVER (ORDER BY priority DESC, scheduled_at, seq) AS n
+    FROM (
+        SELECT id, priority, scheduled_at, seq FROM tasks
+        WHERE status = 'scheduled' AND scheduled_at <= now()
+        ORDER BY priority DESC, scheduled_at, seq
+        LIMIT :slots
+        FOR UPDATE SKIP LOCKED
+    ) AS locked
+),
+round AS (
+    -- The round robin as two arrays, slot n's worker and the task that fills it: the first
+    -- turn of every worker in order, then the second, and so on, no worker taking more turns
+    -- than there are due tasks.
+    SELECT
+        (
+            SELECT array_agg(s.worker ->> 0 ORDER BY turn, s.ord)
+            FROM
+                jsonb_array_elements(CAST(:shares AS jsonb)) WITH ORDINALITY AS s(worker, ord),
+                generate_series(
+                    1, least(CAST(s.worker ->> 1 AS integer), (SELECT count(*) FROM due))
+                ) AS turn
+        ) AS worker_ids,
+        (SELECT array_agg(id ORDER BY n) FROM due) AS task_ids
+),
+claimed AS (
+    -- The due tasks are found by primary key, each paired with its slot's worker by unnesting
+    -- the two arrays side by side: the planner takes the unnested pairs for a few rows and
+    -- looks each task up in the index. (Joined with a set of slots instead, it guessed far too
+    -- many rows and hashed the whole table for every claim, a cost that grew with the finished
+    -- history; array_position instead of the pairing grew with the square of the batch.)
+    UPDATE tasks SET
+        status = 'dispatched',
+        worker_id = slot.worker_id,
+        attempt = tasks.attempt + 1,
+        dispatched_at = now(),
+        started_at = NULL,
+        lease_expires_at = now() + make_interval(secs => :lease_seconds)
+    FROM unnest(
+        (SELECT task_ids FROM round), (SELECT worker_ids FROM round)
+    ) AS slot(id, worker_id)
+    WHERE tasks.id = slot.id
+    RETURNING tasks.*
+)
+-- The fields of ClaimedTask, in its order; then the seconds until the earliest task still
+-- scheduled is due, by the database clock (as next_due_in, so the loop needs no second query).
+SELECT
+    json_agg(json_build_array(
+        id, worker_id, command, CAST(payload AS text), attempt, max_attempts, timeout_seconds,
+        queue, trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at)
+    ) ORDER BY due.n),
+    (
+        -- The statement's snapshot still shows the claimed tasks scheduled.
+        SELECT CAST(extract(epoch FROM min(t.scheduled_at) - clock_timestamp()) AS float8)
+        FROM tasks AS t
+        WHERE t.status = 'scheduled' AND t.id NOT IN (SELECT id FROM due)
+    )
+FROM claimed JOIN due USING (id)
+
+-- name: claim_due_for_worker
+-- claim_due_assignments for a round with one worker: an idle cluster's submit of one task, or
+-- a fleet with room on one worker only. The same claim and the same answer, without the round
+-- robin's arrays and joins, which lengthen an idle cluster's pickup. The due tasks' ids are
+-- collected into an array first, so the UPDATE finds them by primary key.
+WITH claimed AS (
+    UPDATE tasks SET
+        status = 'dispatched',
+        worker_id = :worker_id,
+        attempt = tasks.attempt + 1,
+        dispatched_at = now(),
+        started_at = NULL,
+        lease_expires_at = now() + make_interval(secs => :lease_seconds)
+    WHERE tasks.id = ANY(ARRAY(
+        SELECT id FROM tasks
+        WHERE status = 'scheduled' AND scheduled_at <= now()
+        ORDER BY priority DESC, scheduled_at, seq
+        LIMIT :slots
+        FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING tasks.*
+)
+SELECT
+    json_agg(json_build_array(
+        id, worker_id, command, CAST(payload AS text), attempt, max_attempts, timeout_seconds,
+        queue, trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at)
+    ) ORDER BY priority DESC, scheduled_at, seq),
+    (
+        SELECT CAST(extract(epoch FROM min(t.scheduled_at) - clock_timestamp()) AS float8)
+        FROM tasks AS t
+        WHERE t.status = 'scheduled' AND t.id NOT IN (SELECT id FROM claimed)
+    )
+FROM claimed
+
+-- name: release_tasks
+-- Gives back tasks a worker never received: assignment failures do not use up an attempt.
+-- A task whose cancellation was requested meanwhile ends cancelled rather than queued again.
+UPDATE tasks SET
+    status = CASE WHEN cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
+    finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
+    attempt = attempt - 1, worker_id = NULL, dispatched_at = NULL, lease_expires_at = NULL
+WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'dispatched' AND worker_id = :worker_id
+RETURNING id
+
+-- name: extend_held_leases
+-- Extends the leases of the tasks a worker says it holds; tasks it no longer holds (an
+-- assignment that never arrived) keep their lease, which expires and lets them be recovered.
+-- Rows locked meanwhile (a report changing them) are skipped, not waited for: waiting could
+-- deadlock with a report batch locking the same rows in another order, and the report either
+-- ends the lease or the next heartbeat extends it. The ids come as one array literal, written
+-- by the caller: pg8000 escapes a list of strings character by character, in Python, and a
+-- worker with a full queue lists a thousand. (A JSON array unnested here instead hid the
+-- array's size from the planner, which then scanned the worker's whole index range, dead
+-- entries included, on every heartbeat.)
+UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE worker_id = :worker_id AND id = ANY(CAST(:ids AS uuid[]))
+      AND status IN ('dispatched', 'running')
+    FOR UPDATE SKIP LOCKED
+)
+
+-- name: cancel_requested_for_worker
+SELECT id FROM tasks
+WHERE worker_id = :worker_id AND status IN ('dispatched', 'running')
+  AND cancel_requested_at IS NOT NULL
+
+-- name: task_holder
+-- Which worker holds a task, for forwarding a cancellation request to it.
+SELECT worker_id, status FROM tasks WHERE id = :id

@@ -1,0 +1,48 @@
+"""Recovering the tasks of lost workers and of expired leases."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+
+from taskmill.common.db import Database
+from taskmill.common.models import Backoff, TaskError, TaskStatus
+
+#: The error a task keeps when the worker running it was lost.
+WORKER_LOST = TaskError("worker_lost", "the worker running the task stopped responding")
+
+
+class RecoveryStore:
+    """Takes back what lost workers held, for any coordinator to hand out again.
+
+    Args:
+        db: The database.
+        backoff: The delays between a lost attempt and its retry.
+    """
+
+    def __init__(self, db: Database, backoff: Backoff | None = None) -> None:
+        self._db = db
+        self._backoff = backoff or Backoff()
+
+    def recover_lost(self, dead_worker_ids: Sequence[str]) -> dict[uuid.UUID, TaskStatus]:
+        """Recovers tasks of dead workers and tasks whose lease expired.
+
+        Unstarted tasks go back to ``scheduled`` (their attempt not counted); running ones fail
+        with ``worker_lost``, or are scheduled again when the retry rule allows. Coordinators
+        are notified of the tasks scheduled again. Returns each recovered task's new status.
+        """
+        with self._db.transaction() as conn:
+            unstarted = conn.run("requeue_lost_unstarted", worker_ids=list(dead_worker_ids))
+            running = conn.run(
+                "fail_lost_running",
+                worker_ids=list(dead_worker_ids),
+                error=json.dumps(WORKER_LOST.to_json()),
+                backoff_base=self._backoff.base,
+                backoff_max=self._backoff.maximum,
+            )
+            recovered = {row[0]: TaskStatus(row[1]) for row in [*unstarted, *running]}
+            rescheduled = sum(status is TaskStatus.SCHEDULED for status in recovered.values())
+            if rescheduled:
+                conn.run("notify_submitted", count=rescheduled)
+        return recovered

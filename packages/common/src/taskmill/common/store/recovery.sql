@@ -1,0 +1,40 @@
+-- Recovering the tasks of lost workers and of expired leases. The retry rule is the migration's
+-- taskmill_retries and taskmill_retry_at (0003_retry_rule.sql), as for reports.
+
+-- name: requeue_lost_unstarted
+-- Tasks a lost worker (or an expired lease) held but had not started go back to scheduled
+-- without using up an attempt; those whose cancellation was requested end cancelled.
+UPDATE tasks SET
+    status = CASE WHEN cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
+    finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
+    attempt = CASE WHEN cancel_requested_at IS NULL THEN attempt - 1 ELSE attempt END,
+    worker_id = NULL, dispatched_at = NULL, lease_expires_at = NULL
+WHERE status = 'dispatched'
+  AND (worker_id = ANY(CAST(:worker_ids AS text[])) OR lease_expires_at < now())
+RETURNING id, status
+
+-- name: fail_lost_running
+-- Running tasks of a lost worker (or an expired lease) fail with worker_lost, or are scheduled
+-- again by the retry rule (a lost worker is always a retryable failure); a task whose
+-- cancellation was requested ends cancelled.
+UPDATE tasks SET
+    status = CASE
+        WHEN taskmill_retries(true, attempt, max_attempts, cancel_requested_at) THEN 'scheduled'
+        WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+        ELSE 'failed' END,
+    error = CAST(:error AS jsonb),
+    finished_at = CASE WHEN taskmill_retries(true, attempt, max_attempts, cancel_requested_at)
+        THEN NULL ELSE now() END,
+    scheduled_at = CASE WHEN taskmill_retries(true, attempt, max_attempts, cancel_requested_at)
+        THEN taskmill_retry_at(attempt, :backoff_base, :backoff_max)
+        ELSE scheduled_at END,
+    worker_id = CASE WHEN taskmill_retries(true, attempt, max_attempts, cancel_requested_at)
+        THEN NULL ELSE worker_id END,
+    lease_expires_at = NULL
+WHERE status = 'running'
+  AND (worker_id = ANY(CAST(:worker_ids AS text[])) OR lease_expires_at < now())
+RETURNING id, status
+
+-- name: notify_submitted
+-- The payload is how many tasks became scheduled (see submit_tasks).
+SELECT pg_notify('taskmill_submitted', CAST(CAST(:count AS integer) AS text))
