@@ -98,28 +98,28 @@ def main() -> None:
     lib.emit(figures)
 
 
-def run(args: Any, app: Celery, sender: Celery, results: redis.Redis, procs: Any) -> dict[str, Any]:
-    """Warm-up, throughput, then latency; returns the figures."""
-    stamp = app.tasks["stamp"]
+def _echo(sender: Celery, n: int) -> Any:
+    return sender.signature("echo", args=({"n": n},))
 
-    def echo(n: int) -> Any:
-        return sender.signature("echo", args=({"n": n},))
 
+def _warm_up(args: Any, app: Celery, sender: Celery, results: redis.Redis, procs: Any) -> None:
     def workers_up() -> bool:
         lib.check_alive(procs)
         return len(app.control.ping(timeout=0.5) or []) >= args.workers
 
     if not lib.wait_until(workers_up, 30, poll=0.1):
         raise SystemExit("the celery workers did not answer within 30 s")
-    group(echo(i) for i in range(200)).apply_async()
+    group(_echo(sender, i) for i in range(200)).apply_async()
     if not lib.wait_until(lambda: results.dbsize() >= 200, 30):
         raise SystemExit("the celery warm-up did not finish within 30 s")
     results.flushdb()
 
+
+def _throughput(args: Any, sender: Celery, results: redis.Redis, procs: Any) -> dict[str, Any]:
     def enqueue_all() -> None:
         for start in range(0, args.tasks, args.chunk):
             stop = min(args.tasks, start + args.chunk)
-            group(echo(i) for i in range(start, stop)).apply_async()
+            group(_echo(sender, i) for i in range(start, stop)).apply_async()
 
     def done() -> int:
         lib.check_alive(procs)
@@ -128,23 +128,34 @@ def run(args: Any, app: Celery, sender: Celery, results: redis.Redis, procs: Any
     lib.note(f"celery: throughput of {args.tasks} tasks")
     figures = lib.throughput(enqueue_all, done, args.tasks, args.timeout)
     results.flushdb()
+    return figures
 
+
+def _latency(args: Any, app: Celery) -> tuple[list[float], list[float], bool]:
+    """Single tasks one at a time: pickups and round trips (ms), and whether time ran out."""
+    stamp = app.tasks["stamp"]
     lib.note(f"celery: pickup latency of {args.samples} single tasks")
     pickups: list[float] = []
     round_trips: list[float] = []
     deadline = time.monotonic() + args.timeout
-    timed_out = False
     for _ in range(args.samples):
         sent = time.time()
         began = time.perf_counter()
         try:
             started = stamp.apply_async().get(timeout=max(0.1, deadline - time.monotonic()))
         except CeleryTimeout:
-            timed_out = True
-            break
+            return pickups, round_trips, True
         round_trips.append((time.perf_counter() - began) * 1000)
         pickups.append((started - sent) * 1000)
         time.sleep(args.pause)
+    return pickups, round_trips, False
+
+
+def run(args: Any, app: Celery, sender: Celery, results: redis.Redis, procs: Any) -> dict[str, Any]:
+    """Warm-up, throughput, then latency; returns the figures."""
+    _warm_up(args, app, sender, results, procs)
+    figures = _throughput(args, sender, results, procs)
+    pickups, round_trips, timed_out = _latency(args, app)
     return {
         "system": "celery+redis",
         "version": version("celery"),

@@ -54,43 +54,68 @@ async def worker(url: str, concurrency: int) -> None:
     )
 
 
-async def measure(args: Any, url: str, procs: Any) -> dict[str, Any]:
-    """Warm-up, throughput, then latency; returns the figures."""
-    enqueuer = await asyncpg.connect(url)
-    queries = Queries(AsyncpgDriver(enqueuer))
-    poller = await asyncpg.connect(url)
+class _Client:
+    """The bench's side: one connection enqueues, the other polls the queue and its log."""
 
-    async def remaining() -> int:
-        lib.check_alive(procs)
-        return int(await poller.fetchval("SELECT count(*) FROM pgqueuer"))
+    def __init__(
+        self, enqueuer: asyncpg.Connection, queries: Queries, poller: asyncpg.Connection, procs: Any
+    ) -> None:
+        self.enqueuer = enqueuer
+        self.queries = queries
+        self.poller = poller
+        self.procs = procs
+        self.loop = asyncio.get_running_loop()
 
-    async def wait(condition: Any, timeout: float, poll: float) -> bool:
-        deadline = loop.time() + timeout
+    @classmethod
+    async def open(cls, url: str, procs: Any) -> _Client:
+        enqueuer = await asyncpg.connect(url)
+        queries = Queries(AsyncpgDriver(enqueuer))
+        poller = await asyncpg.connect(url)
+        return cls(enqueuer, queries, poller, procs)
+
+    async def close(self) -> None:
+        await self.enqueuer.close()
+        await self.poller.close()
+
+    async def remaining(self) -> int:
+        lib.check_alive(self.procs)
+        return int(await self.poller.fetchval("SELECT count(*) FROM pgqueuer"))
+
+    async def empty(self) -> bool:
+        return bool(await self.remaining() == 0)
+
+    async def wait(self, condition: Any, timeout: float, poll: float) -> bool:
+        deadline = self.loop.time() + timeout
         while not await condition():
-            if loop.time() > deadline:
+            if self.loop.time() > deadline:
                 return False
             await asyncio.sleep(poll)
         return True
 
-    async def enqueue(count: int) -> list[int]:
-        return list(await queries.enqueue(["echo"] * count, [b'{"n": 1}'] * count, [0] * count))
+    async def enqueue(self, count: int) -> list[int]:
+        return list(
+            await self.queries.enqueue(["echo"] * count, [b'{"n": 1}'] * count, [0] * count)
+        )
 
-    loop = asyncio.get_running_loop()
+
+async def _warm_up(c: _Client) -> None:
     await asyncio.sleep(1.0)  # PgQueuer workers have no registry to wait on
-    await enqueue(200)
-    if not await wait(lambda: _zero(remaining), 30, 0.02):
+    await c.enqueue(200)
+    if not await c.wait(c.empty, 30, 0.02):
         raise SystemExit("the pgqueuer warm-up did not finish within 30 s")
-    await poller.execute("TRUNCATE pgqueuer_log")
+    await c.poller.execute("TRUNCATE pgqueuer_log")
 
+
+async def _throughput(c: _Client, args: Any) -> dict[str, Any]:
     lib.note(f"pgqueuer: throughput of {args.tasks} jobs")
-    began = loop.time()
+    began = c.loop.time()
     for start in range(0, args.tasks, args.chunk):
-        await enqueue(min(args.chunk, args.tasks - start))
-    await poller.execute("ANALYZE pgqueuer")
-    enqueued = loop.time() - began
-    finished = await wait(lambda: _zero(remaining), max(0.0, args.timeout - enqueued), 0.02)
-    elapsed = loop.time() - began
-    completed = args.tasks - await remaining()
+        await c.enqueue(min(args.chunk, args.tasks - start))
+    await c.poller.execute("ANALYZE pgqueuer")
+    enqueued = c.loop.time() - began
+    finished = await c.wait(c.empty, max(0.0, args.timeout - enqueued), 0.02)
+    elapsed = c.loop.time() - began
+    completed = args.tasks - await c.remaining()
     figures = {
         "enqueue_seconds": round(enqueued, 3),
         "seconds": round(elapsed, 3),
@@ -98,35 +123,51 @@ async def measure(args: Any, url: str, procs: Any) -> dict[str, Any]:
         "tasks_per_s": round(completed / elapsed, 1),
         "timed_out": not finished,
     }
-    await poller.execute("TRUNCATE pgqueuer_log")
+    await c.poller.execute("TRUNCATE pgqueuer_log")
+    return figures
 
+
+async def _latency(c: _Client, args: Any) -> tuple[list[int], list[float], bool]:
+    """Single jobs one at a time: their ids, round trips (ms), and whether time ran out."""
     lib.note(f"pgqueuer: pickup latency of {args.samples} single jobs")
     ids: list[int] = []
     round_trips: list[float] = []
-    deadline = loop.time() + args.timeout
-    timed_out = False
+    deadline = c.loop.time() + args.timeout
     for _ in range(args.samples):
-        sent = loop.time()
-        (job_id,) = await enqueue(1)
+        sent = c.loop.time()
+        (job_id,) = await c.enqueue(1)
 
         async def gone(job_id: int = job_id) -> bool:
-            row = await poller.fetchval("SELECT 1 FROM pgqueuer WHERE id = $1", job_id)
+            row = await c.poller.fetchval("SELECT 1 FROM pgqueuer WHERE id = $1", job_id)
             return row is None
 
-        if not await wait(gone, max(0.0, deadline - loop.time()), 0.001):
-            timed_out = True
-            break
-        round_trips.append((loop.time() - sent) * 1000)
+        if not await c.wait(gone, max(0.0, deadline - c.loop.time()), 0.001):
+            return ids, round_trips, True
+        round_trips.append((c.loop.time() - sent) * 1000)
         ids.append(job_id)
         await asyncio.sleep(args.pause)
-    rows = await poller.fetch(
+    return ids, round_trips, False
+
+
+async def _pickups(c: _Client, ids: list[int]) -> list[float]:
+    """Each job's ``picked`` log row minus its ``queued`` one, in ms."""
+    rows = await c.poller.fetch(
         "SELECT extract(epoch FROM p.created - q.created) * 1000 AS ms "
         "FROM pgqueuer_log q JOIN pgqueuer_log p USING (job_id) "
         "WHERE q.status = 'queued' AND p.status = 'picked' AND q.job_id = ANY($1::bigint[])",
         ids,
     )
-    await enqueuer.close()
-    await poller.close()
+    return [float(r["ms"]) for r in rows]
+
+
+async def measure(args: Any, url: str, procs: Any) -> dict[str, Any]:
+    """Warm-up, throughput, then latency; returns the figures."""
+    c = await _Client.open(url, procs)
+    await _warm_up(c)
+    figures = await _throughput(c, args)
+    ids, round_trips, timed_out = await _latency(c, args)
+    pickups = await _pickups(c, ids)
+    await c.close()
     return {
         "system": "pgqueuer",
         "version": version("pgqueuer"),
@@ -136,15 +177,11 @@ async def measure(args: Any, url: str, procs: Any) -> dict[str, Any]:
         "model": f"asyncio worker, async no-op entrypoint, batch_size {BATCH_SIZE}, LISTEN/NOTIFY",
         "tasks": args.tasks,
         **figures,
-        **lib.percentiles([float(r["ms"]) for r in rows], "pickup"),
+        **lib.percentiles(pickups, "pickup"),
         **lib.percentiles(round_trips, "roundtrip"),
         "latency_samples": len(round_trips),
         "latency_timed_out": timed_out,
     }
-
-
-async def _zero(remaining: Any) -> bool:
-    return bool(await remaining() == 0)
 
 
 async def install(url: str) -> None:
