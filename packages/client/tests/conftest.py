@@ -24,7 +24,7 @@ from taskmill.client import Client
 from taskmill.common.db import Database
 from taskmill.common.models import TaskError, TaskStatus
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.store.workers import WorkerStore
+from taskmill.common.store import WorkerStore
 from taskmill.scheduler import SchedulerSettings, create_app, create_server
 from taskmill.testing import Reported, Stores, claim
 

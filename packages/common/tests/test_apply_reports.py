@@ -1,4 +1,4 @@
-"""Stores.apply_reports, the coordinator's lean report path: ids and results stay text, and
+"""ReportStore.apply, the coordinator's lean report path: ids and results stay text, and
 the database checks them, refusing only the reports it cannot take."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stores.claim_due, the coordinator's lean claim, against a real PostgreSQL."""
+"""DispatchStore.claim_due, the coordinator's lean claim, against a real PostgreSQL."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pg8000.native
 import pytest
 
-from taskmill.common.queries import all_queries, parse_queries, query
+from taskmill.common.queries import all_queries, parse_queries, query, query_files
 from taskmill.testing import admin_connection
 
 
@@ -21,9 +21,22 @@ def raw_connection(database_url: str) -> Iterator[pg8000.native.Connection]:
 def test_queries_are_loaded_from_every_file() -> None:
     names = set(all_queries())
 
-    # One query from each of tasks.sql, workers.sql and migrations.sql.
-    assert {"claim_due_assignments", "register_worker", "record_migration"} <= names
+    # One query from each store's file and from migrate.sql.
+    assert {
+        "submit_tasks",
+        "list_tasks",
+        "claim_due_assignments",
+        "mark_succeeded",
+        "fail_lost_running",
+        "register_worker",
+        "record_migration",
+    } <= names
     assert all(sql.strip() for sql in all_queries().values())
+    # Every store's file is read, and gives queries: none is left out by a list to keep.
+    files = {file.name: parse_queries(file.read_text("utf-8")) for file in query_files()}
+    assert {"submit.sql", "tasks.sql", "dispatch.sql", "reports.sql", "recovery.sql"} <= set(files)
+    assert {"workers.sql", "migrate.sql"} <= set(files)
+    assert all(files.values())
 
 
 def test_every_named_query_prepares_against_the_migrated_schema(

@@ -1,10 +1,11 @@
-"""Stores.submit, the scheduler's insert: one task or a batch, and the notification that tells
+"""SubmitStore.submit, the scheduler's insert: one task or a batch, and the notification that tells
 coordinators how many tasks became scheduled."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,7 @@ def _stored(db: Database, task_id: str) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    "row",
+    "fields",
     [
         (None, "echo", {"n": 1, "text": "é"}, "q", 5, 3, 2.5, None, 0.0, "key", "hash", "00-tp"),
         (None, "sleep", None, "default", -2, 1, None, "2030-01-02T03:04:05+00:00", 0.0, None,
@@ -49,24 +50,26 @@ def _stored(db: Database, task_id: str) -> dict[str, object]:
         (None, "echo", [1, "two"], "default", 0, 1, None, None, 1.5, None, None, None),
     ],
 )  # fmt: skip
-def test_a_lone_task_is_stored_as_in_a_batch(db: Database, row: SubmitRow) -> None:
+def test_a_lone_task_is_stored_as_in_a_batch(db: Database, fields: tuple[Any, ...]) -> None:
     # A lone task goes as parameters, a batch as one JSON document: the rows they store match.
     store = Stores(db)
-    alone = SubmitRow(str(uuid.uuid4()), *row[1:9], row[9] and row[9] + "-alone", *row[10:])
-    batch = [SubmitRow(str(uuid.uuid4()), *row[1:]), _row()]
+    row = SubmitRow(*fields)
+    key = row.idempotency_key
+    alone = row._replace(id=str(uuid.uuid4()), idempotency_key=key and key + "-alone")
+    batch = [row._replace(id=str(uuid.uuid4())), _row()]
     [alone_times] = store.submits.submit([alone])
     batch_times = store.submits.submit(batch)[0]
     assert alone_times is not None and batch_times is not None
-    stored_alone, stored_batch = _stored(db, alone[0]), _stored(db, batch[0][0])
-    assert stored_alone.pop("idempotency_key") == (row[9] and row[9] + "-alone")
-    assert stored_batch.pop("idempotency_key") == row[9]
+    stored_alone, stored_batch = _stored(db, alone.id), _stored(db, batch[0].id)
+    assert stored_alone.pop("idempotency_key") == (key and key + "-alone")
+    assert stored_batch.pop("idempotency_key") == key
     assert stored_alone == stored_batch
     # Each scheduled_at is the one asked for, or created_at plus the delay.
     for (created, scheduled), task in ((alone_times, alone), (batch_times, batch[0])):
-        if task[7] is not None:
-            assert scheduled.isoformat() == task[7]
+        if task.scheduled_at is not None:
+            assert scheduled.isoformat() == task.scheduled_at
         else:
-            assert (scheduled - created).total_seconds() == pytest.approx(task[8])
+            assert (scheduled - created).total_seconds() == pytest.approx(task.delay_seconds)
 
 
 def test_a_lone_task_whose_key_is_taken_is_skipped(db: Database) -> None:

@@ -9,41 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from taskmill.common.attempts import Report, add_assignments
-from taskmill.common.models import Task, TaskError, TaskStatus
+from taskmill.common.models import TaskError, TaskStatus
 from taskmill.common.store import ClaimedTask
 from taskmill.testing.wire import status_report
 from taskmill.v1 import common_pb2, worker_pb2
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
-
-
-def _task(**changes: object) -> Task:
-    values: dict[str, object] = {
-        "id": uuid.uuid4(),
-        "seq": 1,
-        "command": "echo",
-        "payload": {"n": 1, "text": "é"},
-        "status": TaskStatus.DISPATCHED,
-        "queue": "q",
-        "priority": 0,
-        "attempt": 2,
-        "max_attempts": 3,
-        "timeout_seconds": 1.5,
-        "created_at": NOW,
-        "scheduled_at": NOW,
-        "dispatched_at": NOW,
-        "started_at": None,
-        "finished_at": None,
-        "worker_id": "w-1",
-        "lease_expires_at": NOW + timedelta(seconds=15),
-        "cancel_requested_at": None,
-        "result": None,
-        "error": None,
-        "idempotency_key": None,
-        "trace_context": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
-    }
-    values.update(changes)
-    return Task(**values)  # type: ignore[arg-type]
 
 
 def test_report_round_trips_to_the_coordinators_form() -> None:
@@ -77,7 +48,8 @@ def test_failed_report_without_error_or_time_still_has_both() -> None:
 
 def test_rejection_is_not_an_outcome() -> None:
     report = status_report(uuid.uuid4(), 1, None)
-    assert report.status == common_pb2.TASK_STATUS_REJECTED
+    assert Report.is_rejection(report)
+    assert not Report.is_rejection(status_report(uuid.uuid4(), 1, TaskStatus.RUNNING))
     with pytest.raises(ValueError, match="not an outcome"):
         Report.from_proto(report)
 

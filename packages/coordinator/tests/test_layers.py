@@ -30,9 +30,19 @@ def _speaks_grpc(name: str) -> bool:
     return top == "grpc" or top.startswith("grpc_") or name.startswith("taskmill.v1")
 
 
-@pytest.mark.parametrize("module", ["dispatch.py", "service.py", "fleet.py"])
+RULES = ["dispatch.py", "service.py", "fleet.py", "calls.py"]
+
+
+@pytest.mark.parametrize("module", RULES)
 def test_the_rules_import_no_grpc(module: str) -> None:
     assert [name for name in _imports(PACKAGE / module) if _speaks_grpc(name)] == []
+
+
+@pytest.mark.parametrize("module", RULES)
+def test_the_rules_reach_no_grpc_through_the_transport(module: str) -> None:
+    # The rules see the workers through calls.WorkerCalls, not the gRPC client itself.
+    transport = {f"taskmill.coordinator.{name.removesuffix('.py')}" for name in TRANSPORT}
+    assert _imports(PACKAGE / module) & transport == set()
 
 
 def test_only_the_transport_imports_grpc() -> None:

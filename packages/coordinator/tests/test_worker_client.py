@@ -13,12 +13,8 @@ import pytest
 
 from taskmill.common.grpcutil import GrpcSecurity, create_channel
 from taskmill.common.store import ClaimedTask
-from taskmill.coordinator.worker_client import (
-    AssignRefused,
-    AssignResult,
-    WorkerCallFailed,
-    WorkerClient,
-)
+from taskmill.coordinator.calls import AssignRefused, AssignResult, WorkerCallFailed
+from taskmill.coordinator.worker_client import WorkerClient
 
 TIMEOUT = 5.0
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -10,8 +10,7 @@ import pytest
 from taskmill.common.db import Database, QueryError
 from taskmill.common.models import WorkerState
 from taskmill.common.settings import DatabaseSettings
-from taskmill.common.store import Decided, SubmitRow
-from taskmill.common.store.workers import WorkerStore
+from taskmill.common.store import Decided, SubmitRow, WorkerStore
 from taskmill.scheduler import VERSION, SchedulerSettings, create_app
 
 

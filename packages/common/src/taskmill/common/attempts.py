@@ -18,7 +18,6 @@ only read and built through the objects the caller passes in.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -26,6 +25,7 @@ from enum import StrEnum
 from json.encoder import encode_basestring as _string
 from typing import TYPE_CHECKING, NamedTuple, cast
 
+from taskmill.common.jsontext import compact as _json
 from taskmill.common.models import TaskError
 
 if TYPE_CHECKING:
@@ -36,9 +36,6 @@ if TYPE_CHECKING:
 
     from taskmill.common.store.dispatch import ClaimedTask
     from taskmill.v1 import common_pb2
-
-#: One encoder for every call: ``json.dumps`` with options builds a new one each time.
-_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 #: A uuid as the database writes it, and as the coordinator sends it in every assignment.
 _CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -284,6 +281,12 @@ class Report(NamedTuple):
         if started_at is not None:
             _set_time(message.started_at, started_at)
         return message
+
+    @staticmethod
+    def is_rejection(message: common_pb2.StatusReport) -> bool:
+        """Whether a report's message gives an unstarted task back: a rejection is not an
+        outcome, and :meth:`from_proto` refuses it."""
+        return message.status == _STATUS_TO_PROTO[ReportStatus.REJECTED]
 
     @classmethod
     def from_proto(cls, message: common_pb2.StatusReport) -> Report:

@@ -3,15 +3,11 @@ retry backoff."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
-
-#: One encoder for every call: ``json.dumps`` with options builds a new one each time.
-_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class TaskStatus(StrEnum):

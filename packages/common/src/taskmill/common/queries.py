@@ -11,17 +11,9 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
-_QUERY_FILES = (
-    "store/submit.sql",
-    "store/tasks.sql",
-    "store/dispatch.sql",
-    "store/reports.sql",
-    "store/recovery.sql",
-    "store/workers.sql",
-    "migrate.sql",
-)
 
 
 def parse_queries(text: str) -> dict[str, str]:
@@ -41,13 +33,22 @@ def parse_queries(text: str) -> dict[str, str]:
     return queries
 
 
+def query_files() -> list[Traversable]:
+    """The files named queries come from: every store's ``.sql`` file, and ``migrate.sql``."""
+    package = resources.files("taskmill.common")
+    stores = sorted(
+        (entry for entry in (package / "store").iterdir() if entry.name.endswith(".sql")),
+        key=lambda entry: entry.name,
+    )
+    return [*stores, package / "migrate.sql"]
+
+
 @cache
 def all_queries() -> dict[str, str]:
     """Every named query of the package, by name."""
     queries: dict[str, str] = {}
-    package = resources.files("taskmill.common")
-    for filename in _QUERY_FILES:
-        for name, sql in parse_queries((package / filename).read_text("utf-8")).items():
+    for file in query_files():
+        for name, sql in parse_queries(file.read_text("utf-8")).items():
             if name in queries:
                 raise ValueError(f"query {name!r} is defined twice")
             queries[name] = sql

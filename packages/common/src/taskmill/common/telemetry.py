@@ -176,9 +176,7 @@ def setup_logging(level: str = "INFO") -> None:
 
 def current_traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span, or ``None`` when there is none."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get("traceparent")
+    return traceparent_of(trace.get_current_span())
 
 
 def traceparent_of(span: trace.Span) -> str | None:
@@ -191,13 +189,6 @@ def traceparent_of(span: trace.Span) -> str | None:
     if not context.is_valid:
         return None
     return format_traceparent(context.trace_id, context.span_id, context.trace_flags)
-
-
-def current_traceparent_in(context: otel_context.Context) -> str | None:
-    """The W3C ``traceparent`` of the span current in ``context``."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=context)
-    return carrier.get("traceparent")
 
 
 def context_from_traceparent(traceparent: str | None) -> otel_context.Context:

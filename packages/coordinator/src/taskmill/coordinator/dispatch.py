@@ -37,8 +37,8 @@ from taskmill.common.telemetry import (
     exporting,
     traceparent_of,
 )
+from taskmill.coordinator.calls import AssignRefused, WorkerCalls
 from taskmill.coordinator.fleet import Fleet
-from taskmill.coordinator.worker_client import AssignRefused, WorkerClient
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -61,7 +61,7 @@ class Dispatcher:
     """Claims due tasks and assigns them to workers.
 
     Args:
-        tasks: The task store.
+        tasks: The dispatch store (claims and give-backs).
         fleet: This coordinator's workers: their room and the round robin.
         client: Sends the workers their tasks.
         senders: The pool that runs ``AssignTasks`` calls.
@@ -75,7 +75,7 @@ class Dispatcher:
         self,
         tasks: DispatchStore,
         fleet: Fleet,
-        client: WorkerClient,
+        client: WorkerCalls,
         senders: Executor,
         *,
         lease_seconds: float,

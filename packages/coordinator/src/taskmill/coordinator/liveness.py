@@ -14,8 +14,7 @@ from collections.abc import Callable
 
 from taskmill.common.errors import TaskmillError
 from taskmill.common.models import TaskStatus
-from taskmill.common.store import RecoveryStore
-from taskmill.common.store.workers import WorkerStore
+from taskmill.common.store import RecoveryStore, WorkerStore
 from taskmill.coordinator.fleet import Fleet
 
 logger = logging.getLogger(__name__)

@@ -19,8 +19,7 @@ from taskmill.common.grpcutil import create_channel, set_serving
 from taskmill.common.grpcutil import create_server as create_grpc_server
 from taskmill.common.migrate import prepare_schema
 from taskmill.common.models import Backoff
-from taskmill.common.store import DispatchStore, RecoveryStore, ReportStore
-from taskmill.common.store.workers import WorkerStore
+from taskmill.common.store import DispatchStore, RecoveryStore, ReportStore, WorkerStore
 from taskmill.coordinator.dispatch import Dispatcher
 from taskmill.coordinator.fleet import Fleet
 from taskmill.coordinator.listener import Listener

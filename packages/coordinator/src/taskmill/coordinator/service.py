@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from taskmill.common.attempts import Report, ReportStatus
 from taskmill.common.errors import TaskmillError
 from taskmill.common.models import TaskStatus, Worker
-from taskmill.common.store import DispatchStore, RecoveryStore, ReportStore
-from taskmill.common.store.workers import WorkerStore
+from taskmill.common.store import DispatchStore, RecoveryStore, ReportStore, WorkerStore
+from taskmill.coordinator.calls import WorkerCallFailed, WorkerCalls
 from taskmill.coordinator.fleet import Fleet
-from taskmill.coordinator.worker_client import WorkerCallFailed, WorkerClient
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ class CoordinatorService:
         reports: ReportStore,
         recovery: RecoveryStore,
         fleet: Fleet,
-        client: WorkerClient,
+        client: WorkerCalls,
         wakers: Wakers,
         *,
         coordinator_id: str,

@@ -61,10 +61,10 @@ def _parse_reports(
     the database's to refuse: see ``CoordinatorService.report``.)"""
     outcomes: list[Report] = []
     rejected: list[str] = []
-    from_proto = Report.from_proto  # bound once, not per report
+    from_proto, is_rejection = Report.from_proto, Report.is_rejection  # bound once, not per report
     for report in reports:
         try:
-            if report.status == common_pb2.TASK_STATUS_REJECTED:
+            if is_rejection(report):
                 rejected.append(task_id_text(report.task_id))
             else:
                 outcomes.append(from_proto(report))

@@ -1,8 +1,9 @@
 """The coordinator's client of its workers' ``WorkerService``: one channel per worker, and the
 ``AssignTasks`` and ``CancelTask`` calls, their outcomes translated into plain results.
 
-This is the only place in the coordinator's rules that knows the workers speak gRPC: dispatch
-and the service layer see an :class:`AssignResult`, a ``bool``, or a :class:`WorkerCallFailed`.
+This is the only place in the coordinator that knows the workers speak gRPC: dispatch and the
+service layer see it as :class:`~taskmill.coordinator.calls.WorkerCalls`, and its answers as an
+``AssignResult``, a ``bool``, or a ``WorkerCallFailed``.
 """
 
 from __future__ import annotations
@@ -15,42 +16,9 @@ from typing import NamedTuple
 import grpc
 
 from taskmill.common.attempts import add_assignments
-from taskmill.common.errors import TaskmillError
 from taskmill.common.store import ClaimedTask
+from taskmill.coordinator.calls import AssignRefused, AssignResult, WorkerCallFailed
 from taskmill.v1 import worker_pb2, worker_pb2_grpc
-
-
-class WorkerCallFailed(TaskmillError):
-    """A call to a worker failed."""
-
-
-class AssignRefused(WorkerCallFailed):
-    """The worker did not take the tasks.
-
-    The message says why: the status code's name and the worker's details (``DEADLINE_EXCEEDED:
-    Deadline Exceeded``), or ``the worker left`` when there is no channel to it.
-
-    Attributes:
-        full: The worker answered it has no room (``RESOURCE_EXHAUSTED``): it takes tasks again
-            as soon as a slot frees. Any other refusal (draining, unreachable, wrong id, too
-            late) waits for the worker's next heartbeat.
-    """
-
-    def __init__(self, message: str, *, full: bool = False) -> None:
-        super().__init__(message)
-        self.full = full
-
-
-class AssignResult(NamedTuple):
-    """A worker's answer to an assignment.
-
-    Attributes:
-        free_slots: The room the worker says it has left.
-        seconds: How long the call took, from sending the request to the answer.
-    """
-
-    free_slots: int
-    seconds: float
 
 
 class _Link(NamedTuple):

@@ -7,8 +7,7 @@ from typing import Any
 import falcon
 
 from taskmill.common.db import Database
-from taskmill.common.store import SubmitStore, TaskStore
-from taskmill.common.store.workers import WorkerStore
+from taskmill.common.store import SubmitStore, TaskStore, WorkerStore
 from taskmill.scheduler import openapi, problems
 from taskmill.scheduler.auth import AuthMiddleware
 from taskmill.scheduler.batcher import SubmitBatcher

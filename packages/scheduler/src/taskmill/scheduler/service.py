@@ -17,8 +17,7 @@ from taskmill.common.db import Database
 from taskmill.common.errors import InvalidTransition, TaskmillError
 from taskmill.common.migrate import check_schema
 from taskmill.common.models import Task, Worker
-from taskmill.common.store import Decided, SubmitRow, SubmitStore, TaskStore
-from taskmill.common.store.workers import WorkerStore
+from taskmill.common.store import Decided, SubmitRow, SubmitStore, TaskStore, WorkerStore
 from taskmill.scheduler.errors import IdempotencyKeyReused
 from taskmill.scheduler.listing import ListQuery, encode_cursor
 from taskmill.scheduler.randomness import random_bytes
@@ -261,9 +260,19 @@ def _rows(
 
 
 def _stored(rows: list[SubmitRow], decided: list[Decided | None]) -> list[StoredTask]:
-    # A row starts with the id and the six submitted fields a StoredTask starts with.
     return [
-        StoredTask(*row[:7], times.created_at, times.scheduled_at, row.trace_context)
+        StoredTask(
+            row.id,
+            row.command,
+            row.payload,
+            row.queue,
+            row.priority,
+            row.max_attempts,
+            row.timeout_seconds,
+            times[0],
+            times[1],
+            row.trace_context,
+        )
         for row, times in zip(rows, decided, strict=True)
         if times is not None
     ]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from taskmill.common.jsontext import compact as compact_json
 from taskmill.scheduler.errors import FieldError, InvalidRequest
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]+")
@@ -26,8 +27,6 @@ MAX_TIMEOUT_SECONDS = 7 * 86400
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})"
 )
-#: Made once: json.dumps with options builds a new encoder on every call.
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _SUBMISSION_FIELDS = frozenset(
     {
         "command",
@@ -164,7 +163,7 @@ def parse_batch(value: Any, max_payload_bytes: int) -> list[Submission]:
 def _check_payloads(tasks: list[Any], max_bytes: int, errors: list[FieldError]) -> None:
     """Checks a batch's payloads, encoding them in one call while all are clearly fine."""
     payloads = [task.get("payload", {}) if type(task) is dict else {} for task in tasks]
-    text = _COMPACT.encode(payloads)
+    text = compact_json(payloads)
     if text.isascii() and len(text) <= max_bytes and "\\u0000" not in text:
         return
     before = len(errors)
@@ -274,7 +273,7 @@ def check_payload(
     """Checks that a payload can be stored: its size, and text PostgreSQL can hold."""
     if payload == {} and type(payload) is dict:
         return
-    text = _COMPACT.encode(payload)
+    text = compact_json(payload)
     if text.isascii():
         size = len(text)
     else:

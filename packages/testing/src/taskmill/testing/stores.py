@@ -8,7 +8,6 @@ datetimes) lives here.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from typing import Any, cast
 
 from taskmill.common.attempts import Report, ReportStatus
 from taskmill.common.db import Connection, Database
+from taskmill.common.jsontext import compact as _json
 from taskmill.common.models import Backoff, Task, TaskError, TaskStatus
 from taskmill.common.store import (
     DispatchStore,
@@ -26,11 +26,8 @@ from taskmill.common.store import (
     SubmitRow,
     SubmitStore,
     TaskStore,
+    WorkerStore,
 )
-from taskmill.common.store.workers import WorkerStore
-
-#: Compact JSON, as a worker writes a result.
-_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 @dataclass(frozen=True)

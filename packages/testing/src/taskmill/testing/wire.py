@@ -9,8 +9,8 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from taskmill.common.attempts import ReportStatus
+from taskmill.common.jsontext import compact as _json
 from taskmill.common.models import TaskError, TaskStatus
-from taskmill.testing.stores import _json
 from taskmill.v1 import common_pb2
 
 _STATUSES = {

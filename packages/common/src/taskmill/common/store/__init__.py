@@ -17,6 +17,7 @@ from taskmill.common.store.recovery import RecoveryStore
 from taskmill.common.store.reports import Applied, ReportStore
 from taskmill.common.store.submit import Decided, SubmitRow, SubmitStore
 from taskmill.common.store.tasks import TaskStore
+from taskmill.common.store.workers import WorkerStore
 
 __all__ = [
     "Applied",
@@ -29,4 +30,5 @@ __all__ = [
     "SubmitRow",
     "SubmitStore",
     "TaskStore",
+    "WorkerStore",
 ]

@@ -3,7 +3,6 @@ received, and the leases and cancellation requests of the tasks a worker holds."
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -11,10 +10,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from taskmill.common.db import Connection, Database
+from taskmill.common.jsontext import compact as _json
 from taskmill.common.models import TaskStatus
-
-#: One encoder for every call: ``json.dumps`` with options builds a new one each time.
-_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class ClaimedTask(NamedTuple):

@@ -66,25 +66,24 @@ class ReportStore:
         Raises:
             InvalidTransition: A report's status is not one a worker reports; nothing changed.
         """
-        by_status = _by_status(reports)
         try:
-            return Applied(self._apply(by_status, worker_id), {})
+            return Applied(self.apply_all(reports, worker_id), {})
         except QueryError as exc:
             if not _is_data_error(exc):
                 raise
         changed, refused = set[str](), dict[str, str]()
-        for status, batch in by_status.items():
-            for report in batch:
-                try:
-                    changed |= self._apply({status: [report]}, worker_id)
-                except QueryError as exc:
-                    if not _is_data_error(exc):
-                        raise
-                    refused[report.task_id] = exc.message
+        for report in (r for batch in _by_status(reports).values() for r in batch):
+            try:
+                changed |= self.apply_all([report], worker_id)
+            except QueryError as exc:
+                if not _is_data_error(exc):
+                    raise
+                refused[report.task_id] = exc.message
         return Applied(changed, refused)
 
     def apply_all(self, reports: Sequence[Report], worker_id: str | None = None) -> set[str]:
-        """Applies reports as :meth:`apply` does, but all or none of them.
+        """Applies reports as :meth:`apply` does, but all or none of them: the first try of every
+        batch.
 
         Returns the ids of the tasks that changed.
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from taskmill.common.db import Connection, Database
+from taskmill.common.jsontext import compact as _json
 from taskmill.common.models import Task
-
-#: One encoder for every call: ``json.dumps`` with options builds a new one each time.
-_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class SubmitRow(NamedTuple):
@@ -50,11 +47,9 @@ class SubmitRow(NamedTuple):
     trace_context: str | None
 
 
-class Decided(NamedTuple):
-    """What the database decided for a task :meth:`SubmitStore.submit` inserted."""
-
-    created_at: datetime
-    scheduled_at: datetime
+#: What the database decided for a task :meth:`SubmitStore.submit` inserted: when it was
+#: created, and when it is due. A plain pair, as one is made per task of a batch.
+Decided = tuple[datetime, datetime]
 
 
 class SubmitStore:
@@ -89,8 +84,8 @@ class SubmitStore:
         parse = datetime.fromisoformat
         moments = {text: parse(text) for text in {t for row in decided for t in row[1:]}}
         # Keyed by the id's text, as it comes back: parsing a thousand UUIDs is not free.
-        times = {row[0]: Decided(moments[row[1]], moments[row[2]]) for row in decided}
-        return [times.get(task[0]) for task in tasks]
+        times = {row[0]: (moments[row[1]], moments[row[2]]) for row in decided}
+        return [times.get(task.id) for task in tasks]
 
     def by_idempotency_keys(self, keys: Sequence[str]) -> dict[str, tuple[Task, str | None]]:
         """The tasks holding these idempotency keys, by key, each with the request hash it was

@@ -2,7 +2,7 @@
 
 -- name: submit_tasks
 -- The scheduler's submit path: inserts tasks given as one JSON array with one array per task,
--- its fields in TaskStore.submit's order (far cheaper for pg8000 to send than one array per
+-- its fields in SubmitRow's order (far cheaper for pg8000 to send than one array per
 -- column, and for the scheduler to encode than one object per task), and notifies coordinators,
 -- in one statement and so one round trip and one commit. Returns only what the database
 -- decided, as one JSON array of [id, created_at, scheduled_at]; tasks whose idempotency key is
