@@ -5,7 +5,6 @@ own, restarted on the same data and port, so the other tests' server is never to
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from taskmill.common.migrate import migrate
 from taskmill.dev.harness import Cluster, wait_for
 from taskmill.dev.pgserver import PostgresServer
+from taskmill.testing import throwaway_server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -24,16 +24,8 @@ SUPPORT = Path(__file__).parent / "support"
 
 @pytest.fixture
 def server() -> Iterator[PostgresServer]:
-    # Not under tmp_path: when the tests run as root the server runs as another user, who
-    # cannot enter pytest's 0700 directories.
-    with tempfile.TemporaryDirectory(prefix="taskmill-restart-") as name:
-        Path(name).chmod(0o755)
-        server = PostgresServer()
-        server.start(data_dir=Path(name) / "data")
-        try:
-            yield server
-        finally:
-            server.stop()
+    with throwaway_server("taskmill-restart-") as server:
+        yield server
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from waitress import wasyncore
 
 from taskmill.client import Client
 from taskmill.common.db import Database
@@ -26,7 +25,7 @@ from taskmill.common.models import TaskError, TaskStatus
 from taskmill.common.settings import DatabaseSettings
 from taskmill.common.store import WorkerStore
 from taskmill.scheduler import SchedulerSettings, create_app, create_server
-from taskmill.testing import Reported, Stores, claim
+from taskmill.testing import Reported, Stores, claim, serve_in_thread
 
 
 @dataclass
@@ -170,21 +169,15 @@ def scheduler(database_url: str) -> Iterator[Scheduler]:
         migrate_on_start=False,
     )
     db = Database(settings.database, max_connections=6, application_name="client-tests")
-    server = create_server(create_app(settings, db), settings)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        yield Scheduler(
-            f"http://127.0.0.1:{server.effective_port}",
-            "test-token",
-            Stores(db),
-            WorkerStore(db),
-        )
+        with serve_in_thread(create_server(create_app(settings, db), settings)) as server:
+            yield Scheduler(
+                f"http://127.0.0.1:{server.effective_port}",
+                "test-token",
+                Stores(db),
+                WorkerStore(db),
+            )
     finally:
-        # Closing every channel (listener included) empties waitress's loop, which then ends.
-        wasyncore.close_all(server._map)
-        server.task_dispatcher.shutdown()
-        thread.join(timeout=10)
         db.close()
 
 

@@ -83,7 +83,8 @@ class _DropFirstResponse:
         self.port = self._listener.getsockname()[1]
         self.connections = 0
         self._threads: list[threading.Thread] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
         while True:
@@ -116,7 +117,11 @@ class _DropFirstResponse:
                 sock.close()
 
     def close(self) -> None:
+        # close() alone leaves a blocked accept() waiting for ever; shutdown() wakes it.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
+        self._acceptor.join(timeout=10)
         for thread in self._threads:
             thread.join(timeout=10)
 

@@ -41,7 +41,7 @@ def test_reports_are_applied_with_their_text_results(store: Stores) -> None:
     )
 
     assert applied.changed == {a, b, c}
-    assert applied.refused == {}
+    assert applied.refused == []
     first, second, third = (store.get(task_id) for task_id in (a, b, c))
     assert (first.status, first.result) == (S.SUCCEEDED, {"sum": [1, 2.5, "é"]})
     assert first.started_at == datetime.fromtimestamp(started, UTC)
@@ -78,8 +78,9 @@ def test_a_report_the_database_refuses_leaves_the_rest_of_the_batch_applied(
     )
 
     assert applied.changed == {good, bad, other}  # bad: its running report
-    assert list(applied.refused) == [bad]
-    assert applied.refused[bad]  # the database's reason
+    [(report, reason)] = applied.refused
+    assert report == Report(bad, 1, R.SUCCEEDED, now, result_json)
+    assert reason  # the database's
     assert store.get(good).result == 1
     assert store.get(bad).status is S.RUNNING
     assert store.get(other).status is S.CANCELLED
@@ -90,7 +91,10 @@ def test_a_time_out_of_range_is_refused_alone(store: Stores) -> None:
     applied = store.reports.apply(
         [Report(good, 1, R.SUCCEEDED, time.time()), Report(bad, 1, R.SUCCEEDED, 1e15)], WORKER
     )
-    assert (applied.changed, list(applied.refused)) == ({good}, [bad])
+    assert applied.changed == {good}
+    assert [(report.task_id, reason) for report, reason in applied.refused] == [
+        (bad, 'timestamp out of range: "1e+15"')
+    ]
     assert store.get(bad).status is S.DISPATCHED
 
 

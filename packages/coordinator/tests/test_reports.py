@@ -144,11 +144,55 @@ def test_malformed_reports_are_refused_and_the_rest_of_the_batch_applied(
 
     assert response.applied == 3  # a and c succeeded, d given back
     assert harness.task(a).result == {"ok": 1}
-    assert harness.task(b).status is TaskStatus.DISPATCHED
+    assert harness.task(b).error.type == "report_refused"  # see the test below
     assert harness.task(c).result == 3
     warnings = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "not-a-task-id" in warnings and "0" * 31 in warnings
-    assert f"report of task {b}" in warnings
+    assert f"succeeded report of task {b}" in warnings
+
+
+def test_a_report_the_database_refuses_fails_its_task_for_good(harness) -> None:
+    coordinator = harness.coordinator()
+    worker = harness.worker(coordinator, capacity=4)
+    nul, not_json, nul_error, other = (
+        str(task_id) for task_id in _dispatched(harness, worker, 4, max_attempts=3)
+    )
+    reports = [
+        status_report(nul, 1, TaskStatus.RUNNING),
+        status_report(nul, 1, TaskStatus.SUCCEEDED),
+        status_report(not_json, 1, TaskStatus.SUCCEEDED),
+        status_report(nul_error, 1, TaskStatus.FAILED, error=TaskError("E", "a\x00b")),
+    ]
+    reports[1].result_json = '"a\\u0000b"'  # what a worker sends for "a\x00b"
+    reports[2].result_json = '{"unclosed": '
+    # Another worker's report of a task that is not its own changes nothing, refused or not.
+    intruder = harness.worker(coordinator)
+    foreign = status_report(other, 1, TaskStatus.SUCCEEDED)
+    foreign.result_json = '"a\\u0000b"'
+
+    worker.stub.ReportTaskStatuses(
+        coordinator_pb2.ReportTaskStatusesRequest(worker_id=worker.worker_id, reports=reports)
+    )
+    intruder.stub.ReportTaskStatuses(
+        coordinator_pb2.ReportTaskStatusesRequest(worker_id=intruder.worker_id, reports=[foreign])
+    )
+
+    reasons = {
+        nul: "unsupported Unicode escape sequence",
+        not_json: "invalid input syntax for type json",
+        nul_error: "unsupported Unicode escape sequence",
+    }
+    for task_id, reason in reasons.items():
+        task = harness.task(task_id)
+        # Failed at once, though attempts are left: the same output would be refused again.
+        assert (task.status, task.attempt) == (TaskStatus.FAILED, 1), task_id
+        assert task.error is not None and task.error.type == "report_refused"
+        assert reason in task.error.message, task.error
+        assert task.finished_at is not None
+    assert harness.task(nul).started_at is not None  # its running report was applied
+    assert harness.task(other).status is TaskStatus.DISPATCHED
+    # A later report of a failed task changes nothing.
+    assert worker.report(nul, TaskStatus.SUCCEEDED, result="late") == 0
 
 
 def test_a_report_without_a_time_is_applied_now(harness) -> None:

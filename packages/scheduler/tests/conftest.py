@@ -1,9 +1,17 @@
-"""Fixtures for scheduler tests: the real app on a fresh database, driven by Falcon's TestClient."""
+"""Fixtures for scheduler tests: the real app on a fresh database, driven by Falcon's TestClient,
+or the real process on a free port (``served``)."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import falcon.testing
@@ -16,6 +24,10 @@ from taskmill.scheduler import SchedulerSettings, create_app
 from taskmill.testing import Stores
 
 JSON = {"Content-Type": "application/json"}
+#: The bearer token the real process of ``served`` accepts.
+API_TOKEN = "test-token"
+_DEADLINE = 60.0
+_LISTENING = re.compile(r"listening on http://[^\s:]+:(\d+)")
 
 
 @pytest.fixture
@@ -113,3 +125,40 @@ def offline_api() -> Iterator[Api]:
     )
     yield Api(falcon.testing.TestClient(create_app(settings, db, submit=spy)), db, spy)
     db.close()
+
+
+def _scheduler_command() -> list[str]:
+    script = shutil.which("taskmill-scheduler")
+    return [script] if script else [sys.executable, "-m", "taskmill.scheduler"]
+
+
+def _wait_for_port(process: subprocess.Popen[bytes], log: Path) -> int:
+    deadline = time.monotonic() + _DEADLINE
+    while time.monotonic() < deadline:
+        match = _LISTENING.search(log.read_text(errors="replace"))
+        if match:
+            return int(match.group(1))
+        if process.poll() is not None:
+            pytest.fail(f"the scheduler exited: {log.read_text(errors='replace')}")
+        time.sleep(0.05)
+    pytest.fail(f"the scheduler did not start: {log.read_text(errors='replace')}")
+
+
+@pytest.fixture
+def served(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """The base URL of a real ``taskmill-scheduler`` process on a free port, on the test's
+    database, accepting the bearer token ``API_TOKEN``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKMILL_")}
+    env.update(TASKMILL_DATABASE_URL=database_url, TASKMILL_API_TOKENS=API_TOKEN)
+    log = tmp_path / "scheduler.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*_scheduler_command(), "--host", "127.0.0.1", "--port", "0"], env=env, stderr=out
+        )
+    try:
+        yield f"http://127.0.0.1:{_wait_for_port(process, log)}"
+    finally:
+        process.kill()
+        process.wait(timeout=_DEADLINE)
+        # Printed, so a failing test shows it: a 5xx's traceback is in the scheduler's log.
+        print(log.read_text(errors="replace")[-20000:])

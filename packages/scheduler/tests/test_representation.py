@@ -86,3 +86,17 @@ def test_a_list_of_tasks_is_a_json_array(count: int) -> None:
 
 def test_times_without_microseconds_keep_six_digits() -> None:
     assert rfc3339(datetime(2030, 1, 1, tzinfo=UTC)) == "2030-01-01T00:00:00.000000Z"
+
+
+@pytest.mark.parametrize(
+    ("at", "shown"),
+    [
+        (datetime(1, 1, 1, tzinfo=UTC), "0001-01-01T00:00:00.000000Z"),
+        (datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC), "0999-12-31T23:59:59.000000Z"),
+        (datetime(2030, 1, 1, 2, tzinfo=timezone(timedelta(hours=2))),
+         "2030-01-01T00:00:00.000000Z"),
+    ],
+)  # fmt: skip
+def test_times_always_have_four_digit_years_and_are_in_utc(at: datetime, shown: str) -> None:
+    assert rfc3339(at) == shown
+    assert json.loads(encode_task(_task(id=uuid.uuid4(), scheduled_at=at)))["scheduled_at"] == shown

@@ -5,17 +5,13 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
-import threading
-
-from waitress import wasyncore
 
 from taskmill.scheduler import bind, create_app, create_server
+from taskmill.testing import serve_in_thread
 
 
 def _serve_once(server) -> dict:
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
+    with serve_in_thread(server):
         conn = http.client.HTTPConnection("127.0.0.1", int(server.effective_port), timeout=30)
         conn.request("GET", "/healthz")
         response = conn.getresponse()
@@ -23,9 +19,6 @@ def _serve_once(server) -> dict:
         body = json.loads(response.read())
         conn.close()
         return body
-    finally:
-        wasyncore.close_all(server._map)  # empties waitress's loop, which then ends
-        thread.join(timeout=30)
 
 
 def test_port_0_binds_a_free_port(settings, db) -> None:

@@ -179,7 +179,7 @@ def test_a_literal_backslash_u0000_in_text_is_not_a_nul(api) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"{", b"not json", b'{"command": "a",}', b'{"command": NaN}', b"\xff\xfe", b"", b"   "],
+    [b"{", b"not json", b'{"command": "a",}', b"\xff\xfe", b"", b"   "],
 )
 def test_a_body_that_is_not_json_is_400(offline_api, body: bytes) -> None:
     result = offline_api.client.simulate_post(

@@ -183,7 +183,14 @@ def test_shell_exists_only_when_enabled(coordinator, start_worker, worker_stub):
     bad = assignment("shell", {"argv": ["sh", "-c", "echo broken >&2; exit 3"]})
     worker_stub(shell).AssignTasks(assign_request(shell_id, ok, bad))
     result = json.loads(coordinator.wait_final(ok.task_id).result_json)
-    assert result == {"exit_code": 0, "stdout": "out\n", "stderr": "err\n"}
+    assert result == {
+        "exit_code": 0,
+        "stdout": "out\n",
+        "stderr": "err\n",
+        "truncated": False,
+        "stdout_dropped_bytes": 0,
+        "stderr_dropped_bytes": 0,
+    }
     failed = coordinator.wait_final(bad.task_id)
     assert failed.error.type == "ShellCommandFailed"
     assert "code 3" in failed.error.message and "broken" in failed.error.message

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import pytest
+from timeout_test_handlers import HOLDS, Hold
 from worker_testkit import accepts, assign_request, assignment, process_gone, wait_for
 
-from taskmill.v1 import worker_pb2
+from taskmill.v1 import common_pb2, worker_pb2
 
 
 def _spawned_children() -> set[int]:
@@ -52,27 +55,124 @@ def test_cooperative_thread_handler_times_out_and_frees_its_slot(
     coordinator.wait_status(after.task_id, "succeeded")
 
 
-def test_stuck_thread_handler_is_reported_at_its_timeout_but_holds_its_slot(
+@contextmanager
+def _held(task: common_pb2.Assignment) -> Iterator[Hold]:
+    """The ``Hold`` of a ``test.hold_past_timeout`` task, released when the block ends."""
+    hold = HOLDS[task.task_id] = Hold()
+    try:
+        yield hold
+    finally:
+        hold.release.set()
+
+
+def _microseconds(epoch_seconds: float) -> int:
+    """Epoch seconds as the microseconds a report's timestamp is compared in."""
+    return int(epoch_seconds * 1_000_000)
+
+
+def test_stuck_last_attempt_is_reported_at_its_timeout_but_holds_its_slot(
     coordinator, start_worker, worker_stub
 ):
     worker = start_worker(concurrency=1, queue_size=0)
     worker_id = coordinator.wait_registered()
     stub = worker_stub(worker)
-    task = assignment("test.stubborn_sleep", {"seconds": 2.0}, timeout=0.3)
-    started = time.monotonic()
-    stub.AssignTasks(assign_request(worker_id, task))
-    final = coordinator.wait_final(task.task_id)
-    assert final.error.type == "timeout"
-    assert time.monotonic() - started < 1.8  # reported at the timeout, not when it returned
-    # The thread is still sleeping: its slot is not free.
-    with pytest.raises(grpc.RpcError) as full:
-        stub.AssignTasks(assign_request(worker_id, assignment("echo", 1)))
-    assert full.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    task = assignment("test.hold_past_timeout", timeout=0.3, max_attempts=1)
+    with _held(task) as hold:
+        stub.AssignTasks(assign_request(worker_id, task))
+        # No retry can follow the last attempt: it is reported while its handler still runs.
+        final = coordinator.wait_final(task.task_id)
+        assert hold.returned_at is None
+        assert final.error.type == "timeout"
+        # The thread is still running: its slot is not free.
+        with pytest.raises(grpc.RpcError) as full:
+            stub.AssignTasks(assign_request(worker_id, assignment("echo", 1)))
+        assert full.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     # Once it returns, the slot is back and its late result was discarded.
     after = assignment("echo", "next")
     wait_for(lambda: accepts(stub, worker_id, after), what="the slot to come back")
     coordinator.wait_status(after.task_id, "succeeded")
     assert coordinator.statuses(task.task_id) == ["running", "failed"]
+    assert hold.returned_at is not None
+    assert final.occurred_at.ToMicroseconds() < _microseconds(hold.returned_at)
+
+
+def test_a_retryable_timeout_is_reported_only_once_its_handler_returned(
+    coordinator, start_worker, worker_stub
+):
+    worker = start_worker(concurrency=1, queue_size=0)
+    worker_id = coordinator.wait_registered()
+    stub = worker_stub(worker)
+    task = assignment("test.hold_past_timeout", timeout=0.3, max_attempts=2)
+    with _held(task) as hold:
+        stub.AssignTasks(assign_request(worker_id, task))
+        wait_for(lambda: hold.flagged_at, what="the timeout to set the handler's flag")
+        # Past its timeout the task is still the worker's: a heartbeat sent since lists it (so
+        # its lease is extended) with its slot busy, and nothing final is reported.
+        seen = coordinator.heartbeat_count()
+        wait_for(lambda: coordinator.heartbeat_count() > seen + 1, what="a later heartbeat")
+        heartbeat = coordinator.last_heartbeat()
+        assert heartbeat is not None
+        assert task.task_id in heartbeat.running_task_ids
+        assert heartbeat.free_slots == 0
+        assert coordinator.statuses(task.task_id) == ["running"]
+    final = coordinator.wait_final(task.task_id)
+    assert coordinator.statuses(task.task_id) == ["running", "failed"]
+    assert final.error.type == "timeout"
+    assert "0.3 s" in final.error.message  # what it returned late is discarded
+    assert hold.returned_at is not None
+    assert final.occurred_at.ToMicroseconds() >= _microseconds(hold.returned_at)
+
+
+def test_cancelling_a_timed_out_task_whose_report_waits_reports_it_cancelled_at_once(
+    coordinator, start_worker, worker_stub
+):
+    worker = start_worker(concurrency=1, queue_size=0)
+    worker_id = coordinator.wait_registered()
+    stub = worker_stub(worker)
+    task = assignment("test.hold_past_timeout", timeout=0.3, max_attempts=2)
+    with _held(task) as hold:
+        stub.AssignTasks(assign_request(worker_id, task))
+        wait_for(lambda: hold.flagged_at, what="the timeout to set the handler's flag")
+        assert stub.CancelTask(worker_pb2.CancelTaskRequest(task_id=task.task_id)).found
+        # No retry follows a cancelled task: nothing to wait for.
+        coordinator.wait_final(task.task_id)
+        assert coordinator.statuses(task.task_id) == ["running", "cancelled"]
+        assert hold.returned_at is None
+    after = assignment("echo", "next")
+    wait_for(lambda: accepts(stub, worker_id, after), what="the slot to come back")
+    coordinator.wait_status(after.task_id, "succeeded")
+    assert coordinator.statuses(task.task_id) == ["running", "cancelled"]
+
+
+def test_a_task_cancelled_before_its_timeout_is_reported_at_the_timeout(
+    coordinator, start_worker, worker_stub
+):
+    worker = start_worker(concurrency=1, queue_size=0)
+    worker_id = coordinator.wait_registered()
+    stub = worker_stub(worker)
+    # Long enough for the cancel to come first.
+    task = assignment("test.hold_past_timeout", timeout=3.0, max_attempts=2)
+    with _held(task) as hold:
+        stub.AssignTasks(assign_request(worker_id, task))
+        coordinator.wait_status(task.task_id, "running")
+        assert stub.CancelTask(worker_pb2.CancelTaskRequest(task_id=task.task_id)).found
+        # The coordinator retries no task whose cancellation was asked for: nothing to wait for.
+        final = coordinator.wait_final(task.task_id)
+        assert final.error.type == "timeout"
+        assert hold.returned_at is None
+
+
+def test_drain_reports_a_timed_out_task_whose_report_waits(coordinator, start_worker, worker_stub):
+    worker = start_worker(concurrency=1, queue_size=0)
+    worker_id = coordinator.wait_registered()
+    task = assignment("test.hold_past_timeout", timeout=0.3, max_attempts=2)
+    with _held(task) as hold:
+        worker_stub(worker).AssignTasks(assign_request(worker_id, task))
+        wait_for(lambda: hold.flagged_at, what="the timeout to set the handler's flag")
+        worker.drain(grace=0.3)
+        # The worker exits after the drain, and its handler with it.
+        assert coordinator.statuses(task.task_id) == ["running", "failed"]
+        assert coordinator.wait_final(task.task_id).error.type == "timeout"
 
 
 def test_process_handler_past_its_timeout_is_killed(coordinator, start_worker, worker_stub):

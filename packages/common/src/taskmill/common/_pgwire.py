@@ -22,7 +22,7 @@ import importlib.metadata
 import select
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -154,10 +154,13 @@ def open_raw(
     application_name: str,
     timeout: float,
     tcp_options: Sequence[TcpOption],
+    server_settings: Mapping[str, str] | None = None,
 ) -> RawConnection:
     """Connects without TLS, and sets up the socket: no timeout, no Nagle, ``tcp_options``.
 
     ``timeout`` bounds the connecting only. Options the platform lacks are skipped.
+    ``server_settings`` (such as ``statement_timeout``) are the session's from its start: they
+    go in the startup message, and cost no round trip.
 
     Raises:
         pg8000.exceptions.InterfaceError, pg8000.exceptions.DatabaseError, OSError:
@@ -173,6 +176,7 @@ def open_raw(
         timeout=timeout,
         # No SSL probe: pg8000 leaks its socket when that probe times out.
         ssl_context=False,
+        startup_params=dict(server_settings or {}),
     )
     sock: socket.socket = raw._usock
     # The connect timeout would otherwise also bound every later query.

@@ -2,7 +2,9 @@
 
 ``Database`` keeps a small pool of connections. A connection is lent to one thread at a time
 (``with db.connection() as conn``) and every query is run by name from the ``.sql`` files.
-pg8000's exceptions are wrapped here, and nowhere else, into taskmill's own errors. What needs
+pg8000's exceptions, and anything else a statement raises on its way, are wrapped here, and
+nowhere else, into taskmill's own errors; a connection is kept in the pool after an error only
+when the server sent it, so that no connection is lent with an answer half read. What needs
 pg8000's internals (the socket, its buffer, the wire format) is in ``_pgwire``.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import socket
 import threading
@@ -31,6 +34,8 @@ Row = dict[str, Any]
 
 #: SQLSTATE classes that mean the server or the connection went away, not that the query was bad.
 _UNAVAILABLE_SQLSTATES = ("08", "57P")
+#: SQLSTATE of a statement the server cancelled: past its ``statement_timeout``, or by an operator.
+_CANCELLED_SQLSTATE = "57014"
 #: The most one read of an idle connection takes from the socket; more waits for the next read.
 READ_AT_ONCE = 65536
 
@@ -48,13 +53,19 @@ class QueryError(DatabaseError):
         return self.sqlstate == "23505"
 
 
-#: What a query may raise from the driver: a lost or timed-out connection, or the server's error.
-_DRIVER_ERRORS = (
-    TimeoutError,
-    pg8000.exceptions.InterfaceError,
-    OSError,
-    pg8000.exceptions.DatabaseError,
-)
+class StatementCancelled(DatabaseError):
+    """The database cancelled the statement: it ran past the pool's statement timeout, or an
+    operator cancelled it. Nothing it did was kept, and its connection stays usable."""
+
+    # Not a QueryError: nothing in the request was wrong, and the same statement may well
+    # finish once the database is less busy.
+    retryable = True
+
+
+class DriverError(DatabaseError):
+    """The database driver failed in the middle of a statement, on something other than an
+    error from the server (such as a value in the answer that Python cannot hold); the
+    connection was dropped."""
 
 
 def _wrap(exc: Exception) -> DatabaseError:
@@ -64,8 +75,12 @@ def _wrap(exc: Exception) -> DatabaseError:
         message = str(info.get("M", exc))
         if sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
             return DatabaseUnavailable(f"database unavailable: {message}")
+        if sqlstate == _CANCELLED_SQLSTATE:
+            return StatementCancelled(f"the database cancelled the statement: {message}")
         return QueryError(message, sqlstate)
-    return DatabaseUnavailable(f"database unavailable: {exc}")
+    if isinstance(exc, (pg8000.exceptions.Error, OSError)):
+        return DatabaseUnavailable(f"database unavailable: {exc}")
+    return DriverError(f"the database driver failed mid-statement: {type(exc).__name__}: {exc}")
 
 
 #: TCP options that end a connection whose server vanished without closing it (a host lost,
@@ -86,7 +101,8 @@ class Connection:
     """One database connection, used by one thread at a time.
 
     Attributes:
-        broken: Set when the connection failed and must not be reused.
+        broken: Set when the connection failed, or a statement failed other than by the
+            server's error, and must not be reused.
     """
 
     def __init__(self, raw: _pgwire.RawConnection, *, prepare: bool = False) -> None:
@@ -112,21 +128,43 @@ class Connection:
     def _run_prepared(self, query_name: str, params: dict[str, Any]) -> list[list[Any]]:
         # A prepared statement is parsed once per connection: pg8000 then needs one round trip
         # per call instead of three, and skips re-scanning the SQL text for parameters.
+        statement = self._statements.get(query_name)
+        if statement is None:
+            statement = self._prepare_named(query_name)
         self._may_hold = True
         try:
-            statement = self._statements.get(query_name)
-            if statement is None:
-                statement = self._raw.prepare(query(query_name))
-                self._statements[query_name] = statement
             rows: list[list[Any]] = statement.run(**params) or []
-        except _DRIVER_ERRORS as exc:
+        except Exception as exc:
             raise self._failed(exc) from exc
+        except BaseException:
+            # Not ours to wrap (KeyboardInterrupt and the like), but the answer may be half read.
+            self.broken = True
+            raise
         self._last = statement
         return rows
 
+    def _prepare_named(self, query_name: str) -> pg8000.native.PreparedStatement:
+        sql = query(query_name)
+        self._may_hold = True
+        try:
+            statement = self._raw.prepare(sql)
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        except BaseException:
+            self.broken = True
+            raise
+        self._statements[query_name] = statement
+        return statement
+
     def _failed(self, exc: Exception) -> DatabaseError:
-        """The error to raise for a driver's failure; a lost connection marks this one broken,
-        so the pool drops it."""
+        """The error to raise for what a statement raised, wrapped; marks this connection broken,
+        so the pool drops it, unless the server's answer was read to its end.
+
+        Only an error the server sent leaves the connection in step: pg8000 raises it once it
+        has read up to the server's ReadyForQuery. Anything else (the socket, or a value in the
+        answer that fails to parse, such as JSON nested too deep) can stop the reading halfway,
+        and the next statement on the connection would read the rest of this answer as its own.
+        """
         wrapped = _wrap(exc)
         if not isinstance(exc, pg8000.exceptions.DatabaseError) or isinstance(
             wrapped, DatabaseUnavailable
@@ -156,19 +194,22 @@ class Connection:
         self._may_hold = True
         try:
             return self._raw.run(sql, **params) or []
-        except _DRIVER_ERRORS as exc:
+        except Exception as exc:
             raise self._failed(exc) from exc
+        except BaseException:
+            self.broken = True
+            raise
 
     def execute_script(self, sql: str) -> None:
         """Runs several statements at once (simple query protocol, no parameters)."""
         self._may_hold = True
         try:
             _pgwire.run_script(self._raw, sql)
-        except (pg8000.exceptions.InterfaceError, OSError) as exc:
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        except BaseException:
             self.broken = True
-            raise _wrap(exc) from exc
-        except pg8000.exceptions.DatabaseError as exc:
-            raise _wrap(exc) from exc
+            raise
 
     @property
     def row_count(self) -> int:
@@ -240,9 +281,13 @@ class Connection:
             return read
         try:
             more_buffered = _pgwire.read_messages(self._raw, read, READ_AT_ONCE)
-        except (pg8000.exceptions.InterfaceError, pg8000.exceptions.DatabaseError, OSError) as exc:
+        except Exception as exc:
+            # Even the server's error: it came unasked, not as the end of an answer.
             self.broken = True
             raise _wrap(exc) from exc
+        except BaseException:
+            self.broken = True
+            raise
         if more_buffered:
             self._may_hold = True
         return read
@@ -263,6 +308,10 @@ class Database:
         connect_timeout: Seconds to wait for a new connection.
         prepare_statements: Prepare each named query once per connection instead of parsing
             it on every call; saves CPU and two round trips per query on hot paths.
+        statement_timeout: Seconds any one statement on these connections may run (waiting
+            on locks included) before the server cancels it, raising
+            :class:`StatementCancelled`; ``None`` or ``0`` for the server's own setting. Set at
+            connect, in the startup message, so it costs no round trip.
     """
 
     def __init__(
@@ -273,8 +322,19 @@ class Database:
         application_name: str = "taskmill",
         connect_timeout: float = 5.0,
         prepare_statements: bool = False,
+        statement_timeout: float | None = None,
     ) -> None:
+        if statement_timeout is not None and not 0 <= statement_timeout < math.inf:
+            raise ValueError(
+                f"statement_timeout must be 0 or more seconds, not {statement_timeout}"
+            )
         self.settings = settings
+        self._server_settings = (
+            # In whole milliseconds, rounded up: a fraction of one would round to 0, no bound.
+            {"statement_timeout": str(math.ceil(statement_timeout * 1000))}
+            if statement_timeout
+            else {}
+        )
         self.max_connections = max_connections
         self._prepare_statements = prepare_statements
         self._application_name = application_name
@@ -299,6 +359,7 @@ class Database:
                 application_name=self._application_name,
                 timeout=self._connect_timeout,
                 tcp_options=_DEAD_SERVER_OPTIONS,
+                server_settings=self._server_settings,
             )
         except (pg8000.exceptions.InterfaceError, OSError) as exc:
             raise DatabaseUnavailable(

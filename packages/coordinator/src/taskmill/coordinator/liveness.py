@@ -3,6 +3,13 @@
 Every coordinator runs it against the shared tables, so tasks whose lease expired — because
 their worker died, or their coordinator did and nobody extends the leases any more — are
 recovered by whichever coordinator is still alive.
+
+Silence counts only while someone watches. Every check is recorded in the database
+(``WorkerStore.watch``). After a break in the checks of every coordinator (the database was
+away, or no coordinator ran) heartbeats could not be recorded either, so the first check after
+it starts a grace of one dead interval, in which no worker is declared dead and no lease is
+recovered: every worker gets that long to heartbeat again, and keeps its tasks however long the
+break was.
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ class Liveness:
         on_rescheduled: Called when recovered tasks went back to ``scheduled``.
         dead_after: Seconds of silence after which a worker is dead.
         interval: Seconds between checks.
+
+    Attributes:
+        checks: How many checks reached the database.
+        sweeps: How many of them reaped and recovered (outside a grace).
     """
 
     def __init__(
@@ -48,6 +59,14 @@ class Liveness:
         self._on_rescheduled = on_rescheduled
         self._dead_after = dead_after
         self._interval = interval
+        # A break this long starts a grace. A worker silent through a shorter break, and then
+        # for up to its heartbeat interval (at most a third of the dead interval too), still
+        # has a third of it to get a heartbeat through; twice the interval keeps one slow
+        # check from counting as a break.
+        self._lapse = max(dead_after / 3, 2 * interval)
+        self._watching = True  # so that a start within a grace says so
+        self.checks = 0
+        self.sweeps = 0
 
     def run(self, stop: threading.Event) -> None:
         """Checks every ``interval`` seconds until ``stop`` is set."""
@@ -60,7 +79,17 @@ class Liveness:
                 logger.exception("liveness check failed")
 
     def check_once(self) -> dict[uuid.UUID, TaskStatus]:
-        """Reaps dead workers, recovers lost tasks, and returns the recovered tasks' statuses."""
+        """Reaps dead workers, recovers lost tasks, and returns the recovered tasks' statuses.
+
+        Within a grace it only records the check, and returns nothing.
+        """
+        watching = self._workers.watch(self._dead_after, self._lapse)
+        self.checks += 1
+        if watching is not self._watching:
+            self._watching = watching
+            self._log_watching(watching)
+        if not watching:
+            return {}
         dead = self._workers.reap_dead(self._dead_after)
         for worker_id in dead:
             self._fleet.remove(worker_id)
@@ -73,4 +102,16 @@ class Liveness:
             logger.warning("recovered %d lost tasks: %s", len(recovered), counts)
         if TaskStatus.SCHEDULED in recovered.values():
             self._on_rescheduled()
+        self.sweeps += 1
         return recovered
+
+    def _log_watching(self, watching: bool) -> None:
+        if watching:
+            logger.info("liveness: silent workers are declared dead again")
+        else:
+            logger.warning(
+                "liveness: nobody watched the workers for a while (the database was away, or "
+                "no coordinator ran); no worker is declared dead and no lease recovered until "
+                "every worker had %ss to heartbeat",
+                self._dead_after,
+            )

@@ -8,18 +8,22 @@ and wakes the dispatch loop whenever room or work may have appeared.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from taskmill.common.attempts import Report, ReportStatus
 from taskmill.common.errors import TaskmillError
-from taskmill.common.models import TaskStatus, Worker
+from taskmill.common.models import TaskError, TaskStatus, Worker
 from taskmill.common.store import DispatchStore, RecoveryStore, ReportStore, WorkerStore
 from taskmill.coordinator.calls import WorkerCallFailed, WorkerCalls
 from taskmill.coordinator.fleet import Fleet
 
 logger = logging.getLogger(__name__)
+
+#: The error type of a task failed because the database refused its worker's report.
+REPORT_REFUSED = "report_refused"
 
 
 class UnknownWorker(TaskmillError):
@@ -152,18 +156,16 @@ class CoordinatorService:
         """Applies a worker's status reports and gives back the tasks it rejected.
 
         Reports are applied even from a worker this coordinator does not know (it may have just
-        restarted), but only to tasks dispatched to that worker. Returns how many reports
-        changed a task; the rest were duplicates or stale, or refused by the database (logged:
-        the worker cannot do better by sending them again).
+        restarted), but only to tasks dispatched to that worker. A report the database refuses
+        fails its task (see :meth:`_fail_refused`). Returns how many reports changed a task; the
+        rest were duplicates or stale, or refused.
         """
         changed: set[str] = set()
         if reports:
             applied = self._reports.apply(reports, worker_id)
             changed = applied.changed
-            for task_id, reason in applied.refused.items():
-                logger.warning(
-                    "refused a report of task %s from %s: %s", task_id, worker_id, reason
-                )
+            if applied.refused:
+                self._fail_refused(worker_id, applied.refused)
         released = set()
         if rejected:
             released = {str(task_id) for task_id in self._dispatch.release(worker_id, rejected)}
@@ -178,11 +180,45 @@ class CoordinatorService:
         applied_count = sum(1 for report in reports if report.task_id in changed)
         return applied_count + sum(1 for task_id in rejected if task_id in released)
 
+    def _fail_refused(self, worker_id: str, refused: Sequence[tuple[Report, str]]) -> None:
+        """Fails, for good, the attempts whose reports the database refused, with its reason.
+
+        Sent again, such a report would be refused again; dropped, it would leave its task to
+        run again when its lease ran out, even with no attempts left. The failure goes through
+        the same store, so it changes the task only if the report would have: same attempt,
+        same worker. Not retryable: another attempt's result would most likely be refused too.
+        """
+        now = time.time()  # the report's own time may be what was refused
+        failures = []
+        for report, reason in refused:
+            logger.warning(
+                "the database refused the %s report of task %s from %s: %s",
+                report.status,
+                report.task_id,
+                worker_id,
+                reason,
+            )
+            message = f"the database refused the worker's {report.status} report: {reason}"
+            failures.append(
+                report._replace(
+                    status=ReportStatus.FAILED,
+                    occurred_at=now,
+                    result_json="",
+                    error=TaskError(REPORT_REFUSED, message),
+                    started_at=None,
+                    retryable=False,
+                )
+            )
+        for report, reason in self._reports.apply(failures, worker_id).refused:
+            logger.error("task %s could not be failed either: %s", report.task_id, reason)
+
     def deregister(self, worker_id: str) -> None:
         """Removes a worker that is stopping and recovers the tasks it still held."""
         self._workers.remove(worker_id)
         self.fleet.remove(worker_id)
-        recovered = self._recovery.recover_lost([worker_id])
+        # Only this worker's tasks: expired leases are the liveness check's, which holds them
+        # back during a grace after an outage.
+        recovered = self._recovery.recover_lost([worker_id], expired_leases=False)
         logger.info("worker %s deregistered (%d tasks recovered)", worker_id, len(recovered))
         if TaskStatus.SCHEDULED in recovered.values():
             self._wakers.work()

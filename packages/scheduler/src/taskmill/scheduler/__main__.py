@@ -1,7 +1,7 @@
 """``taskmill-scheduler``: serve the HTTP API.
 
 Flags override environment variables (``TASKMILL_SCHEDULER_HOST``, ``_PORT``, ``_THREADS``,
-``_PROCESSES``, ``TASKMILL_DATABASE_URL``, ``TASKMILL_API_TOKENS``,
+``_PROCESSES``, ``_STATEMENT_TIMEOUT``, ``TASKMILL_DATABASE_URL``, ``TASKMILL_API_TOKENS``,
 ``TASKMILL_MAX_PAYLOAD_BYTES``, ``TASKMILL_MAX_BATCH_BYTES``, ``TASKMILL_MIGRATE``). Prints one
 line and exits 1 when it cannot start; SIGTERM or Ctrl-C stop it after the requests in progress.
 """
@@ -17,15 +17,14 @@ import socket
 import sys
 from collections.abc import Mapping
 
-from taskmill.common.db import Database
 from taskmill.common.errors import TaskmillError
 from taskmill.common.migrate import prepare_schema
 from taskmill.common.runtime import tune_gc
 from taskmill.common.settings import DatabaseSettings
 from taskmill.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
-from taskmill.scheduler.app import create_app
+from taskmill.scheduler.app import create_app, create_database
 from taskmill.scheduler.server import bind, create_server, run
-from taskmill.scheduler.settings import SchedulerSettings
+from taskmill.scheduler.settings import SchedulerSettings, parse_statement_timeout
 from taskmill.scheduler.tracing import traced
 from taskmill.scheduler.version import VERSION
 
@@ -47,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--processes", type=int, help="server processes sharing the port (..._PROCESSES; 1)"
+    )
+    parser.add_argument(
+        "--statement-timeout",
+        metavar="SECONDS",
+        help="longest a request's statement may run before it is cancelled, and the request "
+        "answered 503; 0 for none (..._STATEMENT_TIMEOUT; 30)",
     )
     parser.add_argument("--database-url", help="postgresql://user:password@host:port/db")
     parser.add_argument(
@@ -70,6 +75,10 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Scheduler
         for name in ("host", "port", "threads", "processes")
         if getattr(args, name) is not None
     }
+    if args.statement_timeout is not None:
+        changes["statement_timeout"] = parse_statement_timeout(
+            args.statement_timeout, "--statement-timeout"
+        )
     if args.database_url is not None:
         changes["database"] = DatabaseSettings.from_url(args.database_url)
     if args.no_migrate:
@@ -77,18 +86,11 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> Scheduler
     return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
 
 
-def _database(settings: SchedulerSettings) -> Database:
-    return Database(
-        settings.database,
-        max_connections=settings.threads + 2,
-        application_name="taskmill-scheduler",
-        prepare_statements=True,
-    )
-
-
 def _prepare(settings: SchedulerSettings) -> socket.socket:
     """Migrates (or checks) the schema, then binds the port."""
-    db = _database(settings)
+    # Not bounded by the requests' statement timeout: a migration may rewrite a large table, or
+    # wait for another process's migration to finish.
+    db = create_database(dataclasses.replace(settings, statement_timeout=0.0))
     try:
         prepare_schema(db, migrate=settings.migrate_on_start)
     finally:
@@ -100,7 +102,7 @@ def _serve(settings: SchedulerSettings, sock: socket.socket) -> int:
     """Runs one server process until it is told to stop."""
     # Per process: a span exporter's thread does not survive a fork.
     provider = setup_tracing("taskmill-scheduler", VERSION, os.environ)
-    db = _database(settings)
+    db = create_database(settings)
     try:
         server = create_server(traced(create_app(settings, db)), settings, sock)
         tune_gc()

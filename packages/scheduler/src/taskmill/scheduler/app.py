@@ -74,3 +74,17 @@ def create_app(
         app.add_route(path, resource)
     problems.install(app, settings.retry_after_seconds)
     return app
+
+
+def create_database(settings: SchedulerSettings) -> Database:
+    """The pool the app's requests run on: a connection for each thread and two spare, each
+    named query prepared once per connection, and every statement cancelled once it runs past
+    ``settings.statement_timeout`` (the request is then a ``503``), so that no request holds a
+    connection, or the locks it took, for minutes."""
+    return Database(
+        settings.database,
+        max_connections=settings.threads + 2,
+        application_name="taskmill-scheduler",
+        prepare_statements=True,
+        statement_timeout=settings.statement_timeout or None,
+    )

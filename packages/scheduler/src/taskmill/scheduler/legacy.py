@@ -8,17 +8,25 @@ unknown fields ignored), because callers written against the seed send all of th
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from taskmill.common.models import Task, TaskStatus
 from taskmill.scheduler.errors import FieldError, InvalidRequest
 from taskmill.scheduler.representation import rfc3339
 from taskmill.scheduler.service import StoredTask
-from taskmill.scheduler.validation import MAX_COMMAND_LENGTH, Submission, check_name, check_payload
+from taskmill.scheduler.validation import (
+    EARLIEST,
+    LATEST,
+    MAX_COMMAND_LENGTH,
+    Submission,
+    check_name,
+    check_payload,
+    check_time_range,
+)
 
-#: The last second of year 9999, the latest time Python's datetime can hold.
-_MAX_UNIX_SECONDS = 253402300799
+#: In whole seconds: LATEST as a float timestamp rounds up, past the range.
+_MAX_UNIX_SECONDS = (LATEST - EARLIEST) // timedelta(seconds=1)
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -50,7 +58,9 @@ def _lenient_time(value: Any, errors: list[FieldError]) -> datetime | None:
     elif isinstance(value, int | float):
         if 0 <= value <= _MAX_UNIX_SECONDS:
             return datetime.fromtimestamp(value, UTC)
-        errors.append(FieldError("scheduled_at", "unix seconds must be between 0 and year 9999"))
+        errors.append(
+            FieldError("scheduled_at", f"unix seconds must be from 0 to {_MAX_UNIX_SECONDS}")
+        )
         return None
     elif isinstance(value, str):
         try:
@@ -58,7 +68,9 @@ def _lenient_time(value: Any, errors: list[FieldError]) -> datetime | None:
         except ValueError:
             pass
         else:
-            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+            if parsed.tzinfo is None:  # the seed read times without an offset as UTC
+                parsed = parsed.replace(tzinfo=UTC)
+            return check_time_range(parsed, "scheduled_at", errors)
     errors.append(
         FieldError(
             "scheduled_at", "must be unix seconds or an ISO 8601 time such as 2030-01-01T00:00:00Z"

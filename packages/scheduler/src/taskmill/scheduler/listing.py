@@ -20,6 +20,8 @@ from taskmill.scheduler.validation import MAX_COMMAND_LENGTH, MAX_QUEUE_LENGTH, 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 _CURSOR = re.compile(r"seq:(\d{1,19})")
+#: ``seq`` is a bigint: a larger number cannot be a position, and PostgreSQL refuses it.
+_MAX_SEQ = 2**63 - 1
 _PARAMETERS = frozenset({"status", "command", "queue", "limit", "cursor"})
 
 
@@ -58,7 +60,7 @@ def decode_cursor(cursor: str) -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValueError("not a cursor returned by this API") from None
     match = _CURSOR.fullmatch(text)
-    if match is None:
+    if match is None or int(match.group(1)) > _MAX_SEQ:
         raise ValueError("not a cursor returned by this API")
     return int(match.group(1))
 

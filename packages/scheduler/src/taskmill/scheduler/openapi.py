@@ -90,7 +90,12 @@ def _submit_paths() -> dict[str, Any]:
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
                     },
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "description": "The next_cursor of the page before.",
+                        "schema": {"type": "string", "minLength": 1},
+                    },
                 ],
                 "responses": {"200": _json(TASK_LIST, "One page of tasks."), **_problems(400)},
             },
@@ -217,7 +222,9 @@ def _legacy_paths() -> dict[str, Any]:
         "/schedule": {
             "post": {
                 "summary": "Submit a task (seed-compatible)",
-                "description": "scheduled_at: unix seconds, or ISO 8601 (UTC when no offset).",
+                "description": "scheduled_at: unix seconds, or ISO 8601 (UTC when no offset), "
+                "from 1970-01-01T00:00:00Z to 9999-12-30T23:59:59Z; null or left out: now. "
+                "Other fields are ignored.",
                 "operationId": "legacySchedule",
                 "requestBody": _body(
                     {
@@ -225,7 +232,8 @@ def _legacy_paths() -> dict[str, Any]:
                         "required": ["command"],
                         "properties": {
                             "command": NAME,
-                            "scheduled_at": {"type": ["number", "string"]},
+                            "payload": {"description": "As for POST /v1/tasks."},
+                            "scheduled_at": {"type": ["number", "string", "null"]},
                         },
                     }
                 ),

@@ -7,6 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskmill.scheduler.jsonbody import MAX_DEPTH
+from taskmill.scheduler.validation import (
+    INT32_MAX,
+    INT32_MIN,
+    MAX_ATTEMPTS,
+    MAX_DELAY_SECONDS,
+    MAX_TIMEOUT_SECONDS,
+)
+
 
 def ref(name: str) -> dict[str, str]:
     """A reference to one of the document's component schemas."""
@@ -17,19 +26,52 @@ TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"}
 
+#: A field left out and a field sent as null mean the same: its default.
 SUBMISSION = {
     "type": "object",
     "additionalProperties": False,
     "required": ["command"],
+    # scheduled_at or delay_seconds, not both.
+    "not": {
+        "required": ["scheduled_at", "delay_seconds"],
+        "properties": {"scheduled_at": {"type": "string"}, "delay_seconds": {"type": "number"}},
+    },
     "properties": {
         "command": {**NAME, "description": "The handler name."},
-        "payload": {"description": "Any JSON; default {}. At most 256 KiB (configurable)."},
-        "scheduled_at": {**TIME, "description": "RFC 3339 with an offset. Default: now."},
-        "delay_seconds": {"type": "number", "minimum": 0},
-        "priority": {"type": "integer", "default": 0, "description": "Higher runs first."},
-        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
-        "timeout_seconds": {"type": ["number", "null"], "exclusiveMinimum": 0},
-        "queue": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,100}$", "default": "default"},
+        "payload": {
+            "description": "Any JSON; default {}. At most 256 KiB as JSON (configurable), "
+            f"nested at most {MAX_DEPTH} levels deep, with finite numbers and no \\u0000."
+        },
+        "scheduled_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "RFC 3339 with an offset, from 1970-01-01T00:00:00Z to "
+            "9999-12-30T23:59:59Z. Default: now.",
+        },
+        "delay_seconds": {"type": ["number", "null"], "minimum": 0, "maximum": MAX_DELAY_SECONDS},
+        "priority": {
+            "type": ["integer", "null"],
+            "minimum": INT32_MIN,
+            "maximum": INT32_MAX,
+            "default": 0,
+            "description": "Higher runs first.",
+        },
+        "max_attempts": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": MAX_ATTEMPTS,
+            "default": 1,
+        },
+        "timeout_seconds": {
+            "type": ["number", "null"],
+            "exclusiveMinimum": 0,
+            "maximum": MAX_TIMEOUT_SECONDS,
+        },
+        "queue": {
+            "type": ["string", "null"],
+            "pattern": "^[A-Za-z0-9_.:-]{1,100}$",
+            "default": "default",
+        },
     },
 }
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import falcon
 
+from taskmill.common.db import StatementCancelled
 from taskmill.common.errors import (
     DatabaseUnavailable,
     InvalidTransition,
@@ -45,6 +46,9 @@ STATUSES: dict[type[TaskmillError], tuple[int, str]] = {
     ContentTooLarge: (413, "content-too-large"),
     UnsupportedMediaType: (415, "unsupported-media-type"),
     DatabaseUnavailable: (503, "database-unavailable"),
+    # Past the pool's statement timeout, or cancelled by an operator: the database is too busy
+    # for now, and nothing of the statement was kept, so the same request may be sent again.
+    StatementCancelled: (503, "database-timeout"),
     SchemaError: (503, "schema-mismatch"),
 }
 

@@ -22,7 +22,9 @@ def rfc3339(value: datetime | None) -> str | None:
     """Formats a time as RFC 3339 in UTC, such as ``2030-01-01T00:00:00.000000Z``."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: "%Y" leaves years before 1000 unpadded ("1-01-01"), which is
+    # not RFC 3339 and does not sort.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 _TASK = (

@@ -22,11 +22,12 @@ from taskmill.scheduler.errors import (
     InvalidRequest,
     UnsupportedMediaType,
 )
+from taskmill.scheduler.jsonbody import parse_json
 from taskmill.scheduler.listing import parse_list_query
 from taskmill.scheduler.representation import encode_task, encode_tasks, worker_json
 from taskmill.scheduler.service import TaskService
 from taskmill.scheduler.tracing import request_traceparent
-from taskmill.scheduler.validation import parse_batch, parse_json, parse_submission
+from taskmill.scheduler.validation import parse_batch, parse_submission
 
 _IDEMPOTENCY_KEY_MAX = 255
 

@@ -9,6 +9,11 @@ from taskmill.common.errors import ConfigError
 from taskmill.common.settings import CommonSettings, DatabaseSettings
 
 DEFAULT_PORT = 8081
+#: Seconds one statement of a request may run: long past any healthy one, short of what a
+#: client waits for an answer, so no request holds a connection (or a lock) for minutes.
+DEFAULT_STATEMENT_TIMEOUT = 30.0
+#: The longest statement timeout accepted, in seconds: a day.
+_MAX_STATEMENT_TIMEOUT = 86400.0
 #: Room for the fields around a payload in a single-task body.
 _ENVELOPE_BYTES = 64 * 1024
 
@@ -29,6 +34,8 @@ class SchedulerSettings:
         max_batch_bytes: The largest body of a batch submit.
         migrate_on_start: Whether to apply pending migrations at start.
         retry_after_seconds: What ``Retry-After`` says while the database is unavailable.
+        statement_timeout: Seconds a request's statement may run before the database cancels
+            it (the request is then a ``503``); 0 for none.
     """
 
     database: DatabaseSettings
@@ -41,6 +48,7 @@ class SchedulerSettings:
     max_batch_bytes: int = 16 * 1024 * 1024
     migrate_on_start: bool = True
     retry_after_seconds: int = 1
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
 
     @property
     def max_body_bytes(self) -> int:
@@ -67,7 +75,32 @@ class SchedulerSettings:
             max_payload_bytes=_integer(env, "TASKMILL_MAX_PAYLOAD_BYTES", 256 * 1024, 1, 2**30),
             max_batch_bytes=_integer(env, "TASKMILL_MAX_BATCH_BYTES", 16 * 1024 * 1024, 1, 2**31),
             migrate_on_start=common.migrate_on_start,
+            statement_timeout=parse_statement_timeout(
+                env.get("TASKMILL_SCHEDULER_STATEMENT_TIMEOUT", ""),
+                "TASKMILL_SCHEDULER_STATEMENT_TIMEOUT",
+            ),
         )
+
+
+def parse_statement_timeout(text: str, name: str) -> float:
+    """Parses a statement timeout in seconds; empty means the default, 0 none.
+
+    Raises:
+        ConfigError: The value is not a number of seconds from 0 to a day; names ``name``.
+    """
+    text = text.strip()
+    if not text:
+        return DEFAULT_STATEMENT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {text!r}") from None
+    # Also refuses nan and inf, which no comparison admits.
+    if not 0 <= value <= _MAX_STATEMENT_TIMEOUT:
+        raise ConfigError(
+            f"{name} must be between 0 (none) and {_MAX_STATEMENT_TIMEOUT:g} seconds, not {text}"
+        )
+    return value
 
 
 def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

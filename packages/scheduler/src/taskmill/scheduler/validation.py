@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from taskmill.common.jsontext import compact as compact_json
 from taskmill.scheduler.errors import FieldError, InvalidRequest
+from taskmill.scheduler.jsonbody import MAX_DEPTH, too_deep
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]+")
 MAX_COMMAND_LENGTH = 200
@@ -24,6 +25,12 @@ MAX_ATTEMPTS = 100
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MAX_DELAY_SECONDS = 10 * 365 * 86400
 MAX_TIMEOUT_SECONDS = 7 * 86400
+#: The times a task may be scheduled at. The last day of year 9999 is left out so that the time
+#: is still in year 9999 in every time zone a database session may show it in: Python's
+#: datetime, and so the driver and every client, ends with that year.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+_OUT_OF_RANGE = "must be from 1970-01-01T00:00:00Z to 9999-12-30T23:59:59Z"
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})"
 )
@@ -92,28 +99,6 @@ def request_hash(submissions: list[Submission]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-#: Made once: json.loads with options builds a new decoder on every call.
-_STRICT = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def parse_json(body: bytes) -> Any:
-    """Parses a request body as strict JSON (no NaN or Infinity).
-
-    Raises:
-        InvalidRequest: The body is not JSON.
-    """
-    try:
-        return _STRICT.decode(body.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers JSONDecodeError, bad UTF-8 and over-long integers.
-        detail = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
-        raise InvalidRequest([FieldError("body", f"malformed JSON: {detail}")]) from None
-
-
 def parse_submission(value: Any, max_payload_bytes: int) -> Submission:
     """Validates one task submission (the body of ``POST /v1/tasks``).
 
@@ -163,14 +148,39 @@ def parse_batch(value: Any, max_payload_bytes: int) -> list[Submission]:
 def _check_payloads(tasks: list[Any], max_bytes: int, errors: list[FieldError]) -> None:
     """Checks a batch's payloads, encoding them in one call while all are clearly fine."""
     payloads = [task.get("payload", {}) if type(task) is dict else {} for task in tasks]
-    text = compact_json(payloads)
-    if text.isascii() and len(text) <= max_bytes and "\\u0000" not in text:
+    if _clearly_fine(payloads, max_bytes):
         return
     before = len(errors)
     for index, payload in enumerate(payloads):
         check_payload(payload, "payload", max_bytes, errors, f"tasks[{index}].")
     if len(errors) > before:
         errors.sort(key=_task_index)  # stable: each task's problems stay together, in order
+
+
+def _clearly_fine(payloads: list[Any], max_bytes: int) -> bool:
+    try:
+        text = compact_json(payloads)
+    except RecursionError:
+        return False
+    return (
+        text.isascii()
+        and len(text) <= max_bytes
+        and "\\u0000" not in text
+        and not _may_nest_too_deep(text, payloads)
+    )
+
+
+def _may_nest_too_deep(text: str, payloads: list[Any]) -> bool:
+    """Whether a payload of the batch may nest too deep: walked only if the text allows it.
+
+    ``text`` holds every array and object the payloads do, and each payload that is one holds
+    at least itself: so no payload holds more than the text's count less the others'.
+    """
+    types = list(map(type, payloads))
+    containers = types.count(dict) + types.count(list)
+    if text.count("[") + text.count("{") - containers <= MAX_DEPTH:
+        return False
+    return too_deep(payloads)
 
 
 def _task_index(error: FieldError) -> int:
@@ -273,7 +283,19 @@ def check_payload(
     """Checks that a payload can be stored: its size, and text PostgreSQL can hold."""
     if payload == {} and type(payload) is dict:
         return
-    text = compact_json(payload)
+    try:
+        text = compact_json(payload)
+    except RecursionError:
+        text = None
+    # First: the checks below walk the payload recursively.
+    if text is None or (
+        # A payload nests no deeper than it has arrays and objects, of two characters each.
+        len(text) > 2 * MAX_DEPTH
+        and text.count("[") + text.count("{") > MAX_DEPTH
+        and too_deep([payload])
+    ):
+        errors.append(FieldError(prefix + name, f"nests more than {MAX_DEPTH} levels deep"))
+        return
     if text.isascii():
         size = len(text)
     else:
@@ -319,10 +341,23 @@ def parse_rfc3339(value: Any, path: str, errors: list[FieldError]) -> datetime |
         errors.append(FieldError(path, message))
         return None
     try:
-        return datetime.fromisoformat(value.upper().replace("Z", "+00:00")).astimezone(UTC)
-    except (ValueError, OverflowError) as exc:
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError as exc:
         errors.append(FieldError(path, f"is not a valid time: {exc}"))
         return None
+    return check_time_range(parsed, path, errors)
+
+
+def check_time_range(value: datetime, path: str, errors: list[FieldError]) -> datetime | None:
+    """``value`` (which carries an offset) in UTC, if it is a time a task may be scheduled at."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # a time of year 1 or 9999 whose offset crosses the year's edge
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        errors.append(FieldError(path, _OUT_OF_RANGE))
+        return None
+    return utc
 
 
 def _integer(

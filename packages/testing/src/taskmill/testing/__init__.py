@@ -6,8 +6,9 @@ database per test, and a throwaway CA (see :mod:`taskmill.testing.plugin`). Test
 helpers from here. A dev-only member: no service image installs it.
 """
 
-from taskmill.testing.databases import admin_connection
+from taskmill.testing.databases import admin_connection, throwaway_server
 from taskmill.testing.pki import PKI_NAMED_HOST, tls_env
+from taskmill.testing.serving import serve_in_thread
 from taskmill.testing.stores import NewTask, Reported, Stores, claim
 
 __all__ = [
@@ -17,5 +18,7 @@ __all__ = [
     "Stores",
     "admin_connection",
     "claim",
+    "serve_in_thread",
+    "throwaway_server",
     "tls_env",
 ]

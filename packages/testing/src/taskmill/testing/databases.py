@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pg8000.exceptions
 import pg8000.native
 
 from taskmill.common.settings import DatabaseSettings
+from taskmill.dev.pgserver import PostgresServer
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 URL_VARIABLE = "TASKMILL_TEST_DATABASE_URL"
@@ -77,3 +80,20 @@ def temporary_database(admin_url: str, kind: str, template: str | None = None) -
         yield name
     finally:
         _drop_database(admin_url, name)
+
+
+@contextmanager
+def throwaway_server(prefix: str = "taskmill-server-") -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the caller's own, for tests that stop, crash or restart it.
+
+    Its data lives in a temporary directory rather than under pytest's ``tmp_path``: run as
+    root, the server runs as another user, who cannot enter pytest's 0700 directories.
+    """
+    with tempfile.TemporaryDirectory(prefix=prefix) as name:
+        Path(name).chmod(0o755)
+        server = PostgresServer()
+        server.start(data_dir=Path(name) / "data")
+        try:
+            yield server
+        finally:
+            server.stop()

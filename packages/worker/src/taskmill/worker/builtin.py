@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
-import signal
-import subprocess
+import pwd
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from taskmill.worker.context import TaskCancelled, TaskContext
 from taskmill.worker.registry import ContextMode, Handler, task
+from taskmill.worker.shellrun import Finished, run_contained
 
-#: ``shell`` keeps the last this many characters of stdout and of stderr.
-MAX_OUTPUT_CHARS = 64 * 1024
-_POLL_SECONDS = 0.1
-#: After the kill, how long ``shell`` waits for the rest of the output: a program that left
-#: the command's process group can hold the pipes open.
-_KILLED_OUTPUT_WAIT = 5.0
+#: What every ``shell`` program's environment holds before the task's ``env`` adds to it. Fixed
+#: values, not the worker's own: the worker's environment carries its secrets
+#: (``TASKMILL_CLUSTER_TOKEN``, TLS key paths) and settings, and none of it may reach a program.
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
 class ShellCommandFailed(Exception):
-    """The command exited with a non-zero code."""
+    """The command exited with a non-zero code, or was killed from outside the worker."""
 
 
 class ShellTimeout(Exception):
@@ -52,65 +51,95 @@ def fail(payload: Any) -> None:
     raise RuntimeError(str(message or "the fail handler failed, as asked"))
 
 
-def _tail(data: bytes) -> str:
-    text = data.decode("utf-8", errors="replace")
-    return text if len(text) <= MAX_OUTPUT_CHARS else text[-MAX_OUTPUT_CHARS:]
+@functools.cache
+def _home() -> str:
+    """The worker user's home directory from the password database; ``/`` if it has no entry."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir or "/"
+    except KeyError:  # an arbitrary uid, as containers often run with
+        return "/"
 
 
-def _parse_shell(payload: Any) -> tuple[list[str], float | None, dict[str, Any]]:
+@dataclass(frozen=True)
+class _ShellSpec:
+    argv: list[str]
+    timeout: float | None
+    cwd: str | None
+    env: dict[str, str]
+    check: bool
+
+
+def _parse_env(env: Any) -> dict[str, str]:
+    if env is None:
+        return {}
+    if not isinstance(env, dict):
+        raise ValueError("shell's env must be an object of variable names to string values")
+    for name, value in env.items():
+        if not name or "=" in name or "\0" in name:
+            raise ValueError(f"shell's env has a bad variable name: {name!r}")
+        if not isinstance(value, str) or "\0" in value:
+            raise ValueError(f"shell's env[{name!r}] must be a string without NUL")
+    return dict(env)
+
+
+def _parse_shell(payload: Any) -> _ShellSpec:
     spec = {"argv": payload} if isinstance(payload, list) else payload
     argv = spec.get("argv") if isinstance(spec, dict) else None
     if not argv or not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         raise ValueError('shell takes {"argv": ["program", "arg", ...]} or an argv list')
     timeout = spec.get("timeout")
-    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
         raise ValueError("shell's timeout must be a positive number of seconds")
-    return argv, timeout, spec
+    cwd = spec.get("cwd")
+    if cwd is not None and not isinstance(cwd, str):
+        raise ValueError("shell's cwd must be a directory path")
+    env = _parse_env(spec.get("env"))
+    return _ShellSpec(argv, timeout, cwd, env, bool(spec.get("check", True)))
 
 
-def _communicate(
-    process: subprocess.Popen[bytes], context: TaskContext, timeout: float | None
-) -> tuple[bytes, bytes]:
-    deadline = time.monotonic() + timeout if timeout else None
-    while True:
-        try:
-            return process.communicate(timeout=_POLL_SECONDS)
-        except subprocess.TimeoutExpired:
-            pass
-        if context.is_cancelled() or (deadline is not None and time.monotonic() >= deadline):
-            # The command leads a process group of its own: the kill takes whatever it started.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.communicate(timeout=_KILLED_OUTPUT_WAIT)
-            if context.is_cancelled():
-                raise TaskCancelled() from None
-            raise ShellTimeout(f"{process.args!r} ran longer than {timeout:g} s") from None
+def _result(spec: _ShellSpec, finished: Finished, context: TaskContext) -> dict[str, Any]:
+    if finished.exit_code is None:  # killed by the supervisor
+        if context.is_cancelled():
+            raise TaskCancelled()
+        if finished.stop_requested:
+            raise ShellTimeout(f"{spec.argv!r} ran longer than {spec.timeout:g} s")
+        raise ShellCommandFailed(f"{spec.argv[0]} was killed: its supervisor got SIGTERM")
+    stdout, stdout_dropped = finished.stdout.text()
+    stderr, stderr_dropped = finished.stderr.text()
+    if finished.exit_code != 0 and spec.check:
+        code = finished.exit_code
+        raise ShellCommandFailed(f"{spec.argv[0]} exited with code {code}: {stderr[-500:]}")
+    return {
+        "exit_code": finished.exit_code,
+        "stdout": stdout,
+        "stderr": stderr,
+        "truncated": bool(stdout_dropped or stderr_dropped),
+        "stdout_dropped_bytes": stdout_dropped,
+        "stderr_dropped_bytes": stderr_dropped,
+    }
 
 
 def shell(payload: Any, context: TaskContext) -> dict[str, Any]:
-    """Runs a program (no shell) and returns its exit code and output.
+    """Runs a program (no shell) and returns its exit code and the tail of its output.
 
     Takes ``{"argv": [...], "timeout": s, "cwd": dir, "env": {...}, "check": true}`` or a bare
-    argv list. A non-zero exit fails the task unless ``check`` is false. Cancellation, the task's
-    timeout and the worker's shutdown kill the program and what it started (its process group).
+    argv list. The program's environment is :data:`BASE_ENV` plus ``HOME``, then ``env``. A
+    non-zero exit fails the task unless ``check`` is false. Cancellation, the task's timeout and
+    the worker's shutdown kill the program and everything it started (see ``reaper.py``), as
+    does the program's own exit: nothing it started outlives it.
     """
-    argv, timeout, spec = _parse_shell(payload)
-    with subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=spec.get("cwd"),
-        env=spec.get("env"),
-        start_new_session=True,
-    ) as process:
-        stdout, stderr = _communicate(process, context, timeout)
-    errors = _tail(stderr)
-    if process.returncode != 0 and spec.get("check", True):
-        code = process.returncode
-        raise ShellCommandFailed(f"{argv[0]} exited with code {code}: {errors[-500:]}")
-    return {"exit_code": process.returncode, "stdout": _tail(stdout), "stderr": errors}
+    spec = _parse_shell(payload)
+    deadline = time.monotonic() + spec.timeout if spec.timeout else None
+
+    def should_stop() -> bool:
+        if context.is_cancelled():
+            return True
+        return deadline is not None and time.monotonic() >= deadline
+
+    env = {**BASE_ENV, "HOME": _home(), **spec.env}
+    return _result(spec, run_contained(spec.argv, env, spec.cwd, should_stop), context)
 
 
 #: ``shell`` is registered only when the worker starts with ``--enable-shell``.

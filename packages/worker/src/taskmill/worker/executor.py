@@ -3,12 +3,18 @@
 Room: a worker holds at most ``concurrency + queue_size`` tasks; ``concurrency`` slot threads take
 them from the queue in order. A batch that does not fit is refused whole, never waited for.
 
-Timeouts of thread handlers: Python cannot kill a thread, so when a thread handler passes its
-timeout the attempt is reported ``failed`` with ``timeout`` at once, its cancellation flag is set
-(cooperative handlers such as ``sleep`` then return promptly), and whatever it returns later is
-discarded. Its slot stays occupied — and counted out of ``free_slots`` — until the function
-really returns, so a stuck handler shows up as lost capacity rather than as hidden extra threads.
-Handlers registered with ``process=True`` run in a child process that the deadline kills.
+Timeouts of thread handlers: Python cannot kill a thread, so at a thread handler's deadline its
+cancellation flag is set (cooperative handlers such as ``sleep`` then return promptly), the
+attempt has failed with ``timeout``, and whatever it returns later is discarded. Its slot stays
+occupied — and counted out of ``free_slots`` — until the function returns, so a stuck handler
+shows up as lost capacity rather than as hidden extra threads. When a retry may follow, the
+failure is reported only once the function has returned, the task staying ``running`` (held,
+listed in heartbeats) meanwhile: the coordinator schedules the retry on that report, so on
+whatever worker it runs, it never runs beside the earlier copy. The last attempt, or one whose
+cancellation was asked for, is reported at the deadline, as no retry follows it; for that same
+reason a cancellation asked for while the report waits reports the attempt ``cancelled`` at
+once. ``process=True`` handlers run in a child process that the deadline kills, so they too are
+reported at the deadline.
 
 Costs: a short task takes the executor's lock twice, once when admitted (with its batch) and
 once when its slot settles it and, in the same hold, begins the next queued task. The lock is a
@@ -23,15 +29,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
-
-from opentelemetry.trace import Span
 
 from taskmill.common.attempts import Assignment, Outcome, Report, ReportStatus
 from taskmill.common.errors import TaskmillError
-from taskmill.worker.context import CancelEvent
 from taskmill.worker.execution import TIMEOUT, UNKNOWN_COMMAND, WORKER_SHUTDOWN, run_handler
+from taskmill.worker.job import Job, JobState
 from taskmill.worker.process import run_in_process
 from taskmill.worker.registry import Handler
 from taskmill.worker.tracing import TaskTracer
@@ -53,28 +55,6 @@ class NoRoom(TaskmillError):
     """The worker has no room for the whole batch."""
 
     retryable = True
-
-
-class JobState(Enum):
-    """Where a held task is."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-
-
-@dataclass(eq=False, slots=True)
-class Job:
-    """A task the worker holds, its cancellation flag, and its ``execute`` span once it runs."""
-
-    assignment: Assignment
-    handler: Handler | None
-    cancel: CancelEvent = field(default_factory=CancelEvent)
-    state: JobState = JobState.QUEUED
-    timeout: float | None = None
-    span: Span | None = None
-    traceparent: str = ""  # what its reports carry, once the span exists
-    recording: bool = False  # whether its span records: only then are spans ended or made
 
 
 class Executor:
@@ -109,7 +89,7 @@ class Executor:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # for drain and stop, which wait
         self._waiting = False  # drain or stop may be waiting on _changed
-        self._jobs: dict[str, Job] = {}  # held tasks: queued or running, not yet settled
+        self._jobs: dict[str, Job] = {}  # held tasks: queued, running or overdue; not settled
         self._queued = 0
         self._busy = 0  # slot threads inside a handler, including ones whose task timed out
         self._children = 0  # slot threads supervising a child process
@@ -196,7 +176,8 @@ class Executor:
         """Flags a held task for cancellation; returns whether the worker held it.
 
         A task still in the queue is settled ``cancelled`` at once and never runs; a running one
-        sees its flag and is reported when its handler stops.
+        sees its flag and is reported when its handler stops; one past its timeout, whose report
+        waits for its handler, is settled ``cancelled`` at once (no retry follows a cancel).
         """
         with self._lock:
             job = self._jobs.get(task_id)
@@ -206,6 +187,8 @@ class Executor:
             if job.state is JobState.QUEUED:
                 self._queued -= 1
                 self._settle(job, Outcome.cancelled())
+            elif job.state is JobState.OVERDUE:
+                self._settle(job, Outcome.cancelled())
             return True
 
     def drain(self, grace: float) -> None:
@@ -213,7 +196,8 @@ class Executor:
 
         Queued tasks are reported ``rejected`` (the coordinator assigns them again without
         counting an attempt). Running tasks get ``grace`` seconds; any still running then are
-        flagged cancelled and reported ``failed`` with ``worker_shutdown``.
+        flagged cancelled and reported ``failed`` with ``worker_shutdown`` (or ``timeout``, when
+        past their timeout already).
         """
         deadline = time.monotonic() + grace
         with self._lock:
@@ -224,10 +208,13 @@ class Executor:
                 self._settle(job, Outcome.rejected())
             while self._running() and (remaining := deadline - time.monotonic()) > 0:
                 self._changed.wait(remaining)
+            message = f"the worker shut down before the task finished (grace {grace:g} s)"
             for job in self._running():
                 job.cancel.set()
-                message = f"the worker shut down before the task finished (grace {grace:g} s)"
-                self._settle(job, Outcome.failed(WORKER_SHUTDOWN, message))
+                if job.state is JobState.OVERDUE:
+                    self._settle(job, self._timed_out(job))
+                else:
+                    self._settle(job, Outcome.failed(WORKER_SHUTDOWN, message))
 
     # -- internals: the helpers below expect the lock held unless they take it themselves ------
 
@@ -237,7 +224,8 @@ class Executor:
         return max(0, self._capacity - self._queued - self._busy)
 
     def _running(self) -> list[Job]:
-        return [job for job in self._jobs.values() if job.state is JobState.RUNNING]
+        """The jobs in a slot: running, or past their timeout with the report waiting."""
+        return [job for job in self._jobs.values() if job.state is not JobState.QUEUED]
 
     def _fresh(self, assignments: Sequence[Assignment]) -> list[Assignment]:
         fresh: dict[str, Assignment] = {}
@@ -303,12 +291,28 @@ class Executor:
         )
 
     def _time_out(self, job: Job) -> None:
+        """At a thread handler's deadline: reports the timeout now if no retry can follow it,
+        else holds the report until the function returns (see the module docstring)."""
         with self._lock:
             if job.state is not JobState.RUNNING:
                 return
+            assignment = job.assignment
+            # Only a cancellation sets the flag of a running job before its deadline, and the
+            # coordinator retries no task whose cancellation was asked for.
+            no_retry = job.cancel.is_set() or assignment.attempt >= assignment.max_attempts
             job.cancel.set()
-            message = f"the task exceeded its timeout of {job.timeout:g} s"
-            self._settle(job, Outcome.failed(TIMEOUT, message))
+            if no_retry:
+                self._settle(job, self._timed_out(job))
+                return
+            job.state = JobState.OVERDUE
+            logger.warning(
+                "task %s attempt %d timed out; its retry waits for its handler to return",
+                assignment.task_id,
+                assignment.attempt,
+            )
+
+    def _timed_out(self, job: Job) -> Outcome:
+        return Outcome.failed(TIMEOUT, f"the task exceeded its timeout of {job.timeout:g} s")
 
     # -- slot threads --------------------------------------------------------------------------
 
@@ -391,6 +395,9 @@ class Executor:
         self._busy -= 1
         if job.state is JobState.RUNNING and outcome is not None:
             self._settle(job, outcome)
+        elif job.state is JobState.OVERDUE:
+            # The copy is gone now, so a retry may start; what it returned late is discarded.
+            self._settle(job, self._timed_out(job))
         else:
             logger.warning(
                 "task %s attempt %d returned after it was settled; its result is discarded",

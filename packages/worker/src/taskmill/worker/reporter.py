@@ -10,6 +10,11 @@ A ``running`` report still queued (not yet in a batch being sent) when its attem
 report arrives is folded into the final one, as its ``started_at``: one report and one UPDATE
 instead of two for a short task under load.
 
+A report whose message cannot be built (text UTF-8 cannot encode: a lone surrogate) never holds
+up the batch, or every later report would wait behind it for ever while heartbeats kept its
+task's lease alive: a result is replaced by a failure, an error is sent with its text escaped,
+and a report that can be neither is dropped and logged.
+
 ``add`` is on every task's path, twice: it takes a plain lock, and wakes the sending thread only
 when that thread waits for reports; while it sends, new reports just queue for its next batch.
 """
@@ -21,20 +26,31 @@ import itertools
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 
 from taskmill.common.attempts import Report, ReportStatus
-from taskmill.v1 import coordinator_pb2, coordinator_pb2_grpc
+from taskmill.common.models import TaskError
+from taskmill.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
+from taskmill.worker.execution import RESULT_NOT_SERIALIZABLE, storable
 from taskmill.worker.membership import Membership
 from taskmill.worker.retry import ReconnectBackoff, describe, status_code
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 logger = logging.getLogger(__name__)
 
 _ID_POLL_SECONDS = 0.2
-#: A batch stops growing past this many characters of results and tracebacks.
-MAX_BATCH_CHARS = 16 * 1024 * 1024
+#: A batch stops growing past this many characters of results and errors. A character takes
+#: up to 4 bytes of UTF-8: four times this, and a batch's other fields, stay under the gRPC
+#: message limit (``taskmill.common.grpcutil.MAX_MESSAGE_BYTES``).
+MAX_BATCH_CHARS = 12 * 1024 * 1024
 
+#: What building a report's message raises for a value the message cannot take (text UTF-8
+#: cannot encode raises ``UnicodeEncodeError``, a ``ValueError``).
+_UNBUILDABLE = (ValueError, TypeError)
 
 _FINAL = frozenset({ReportStatus.SUCCEEDED, ReportStatus.FAILED, ReportStatus.CANCELLED})
 
@@ -51,8 +67,11 @@ class _Slot:
 
 
 def _weight(report: Report) -> int:
-    """Roughly how much a report adds to a message: its result and traceback."""
-    return len(report.result_json) + (len(report.error.traceback) if report.error else 0)
+    """Roughly how much a report adds to a message: its result and error."""
+    error = report.error
+    if error is None:
+        return len(report.result_json)
+    return len(report.result_json) + len(error.message) + len(error.traceback)
 
 
 class Reporter:
@@ -185,8 +204,7 @@ class Reporter:
         request = coordinator_pb2.ReportTaskStatusesRequest(worker_id=worker_id)
         reports = request.reports
         for slot in batch:
-            assert slot.report is not None  # a folded place is never in a batch
-            slot.report.add_to(reports, slot.started_at)
+            _add(reports, slot)
         started = time.monotonic()
         try:
             self._stub.ReportTaskStatuses(request, timeout=self._rpc_timeout)
@@ -229,3 +247,47 @@ class Reporter:
             for _ in range(count):
                 self._pending.popleft()
             self._acknowledged.notify_all()
+
+
+def _add(reports: RepeatedCompositeFieldContainer[common_pb2.StatusReport], slot: _Slot) -> None:
+    """Adds a slot's report to a request; if its message cannot be built, its replacement, or
+    nothing. What is sent instead is kept in the slot, so a retry of the batch sends the same."""
+    report = slot.report
+    assert report is not None  # a folded place is never in a batch
+    count = len(reports)
+    try:
+        report.add_to(reports, slot.started_at)
+        return
+    except _UNBUILDABLE as exc:
+        reason = storable(str(exc))
+    del reports[count:]  # a field that failed leaves its message half built
+    replacement = _replacement(report, reason)
+    if replacement is not None:
+        try:
+            replacement.add_to(reports, slot.started_at)
+        except _UNBUILDABLE:
+            del reports[count:]
+            replacement = None
+    slot.report = replacement
+    if replacement is None:
+        logger.error("dropped the %s report of task %s: %s", report.status, report.task_id, reason)
+    else:
+        logger.warning(
+            "the %s report of task %s could not be sent (%s); sent a failure instead",
+            report.status,
+            report.task_id,
+            reason,
+        )
+
+
+def _replacement(report: Report, reason: str) -> Report | None:
+    """What to send for a report whose message cannot be built: for a result, a failure saying
+    why; for an error, the error with its text made storable; none for the others."""
+    if report.status is ReportStatus.SUCCEEDED:
+        error = TaskError(RESULT_NOT_SERIALIZABLE, f"the result could not be sent: {reason}")
+    elif report.status is ReportStatus.FAILED and report.error is not None:
+        type_, message, traceback = report.error.type, report.error.message, report.error.traceback
+        error = TaskError(storable(type_), storable(message), storable(traceback))
+    else:
+        return None
+    return report._replace(status=ReportStatus.FAILED, result_json="", error=error)

@@ -25,18 +25,25 @@ class RecoveryStore:
         self._db = db
         self._backoff = backoff or Backoff()
 
-    def recover_lost(self, dead_worker_ids: Sequence[str]) -> dict[uuid.UUID, TaskStatus]:
-        """Recovers tasks of dead workers and tasks whose lease expired.
+    def recover_lost(
+        self, dead_worker_ids: Sequence[str], *, expired_leases: bool = True
+    ) -> dict[uuid.UUID, TaskStatus]:
+        """Recovers tasks of dead workers and, with ``expired_leases``, tasks whose lease expired.
 
         Unstarted tasks go back to ``scheduled`` (their attempt not counted); running ones fail
         with ``worker_lost``, or are scheduled again when the retry rule allows. Coordinators
         are notified of the tasks scheduled again. Returns each recovered task's new status.
         """
         with self._db.transaction() as conn:
-            unstarted = conn.run("requeue_lost_unstarted", worker_ids=list(dead_worker_ids))
+            unstarted = conn.run(
+                "requeue_lost_unstarted",
+                worker_ids=list(dead_worker_ids),
+                expired_leases=expired_leases,
+            )
             running = conn.run(
                 "fail_lost_running",
                 worker_ids=list(dead_worker_ids),
+                expired_leases=expired_leases,
                 error=json.dumps(WORKER_LOST.to_json()),
                 backoff_base=self._backoff.base,
                 backoff_max=self._backoff.maximum,

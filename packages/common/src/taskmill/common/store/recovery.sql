@@ -2,15 +2,17 @@
 -- taskmill_retries and taskmill_retry_at (0003_retry_rule.sql), as for reports.
 
 -- name: requeue_lost_unstarted
--- Tasks a lost worker (or an expired lease) held but had not started go back to scheduled
--- without using up an attempt; those whose cancellation was requested end cancelled.
+-- Tasks a lost worker (or an expired lease, when :expired_leases) held but had not started go
+-- back to scheduled without using up an attempt; those whose cancellation was requested end
+-- cancelled.
 UPDATE tasks SET
     status = CASE WHEN cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
     finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
     attempt = CASE WHEN cancel_requested_at IS NULL THEN attempt - 1 ELSE attempt END,
     worker_id = NULL, dispatched_at = NULL, lease_expires_at = NULL
 WHERE status = 'dispatched'
-  AND (worker_id = ANY(CAST(:worker_ids AS text[])) OR lease_expires_at < now())
+  AND (worker_id = ANY(CAST(:worker_ids AS text[]))
+       OR (CAST(:expired_leases AS boolean) AND lease_expires_at < now()))
 RETURNING id, status
 
 -- name: fail_lost_running
@@ -32,7 +34,8 @@ UPDATE tasks SET
         THEN NULL ELSE worker_id END,
     lease_expires_at = NULL
 WHERE status = 'running'
-  AND (worker_id = ANY(CAST(:worker_ids AS text[])) OR lease_expires_at < now())
+  AND (worker_id = ANY(CAST(:worker_ids AS text[]))
+       OR (CAST(:expired_leases AS boolean) AND lease_expires_at < now()))
 RETURNING id, status
 
 -- name: notify_submitted

@@ -28,12 +28,12 @@ class Applied:
 
     Attributes:
         changed: The ids of the tasks that changed; the other reports were stale or duplicates.
-        refused: The reports the database refused (a result that is not JSON, a time out of
-            range), by task id, with the database's reason. The others were still applied.
+        refused: The reports the database refused (a result that is not JSON or holds NUL, a
+            time out of range), each with the database's reason. The others were still applied.
     """
 
     changed: set[str]
-    refused: dict[str, str]
+    refused: list[tuple[Report, str]]
 
 
 class ReportStore:
@@ -67,18 +67,18 @@ class ReportStore:
             InvalidTransition: A report's status is not one a worker reports; nothing changed.
         """
         try:
-            return Applied(self.apply_all(reports, worker_id), {})
+            return Applied(self.apply_all(reports, worker_id), [])
         except QueryError as exc:
             if not _is_data_error(exc):
                 raise
-        changed, refused = set[str](), dict[str, str]()
+        changed, refused = set[str](), list[tuple[Report, str]]()
         for report in (r for batch in _by_status(reports).values() for r in batch):
             try:
                 changed |= self.apply_all([report], worker_id)
             except QueryError as exc:
                 if not _is_data_error(exc):
                     raise
-                refused[report.task_id] = exc.message
+                refused.append((report, exc.message))
         return Applied(changed, refused)
 
     def apply_all(self, reports: Sequence[Report], worker_id: str | None = None) -> set[str]:

@@ -10,7 +10,7 @@ from taskmill.common.models import Worker, WorkerState
 
 
 class WorkerStore:
-    """Registers workers, records heartbeats and finds the dead."""
+    """Registers workers, records heartbeats, watches over them and finds the dead."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -56,6 +56,17 @@ class WorkerStore:
         """Removes a worker; ``False`` when it was already gone."""
         with self._db.connection() as conn:
             return bool(conn.run("delete_worker", id=worker_id))
+
+    def watch(self, dead_after: float, lapse: float) -> bool:
+        """Records a liveness check and returns whether workers may be declared dead now.
+
+        The first check ever, and the first after a break of more than ``lapse`` seconds in the
+        checks of every coordinator (the database was away, or no coordinator ran), start a
+        grace of ``dead_after`` seconds: heartbeats could not be recorded during the break, so
+        every worker gets a full dead interval to heartbeat again.
+        """
+        with self._db.connection() as conn:
+            return bool(conn.scalar("watch_workers", dead_after=dead_after, lapse=lapse))
 
     def reap_dead(self, dead_after: float) -> list[str]:
         """Removes workers silent for ``dead_after`` seconds and returns their ids."""

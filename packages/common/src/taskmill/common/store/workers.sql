@@ -19,6 +19,21 @@ UPDATE workers SET state = :state WHERE id = :id RETURNING *
 -- name: delete_worker
 DELETE FROM workers WHERE id = :id RETURNING id
 
+-- name: watch_workers
+-- Records a liveness check and answers whether workers may be declared dead now. A break of
+-- more than :lapse seconds since the last check of any coordinator means nobody had the
+-- database, so no heartbeat could be recorded: it starts a grace of :dead_after seconds from
+-- now, in which every worker can heartbeat again. So does the first check ever.
+INSERT INTO taskmill_liveness AS watch (checked_at, grace_until)
+VALUES (now(), now() + make_interval(secs => :dead_after))
+ON CONFLICT (id) DO UPDATE SET
+    grace_until = CASE
+        WHEN watch.checked_at < now() - make_interval(secs => :lapse)
+        THEN GREATEST(watch.grace_until, EXCLUDED.grace_until)
+        ELSE watch.grace_until END,
+    checked_at = GREATEST(watch.checked_at, EXCLUDED.checked_at)
+RETURNING watch.grace_until <= now()
+
 -- name: reap_dead_workers
 DELETE FROM workers
 WHERE last_heartbeat_at < now() - make_interval(secs => :dead_after)
