@@ -176,28 +176,35 @@ exec sleep {FOREVER}
 """
 
 
-def _start_escaping(shell_worker: ShellWorker, pid_file: Path, **options: Any) -> tuple[str, str]:
-    """Runs ``ESCAPING`` with a mark; returns the task id and the mark once all three run."""
-    mark = shell_worker.mark()
-    task_id = shell_worker.run(pid_file, ESCAPING, env={MARK: mark}, **options)
+def _start_escaping(shell_worker: ShellWorker, pid_file: Path, **options: Any) -> tuple[str, list[int]]:
+    """Runs ``ESCAPING``; returns the task id and the pids of the three once all three run."""
+    task_id = shell_worker.run(pid_file, ESCAPING, env={MARK: shell_worker.mark()}, **options)
     escaped = [pid_file.with_name(pid_file.name + end) for end in (".orphan", ".child")]
-    started = [shell_worker.pid(path) for path in [*escaped, pid_file]]
-    assert set(started) <= set(marked(mark)), "the mark must show every process the task started"
-    return task_id, mark
+    return task_id, [shell_worker.pid(path) for path in [*escaped, pid_file]]
+
+
+def _every_gone(pids: list[int]) -> None:
+    for pid in pids:
+        wait_for(lambda pid=pid: process_gone(pid), what=f"the process {pid} the task started to be gone")
 
 
 def test_the_timeout_kills_programs_that_left_the_session(shell_worker, tmp_path):
-    task_id, mark = _start_escaping(shell_worker, tmp_path / "pid", timeout=1)
+    # The pids, not the mark: the kill may come before the mark could be read.
+    task_id, started = _start_escaping(shell_worker, tmp_path / "pid", timeout=1)
     assert shell_worker.coordinator.wait_final(task_id).error.type == "ShellTimeout"
-    wait_for(lambda: not marked(mark), what="every process the task started to be gone")
+    _every_gone(started)
     shell_worker.slot_comes_back()
 
 
 def test_cancelling_kills_programs_that_left_the_session(shell_worker, tmp_path):
-    task_id, mark = _start_escaping(shell_worker, tmp_path / "pid")
+    task_id, started = _start_escaping(shell_worker, tmp_path / "pid")
+    mark = shell_worker.marks[-1]
+    # A pid file is written just before its process execs, when its environ may read empty.
+    wait_for(lambda: set(started) <= set(marked(mark)), what="the mark to show all three processes")
     assert shell_worker.stub.CancelTask(worker_pb2.CancelTaskRequest(task_id=task_id)).found
     shell_worker.coordinator.wait_final(task_id)
     assert shell_worker.coordinator.statuses(task_id) == ["running", "cancelled"]
+    _every_gone(started)
     wait_for(lambda: not marked(mark), what="every process the task started to be gone")
     shell_worker.slot_comes_back()
 
