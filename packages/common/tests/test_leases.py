@@ -20,7 +20,7 @@ def test_extending_leases_skips_rows_a_report_holds(store: Stores) -> None:
         conn.execute("SELECT id FROM tasks WHERE id = :id FOR UPDATE", id=locked.id)
         extend = threading.Thread(
             target=lambda: (
-                store.dispatch.extend_held_leases("w-1", [locked.id, free.id], 600.0),
+                store.dispatch.extend_held_leases("w-1", store.held(locked.id, free.id), 600.0),
                 done.set(),
             )
         )

@@ -43,7 +43,7 @@ def test_a_released_task_asked_to_cancel_ends_cancelled(h: Harness) -> None:
     task_id = h.to(S.DISPATCHED)
     h.store.tasks.cancel(task_id)
 
-    assert h.store.dispatch.release(WORKER, [task_id]) == [task_id]
+    assert h.store.dispatch.release(WORKER, h.store.held(task_id)) == [task_id]
 
     row = h.row(task_id)
     assert row["status"] == S.CANCELLED

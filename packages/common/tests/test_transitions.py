@@ -38,7 +38,7 @@ def _cancel(h: Harness, task_id: uuid.UUID) -> Row:
 
 
 def _release(h: Harness, task_id: uuid.UUID) -> Row:
-    assert h.store.dispatch.release(WORKER, [task_id]) == [task_id]
+    assert h.store.dispatch.release(WORKER, h.store.held(task_id)) == [task_id]
     return {"attempt": 0, "dispatched_at": None}  # the attempt was never used
 
 
@@ -116,7 +116,7 @@ def _try_claim(h: Harness, task_id: uuid.UUID) -> bool:
 
 
 def _try_release(h: Harness, task_id: uuid.UUID) -> bool:
-    return bool(h.store.dispatch.release(WORKER, [task_id]))
+    return bool(h.store.dispatch.release(WORKER, h.store.held(task_id)))
 
 
 def _try_report(status: TaskStatus) -> Callable[[Harness, uuid.UUID], bool]:
@@ -138,7 +138,7 @@ def _try_recover(h: Harness, task_id: uuid.UUID) -> bool:
 
 
 def _try_extend(h: Harness, task_id: uuid.UUID) -> bool:
-    h.store.dispatch.extend_held_leases(WORKER, [task_id], LEASE * 10)
+    h.store.dispatch.extend_held_leases(WORKER, h.store.held(task_id), LEASE * 10)
     return False
 
 
@@ -217,7 +217,7 @@ def test_release_by_another_worker_changes_nothing(h: Harness) -> None:
     task_id = h.to(S.DISPATCHED)
     before = h.row(task_id)
 
-    assert h.store.dispatch.release("w-2", [task_id]) == []
+    assert h.store.dispatch.release("w-2", h.store.held(task_id)) == []
     assert h.store.recovery.recover_lost(["w-2"]) == {}
 
     assert h.row(task_id) == before
@@ -264,7 +264,7 @@ def test_a_report_from_another_worker_changes_nothing(database_url: str) -> None
         with db.transaction() as conn:
             (task,) = store.insert(conn, [NewTask("echo")])
         (first,) = claim(store, ["w-first"], lease_seconds=30)
-        assert store.dispatch.release("w-first", [task.id]) == [task.id]
+        assert store.dispatch.release("w-first", store.held(task.id)) == [task.id]
         (second,) = claim(store, ["w-second"], lease_seconds=30)
         assert second.attempt == first.attempt
         late = Reported(task.id, first.attempt, TaskStatus.SUCCEEDED, datetime.now(UTC), "late")

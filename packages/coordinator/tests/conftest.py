@@ -132,6 +132,7 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
             return [a.task_id for a in self.assignments]
 
     def register(self) -> coordinator_pb2.RegisterWorkerResponse:
+        """Registers (again, with what it holds listed, as a real worker does)."""
         response = self.stub.RegisterWorker(
             coordinator_pb2.RegisterWorkerRequest(
                 address=self.address,
@@ -139,19 +140,25 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
                 hostname="fake",
                 version="test",
                 handlers=["echo"],
+                held=self.held_tasks(),
             )
         )
         self.worker_id = response.worker_id
         return response
 
-    def heartbeat(self, free_slots: int | None = None) -> coordinator_pb2.HeartbeatResponse:
+    def held_tasks(self) -> list[common_pb2.HeldTask]:
+        """What the worker holds, as its heartbeats list it."""
         with self._lock:
-            held = list(self.held)
+            return [
+                common_pb2.HeldTask(task_id=a.task_id, token=a.token) for a in self.held.values()
+            ]
+
+    def heartbeat(self, free_slots: int | None = None) -> coordinator_pb2.HeartbeatResponse:
+        held = self.held_tasks()
+        with self._lock:
             free = self.free if free_slots is None else free_slots
         return self.stub.Heartbeat(
-            coordinator_pb2.HeartbeatRequest(
-                worker_id=self.worker_id, free_slots=free, running_task_ids=held
-            )
+            coordinator_pb2.HeartbeatRequest(worker_id=self.worker_id, free_slots=free, held=held)
         )
 
     def start_heartbeats(self, interval: float = 0.1) -> None:
@@ -177,15 +184,19 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         result: Any = None,
         error: TaskError | None = None,
         worker_id: str | None = None,
+        token: int | None = None,
     ) -> int:
-        """Reports one status (``None`` = rejected); final ones free the slot."""
+        """Reports one status (``None`` = rejected); final ones free the slot. The attempt and
+        token default to the held assignment's."""
         with self._lock:
             held = self.held.get(task_id)
             if status is not TaskStatus.RUNNING:
                 self.held.pop(task_id, None)
         if attempt is None:
             attempt = held.attempt if held else 1
-        report = status_report(task_id, attempt, status, result=result, error=error)
+        if token is None:
+            token = held.token if held else 0
+        report = status_report(task_id, attempt, status, result=result, error=error, token=token)
         response = self.stub.ReportTaskStatuses(
             coordinator_pb2.ReportTaskStatusesRequest(
                 worker_id=self.worker_id if worker_id is None else worker_id, reports=[report]

@@ -93,6 +93,7 @@ def test_claimed_assignment_carries_every_field() -> None:
         trace_context="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
         scheduled_at=NOW.timestamp(),
         lease_expires_at=(NOW + timedelta(seconds=15)).timestamp(),
+        token=2**40 + 7,
     )
     assignment = _assignment(claimed)
     assert assignment.task_id == task_id
@@ -102,6 +103,7 @@ def test_claimed_assignment_carries_every_field() -> None:
     assert assignment.timeout_seconds == 0.0
     assert assignment.queue == "q"
     assert assignment.traceparent == claimed.trace_context
+    assert assignment.token == 2**40 + 7
     assert assignment.scheduled_at.ToDatetime(tzinfo=UTC) == NOW
     assert assignment.lease_expires_at.ToDatetime(tzinfo=UTC) == NOW + timedelta(seconds=15)
     assert _assignment(claimed, "tp").traceparent == "tp"
@@ -120,6 +122,7 @@ def test_claimed_assignment_without_timeout_or_trace_sends_zero_and_empty() -> N
         trace_context=None,
         scheduled_at=NOW.timestamp(),
         lease_expires_at=NOW.timestamp(),
+        token=1,
     )
     assignment = _assignment(claimed)
     assert assignment.timeout_seconds == 0

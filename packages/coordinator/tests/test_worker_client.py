@@ -42,8 +42,9 @@ def _tasks(worker_id: str, count: int) -> list[ClaimedTask]:
             trace_context=None,
             scheduled_at=now,
             lease_expires_at=now + 15,
+            token=n + 1,
         )
-        for _ in range(count)
+        for n in range(count)
     ]
 
 

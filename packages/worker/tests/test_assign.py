@@ -7,7 +7,7 @@ import socket
 
 import grpc
 import pytest
-from worker_testkit import FakeCoordinator, assign_request, assignment, wait_for
+from worker_testkit import FakeCoordinator, assign_request, assignment, held_ids, wait_for
 
 from taskmill.common.grpcutil import check_health
 from taskmill.worker.app import package_version
@@ -26,7 +26,7 @@ def test_registers_with_its_address_capacity_and_handlers(coordinator, start_wor
     heartbeat = wait_for(coordinator.last_heartbeat, what="a heartbeat")
     assert heartbeat.worker_id == worker_id
     assert heartbeat.free_slots == 5
-    assert list(heartbeat.running_task_ids) == []
+    assert list(heartbeat.held) == []
 
 
 def test_by_default_it_advertises_this_hosts_name_and_the_port_it_bound(coordinator, start_worker):
@@ -108,7 +108,7 @@ def test_batch_beyond_free_room_is_refused_whole(coordinator, start_worker, work
 
     # Nothing of the refused batches was accepted: the worker holds exactly the two sleeps.
     wait_for(
-        lambda: set(coordinator.last_heartbeat().running_task_ids) == {t.task_id for t in fits},
+        lambda: held_ids(coordinator.last_heartbeat()) == {t.task_id for t in fits},
         what="a heartbeat listing the two sleeps",
     )
     assert coordinator.last_heartbeat().free_slots == 0

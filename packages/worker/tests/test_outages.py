@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from worker_testkit import FakeCoordinator, assign_request, assignment, wait_for
+from worker_testkit import FakeCoordinator, assign_request, assignment, held, held_ids, wait_for
 
 from taskmill.common.grpcutil import GrpcSecurity
 
@@ -35,9 +35,10 @@ def test_heartbeats_list_held_tasks_and_free_slots(coordinator, start_worker, wo
 
     def listed() -> bool:
         beat = coordinator.last_heartbeat()
-        return set(beat.running_task_ids) == {t.task_id for t in tasks} and beat.free_slots == 0
+        return held(beat) == {t.task_id: t.token for t in tasks} and beat.free_slots == 0
 
-    wait_for(listed, what="a heartbeat with the three held tasks")
+    wait_for(listed, what="a heartbeat with the three held tasks and their tokens")
+    assert list(coordinator.last_heartbeat().running_task_ids) == []  # for old workers only
 
 
 def test_worker_registers_again_when_forgotten(coordinator, start_worker, worker_stub):
@@ -66,7 +67,7 @@ def test_nothing_is_lost_while_the_coordinator_is_down(coordinator, start_worker
     coordinator.stop()
     tasks = [assignment("echo", n) for n in range(4)]
     worker_stub(worker).AssignTasks(assign_request(old_id, *tasks))
-    wait_for(lambda: worker.reporter.pending_task_ids() == {t.task_id for t in tasks})
+    wait_for(lambda: worker.reporter.pending() == {(t.task_id, t.token) for t in tasks})
 
     restarted = FakeCoordinator().start(port)  # a new coordinator that never heard of us
     try:
@@ -91,16 +92,14 @@ def test_a_held_task_stays_listed_until_its_outcome_is_acknowledged(
         coordinator.fail_reports[:] = [grpc.StatusCode.UNAVAILABLE] * 1000
     task = assignment("echo", 1)
     worker_stub(worker).AssignTasks(assign_request(worker_id, task))
-    wait_for(lambda: not worker.executor.held_task_ids() and coordinator.report_calls > 1)
-    beats = coordinator.heartbeat_count()
-    wait_for(lambda: coordinator.heartbeat_count() > beats)
+    wait_for(lambda: not worker.executor.held() and coordinator.report_calls > 1)
     # Finished, but the coordinator does not know yet: its lease must keep being extended.
-    assert task.task_id in coordinator.last_heartbeat().running_task_ids
+    assert held(coordinator.next_heartbeat()) == {task.task_id: task.token}
     with coordinator.lock:
         coordinator.fail_reports.clear()
     coordinator.wait_final(task.task_id)
     wait_for(
-        lambda: task.task_id not in coordinator.last_heartbeat().running_task_ids,
+        lambda: task.task_id not in held_ids(coordinator.last_heartbeat()),
         what="heartbeats without the acknowledged task",
     )
 

@@ -84,7 +84,7 @@ def test_only_folded_places_are_acknowledged_without_a_call() -> None:
     reporter.start()
     try:
         assert reporter.flush(10.0)
-        assert reporter.pending_task_ids() == set()
+        assert reporter.pending() == set()
     finally:
         reporter.stop()
     assert [r.status for r in stub.sent()] == [common_pb2.TASK_STATUS_CANCELLED]

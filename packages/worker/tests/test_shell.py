@@ -176,7 +176,9 @@ exec sleep {FOREVER}
 """
 
 
-def _start_escaping(shell_worker: ShellWorker, pid_file: Path, **options: Any) -> tuple[str, list[int]]:
+def _start_escaping(
+    shell_worker: ShellWorker, pid_file: Path, **options: Any
+) -> tuple[str, list[int]]:
     """Runs ``ESCAPING``; returns the task id and the pids of the three once all three run."""
     task_id = shell_worker.run(pid_file, ESCAPING, env={MARK: shell_worker.mark()}, **options)
     escaped = [pid_file.with_name(pid_file.name + end) for end in (".orphan", ".child")]
@@ -185,7 +187,9 @@ def _start_escaping(shell_worker: ShellWorker, pid_file: Path, **options: Any) -
 
 def _every_gone(pids: list[int]) -> None:
     for pid in pids:
-        wait_for(lambda pid=pid: process_gone(pid), what=f"the process {pid} the task started to be gone")
+        wait_for(
+            lambda pid=pid: process_gone(pid), what=f"the process {pid} the task started to be gone"
+        )
 
 
 def test_the_timeout_kills_programs_that_left_the_session(shell_worker, tmp_path):

@@ -57,6 +57,17 @@ def annotated_context(payload: Any, *, info: TaskContext) -> dict[str, Any]:
     return {"command": info.command, "cancelled": info.is_cancelled()}
 
 
+#: The ids of the tasks ``test.note`` ran, in order: a task missing here never started.
+NOTED: list[str] = []
+
+
+@task("test.note")
+def note(payload: Any, context: TaskContext) -> str:
+    """Notes that it ran."""
+    NOTED.append(context.task_id)
+    return context.task_id
+
+
 @task("test.payload_only")
 def payload_only(payload: Any) -> Any:
     return {"got": payload}

@@ -8,8 +8,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, Self, TypeVar
 
 import grpc
 
@@ -26,6 +26,9 @@ STATUS = {
     common_pb2.TASK_STATUS_REJECTED: "rejected",
 }
 FINAL = {"succeeded", "failed", "cancelled", "rejected"}
+
+#: Fencing tokens for :func:`assignment`: distinct across every test, as a coordinator mints them.
+_tokens = itertools.count(1001)
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
@@ -53,7 +56,11 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
     """Records what workers send; answers like a coordinator would.
 
     ``fail_reports`` holds status codes the next ReportTaskStatuses calls fail with, one per
-    call; ``cancel`` holds task ids the next heartbeat answer asks to cancel.
+    call; ``cancel`` holds task ids the next heartbeat answer asks to cancel. ``lease_seconds``
+    is the lease registrations name (0: none, as a coordinator older than fencing). ``stale``
+    holds fencing tokens the next heartbeat or registration answers as no longer the worker's,
+    each once the worker lists it as held. While ``fail_heartbeats`` is set, heartbeats fail
+    with UNAVAILABLE, so the worker's fence closes. Change them with ``lock`` held.
     """
 
     def __init__(self, heartbeat_interval: float = 0.2, token: str | None = None) -> None:
@@ -69,6 +76,9 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.deregistered: list[str] = []
         self.fail_reports: list[grpc.StatusCode] = []
         self.cancel: set[str] = set()
+        self.lease_seconds = 0.0
+        self.stale: set[int] = set()
+        self.fail_heartbeats = False
         self._ids = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:6]
         self.server: grpc.Server | None = None
@@ -76,7 +86,7 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
 
     # -- server ------------------------------------------------------------------------------
 
-    def start(self, port: int = 0) -> FakeCoordinator:
+    def start(self, port: int = 0) -> Self:
         self.server, self.port, _ = create_server(
             f"127.0.0.1:{port}",
             lambda server: coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(
@@ -105,20 +115,33 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         with self.lock:
             self.known.add(worker_id)
             self.registrations.append((worker_id, request))
+            stale = self._take_stale(request.held)
         return coordinator_pb2.RegisterWorkerResponse(
-            worker_id=worker_id, heartbeat_interval_seconds=self.heartbeat_interval
+            worker_id=worker_id,
+            heartbeat_interval_seconds=self.heartbeat_interval,
+            lease_seconds=self.lease_seconds,
+            stale_tokens=stale,
         )
 
     def Heartbeat(
         self, request: coordinator_pb2.HeartbeatRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.HeartbeatResponse:
         with self.lock:
+            if self.fail_heartbeats:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "injected heartbeat failure")
             if request.worker_id not in self.known:
                 context.abort(grpc.StatusCode.NOT_FOUND, "unknown worker")
             self.heartbeats.append(request)
-            cancel = sorted(self.cancel.intersection(request.running_task_ids))
+            cancel = sorted(self.cancel.intersection(held_ids(request)))
             self.cancel.difference_update(cancel)
-        return coordinator_pb2.HeartbeatResponse(cancel_task_ids=cancel)
+            stale = self._take_stale(request.held)
+        return coordinator_pb2.HeartbeatResponse(cancel_task_ids=cancel, stale_tokens=stale)
+
+    def _take_stale(self, listed: Iterable[common_pb2.HeldTask]) -> list[int]:
+        """Takes out of ``stale`` the tokens of the tasks the worker lists (lock held)."""
+        stale = sorted(self.stale.intersection(task.token for task in listed))
+        self.stale.difference_update(stale)
+        return stale
 
     def ReportTaskStatuses(
         self, request: coordinator_pb2.ReportTaskStatusesRequest, context: grpc.ServicerContext
@@ -139,6 +162,7 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
                         status=common_pb2.TASK_STATUS_RUNNING,
                         occurred_at=report.started_at,
                         traceparent=report.traceparent,
+                        token=report.token,
                     )
                     self.reports.append((request.worker_id, running))
                 self.reports.append((request.worker_id, report))
@@ -154,10 +178,13 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
 
     # -- inspection ----------------------------------------------------------------------------
 
-    def forget_all(self) -> None:
-        """Forgets every worker, as a restarted coordinator would."""
+    def forget_all(self, stale: Iterable[int] = ()) -> None:
+        """Forgets every worker, as a restarted coordinator would; the registration that follows
+        answers the held tasks with these tokens as stale (no heartbeat can answer them first).
+        """
         with self.lock:
             self.known.clear()
+            self.stale.update(stale)
 
     def wait_registered(self, count: int = 1, timeout: float = 15.0) -> str:
         """Waits for the ``count``-th registration; returns that worker id."""
@@ -165,9 +192,13 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         with self.lock:
             return self.registrations[count - 1][0]
 
-    def statuses(self, task_id: str) -> list[str]:
+    def reports_of(self, task_id: str) -> list[common_pb2.StatusReport]:
+        """The task's reports, in the order they were applied."""
         with self.lock:
-            return [STATUS[r.status] for _, r in self.reports if r.task_id == task_id]
+            return [r for _, r in self.reports if r.task_id == task_id]
+
+    def statuses(self, task_id: str) -> list[str]:
+        return [STATUS[r.status] for r in self.reports_of(task_id)]
 
     def report(self, task_id: str, status: str) -> common_pb2.StatusReport | None:
         with self.lock:
@@ -180,13 +211,11 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         """Waits for the task's final report and returns it."""
 
         def final() -> common_pb2.StatusReport | None:
-            with self.lock:
-                for _, r in self.reports:
-                    if r.task_id == task_id and STATUS[r.status] in FINAL:
-                        return r
-            return None
+            return next((r for r in self.reports_of(task_id) if STATUS[r.status] in FINAL), None)
 
-        return wait_for(final, timeout, f"a final report for {task_id}")
+        report = wait_for(final, timeout, f"a final report for {task_id}")
+        assert report is not None  # wait_for returns only something truthy
+        return report
 
     def wait_status(self, task_id: str, status: str, timeout: float = 15.0) -> None:
         wait_for(lambda: status in self.statuses(task_id), timeout, f"{task_id} {status}")
@@ -199,6 +228,27 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         with self.lock:
             return len(self.heartbeats)
 
+    def next_heartbeat(self, timeout: float = 15.0) -> coordinator_pb2.HeartbeatRequest:
+        """Waits for a heartbeat sent after this call began, and returns it."""
+        seen = self.heartbeat_count()
+        wait_for(lambda: self.heartbeat_count() > seen + 1, timeout, "a later heartbeat")
+        with self.lock:
+            return self.heartbeats[-1]
+
+
+def held(
+    message: coordinator_pb2.HeartbeatRequest | coordinator_pb2.RegisterWorkerRequest | None,
+) -> dict[str, int]:
+    """The tasks a heartbeat or registration lists as held: their fencing tokens by task id."""
+    return {} if message is None else {task.task_id: task.token for task in message.held}
+
+
+def held_ids(
+    message: coordinator_pb2.HeartbeatRequest | coordinator_pb2.RegisterWorkerRequest | None,
+) -> set[str]:
+    """The ids of the tasks a heartbeat or registration lists as held."""
+    return set(held(message))
+
 
 def assignment(
     command: str,
@@ -209,7 +259,9 @@ def assignment(
     attempt: int = 1,
     max_attempts: int = 1,
     traceparent: str = "",
+    token: int | None = None,
 ) -> common_pb2.Assignment:
+    """An assignment as a coordinator sends it, with a fencing token no other one has."""
     return common_pb2.Assignment(
         task_id=task_id or str(uuid.uuid4()),
         command=command,
@@ -219,6 +271,7 @@ def assignment(
         timeout_seconds=timeout,
         queue="default",
         traceparent=traceparent,
+        token=next(_tokens) if token is None else token,
     )
 
 

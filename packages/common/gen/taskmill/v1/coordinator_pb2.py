@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from taskmill.v1 import common_pb2 as taskmill_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtaskmill/v1/coordinator.proto\x12\x0btaskmill.v1\x1a\x18taskmill/v1/common.proto\"\x9f\x01\n\x15RegisterWorkerRequest\x12\x18\n\x07\x61\x64\x64ress\x18\x01 \x01(\tR\x07\x61\x64\x64ress\x12\x1a\n\x08\x63\x61pacity\x18\x02 \x01(\x05R\x08\x63\x61pacity\x12\x1a\n\x08hostname\x18\x03 \x01(\tR\x08hostname\x12\x18\n\x07version\x18\x04 \x01(\tR\x07version\x12\x1a\n\x08handlers\x18\x05 \x03(\tR\x08handlers\"s\n\x16RegisterWorkerResponse\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12<\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01R\x18heartbeatIntervalSeconds\"x\n\x10HeartbeatRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x1d\n\nfree_slots\x18\x02 \x01(\x05R\tfreeSlots\x12(\n\x10running_task_ids\x18\x03 \x03(\tR\x0erunningTaskIds\";\n\x11HeartbeatResponse\x12&\n\x0f\x63\x61ncel_task_ids\x18\x01 \x03(\tR\rcancelTaskIds\"m\n\x19ReportTaskStatusesRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x33\n\x07reports\x18\x02 \x03(\x0b\x32\x19.taskmill.v1.StatusReportR\x07reports\"6\n\x1aReportTaskStatusesResponse\x12\x18\n\x07\x61pplied\x18\x01 \x01(\x05R\x07\x61pplied\"6\n\x17\x44\x65registerWorkerRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\"\x1a\n\x18\x44\x65registerWorkerResponse2\x83\x03\n\x12\x43oordinatorService\x12Y\n\x0eRegisterWorker\x12\".taskmill.v1.RegisterWorkerRequest\x1a#.taskmill.v1.RegisterWorkerResponse\x12J\n\tHeartbeat\x12\x1d.taskmill.v1.HeartbeatRequest\x1a\x1e.taskmill.v1.HeartbeatResponse\x12\x65\n\x12ReportTaskStatuses\x12&.taskmill.v1.ReportTaskStatusesRequest\x1a\'.taskmill.v1.ReportTaskStatusesResponse\x12_\n\x10\x44\x65registerWorker\x12$.taskmill.v1.DeregisterWorkerRequest\x1a%.taskmill.v1.DeregisterWorkerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtaskmill/v1/coordinator.proto\x12\x0btaskmill.v1\x1a\x18taskmill/v1/common.proto\"\xca\x01\n\x15RegisterWorkerRequest\x12\x18\n\x07\x61\x64\x64ress\x18\x01 \x01(\tR\x07\x61\x64\x64ress\x12\x1a\n\x08\x63\x61pacity\x18\x02 \x01(\x05R\x08\x63\x61pacity\x12\x1a\n\x08hostname\x18\x03 \x01(\tR\x08hostname\x12\x18\n\x07version\x18\x04 \x01(\tR\x07version\x12\x1a\n\x08handlers\x18\x05 \x03(\tR\x08handlers\x12)\n\x04held\x18\x06 \x03(\x0b\x32\x15.taskmill.v1.HeldTaskR\x04held\"\xbb\x01\n\x16RegisterWorkerResponse\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12<\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01R\x18heartbeatIntervalSeconds\x12#\n\rlease_seconds\x18\x03 \x01(\x01R\x0cleaseSeconds\x12!\n\x0cstale_tokens\x18\x04 \x03(\x03R\x0bstaleTokens\"\xa3\x01\n\x10HeartbeatRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x1d\n\nfree_slots\x18\x02 \x01(\x05R\tfreeSlots\x12(\n\x10running_task_ids\x18\x03 \x03(\tR\x0erunningTaskIds\x12)\n\x04held\x18\x04 \x03(\x0b\x32\x15.taskmill.v1.HeldTaskR\x04held\"^\n\x11HeartbeatResponse\x12&\n\x0f\x63\x61ncel_task_ids\x18\x01 \x03(\tR\rcancelTaskIds\x12!\n\x0cstale_tokens\x18\x02 \x03(\x03R\x0bstaleTokens\"m\n\x19ReportTaskStatusesRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x33\n\x07reports\x18\x02 \x03(\x0b\x32\x19.taskmill.v1.StatusReportR\x07reports\"6\n\x1aReportTaskStatusesResponse\x12\x18\n\x07\x61pplied\x18\x01 \x01(\x05R\x07\x61pplied\"6\n\x17\x44\x65registerWorkerRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\"\x1a\n\x18\x44\x65registerWorkerResponse2\x83\x03\n\x12\x43oordinatorService\x12Y\n\x0eRegisterWorker\x12\".taskmill.v1.RegisterWorkerRequest\x1a#.taskmill.v1.RegisterWorkerResponse\x12J\n\tHeartbeat\x12\x1d.taskmill.v1.HeartbeatRequest\x1a\x1e.taskmill.v1.HeartbeatResponse\x12\x65\n\x12ReportTaskStatuses\x12&.taskmill.v1.ReportTaskStatusesRequest\x1a\'.taskmill.v1.ReportTaskStatusesResponse\x12_\n\x10\x44\x65registerWorker\x12$.taskmill.v1.DeregisterWorkerRequest\x1a%.taskmill.v1.DeregisterWorkerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taskmill.v1.coordinator_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERWORKERREQUEST']._serialized_start=73
-  _globals['_REGISTERWORKERREQUEST']._serialized_end=232
-  _globals['_REGISTERWORKERRESPONSE']._serialized_start=234
-  _globals['_REGISTERWORKERRESPONSE']._serialized_end=349
-  _globals['_HEARTBEATREQUEST']._serialized_start=351
-  _globals['_HEARTBEATREQUEST']._serialized_end=471
-  _globals['_HEARTBEATRESPONSE']._serialized_start=473
-  _globals['_HEARTBEATRESPONSE']._serialized_end=532
-  _globals['_REPORTTASKSTATUSESREQUEST']._serialized_start=534
-  _globals['_REPORTTASKSTATUSESREQUEST']._serialized_end=643
-  _globals['_REPORTTASKSTATUSESRESPONSE']._serialized_start=645
-  _globals['_REPORTTASKSTATUSESRESPONSE']._serialized_end=699
-  _globals['_DEREGISTERWORKERREQUEST']._serialized_start=701
-  _globals['_DEREGISTERWORKERREQUEST']._serialized_end=755
-  _globals['_DEREGISTERWORKERRESPONSE']._serialized_start=757
-  _globals['_DEREGISTERWORKERRESPONSE']._serialized_end=783
-  _globals['_COORDINATORSERVICE']._serialized_start=786
-  _globals['_COORDINATORSERVICE']._serialized_end=1173
+  _globals['_REGISTERWORKERREQUEST']._serialized_end=275
+  _globals['_REGISTERWORKERRESPONSE']._serialized_start=278
+  _globals['_REGISTERWORKERRESPONSE']._serialized_end=465
+  _globals['_HEARTBEATREQUEST']._serialized_start=468
+  _globals['_HEARTBEATREQUEST']._serialized_end=631
+  _globals['_HEARTBEATRESPONSE']._serialized_start=633
+  _globals['_HEARTBEATRESPONSE']._serialized_end=727
+  _globals['_REPORTTASKSTATUSESREQUEST']._serialized_start=729
+  _globals['_REPORTTASKSTATUSESREQUEST']._serialized_end=838
+  _globals['_REPORTTASKSTATUSESRESPONSE']._serialized_start=840
+  _globals['_REPORTTASKSTATUSESRESPONSE']._serialized_end=894
+  _globals['_DEREGISTERWORKERREQUEST']._serialized_start=896
+  _globals['_DEREGISTERWORKERREQUEST']._serialized_end=950
+  _globals['_DEREGISTERWORKERRESPONSE']._serialized_start=952
+  _globals['_DEREGISTERWORKERRESPONSE']._serialized_end=978
+  _globals['_COORDINATORSERVICE']._serialized_start=981
+  _globals['_COORDINATORSERVICE']._serialized_end=1368
 # @@protoc_insertion_point(module_scope)

@@ -8,42 +8,52 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("address", "capacity", "hostname", "version", "handlers")
+    __slots__ = ("address", "capacity", "hostname", "version", "handlers", "held")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     HANDLERS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     address: str
     capacity: int
     hostname: str
     version: str
     handlers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, address: _Optional[str] = ..., capacity: _Optional[int] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ...) -> None: ...
+    held: _containers.RepeatedCompositeFieldContainer[_common_pb2.HeldTask]
+    def __init__(self, address: _Optional[str] = ..., capacity: _Optional[int] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[_Union[_common_pb2.HeldTask, _Mapping]]] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
-    __slots__ = ("worker_id", "heartbeat_interval_seconds")
+    __slots__ = ("worker_id", "heartbeat_interval_seconds", "lease_seconds", "stale_tokens")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STALE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     heartbeat_interval_seconds: float
-    def __init__(self, worker_id: _Optional[str] = ..., heartbeat_interval_seconds: _Optional[float] = ...) -> None: ...
+    lease_seconds: float
+    stale_tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, worker_id: _Optional[str] = ..., heartbeat_interval_seconds: _Optional[float] = ..., lease_seconds: _Optional[float] = ..., stale_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("worker_id", "free_slots", "running_task_ids")
+    __slots__ = ("worker_id", "free_slots", "running_task_ids", "held")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     free_slots: int
     running_task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_id: _Optional[str] = ..., free_slots: _Optional[int] = ..., running_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    held: _containers.RepeatedCompositeFieldContainer[_common_pb2.HeldTask]
+    def __init__(self, worker_id: _Optional[str] = ..., free_slots: _Optional[int] = ..., running_task_ids: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[_Union[_common_pb2.HeldTask, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("cancel_task_ids",)
+    __slots__ = ("cancel_task_ids", "stale_tokens")
     CANCEL_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    STALE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     cancel_task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, cancel_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    stale_tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, cancel_task_ids: _Optional[_Iterable[str]] = ..., stale_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReportTaskStatusesRequest(_message.Message):
     __slots__ = ("worker_id", "reports")

@@ -108,6 +108,7 @@ class Assignment(NamedTuple):
         timeout_seconds: The task's timeout, or ``None`` for the handler's default.
         queue: The task's queue.
         traceparent: The W3C trace context of the dispatch.
+        token: The claim's fencing token: every report of this attempt carries it.
     """
 
     task_id: str
@@ -118,6 +119,7 @@ class Assignment(NamedTuple):
     timeout_seconds: float | None = None
     queue: str = "default"
     traceparent: str = ""
+    token: int = 0
 
     @classmethod
     def from_proto(cls, message: common_pb2.Assignment) -> Assignment:
@@ -132,6 +134,7 @@ class Assignment(NamedTuple):
             timeout if timeout > 0 else None,
             message.queue,
             message.traceparent,
+            message.token,
         )
 
 
@@ -177,6 +180,7 @@ def add_assignments(
             traceparent=traceparent,
             scheduled_at=scheduled_at,
             lease_expires_at=lease_expires_at,
+            token=task.token,
         )
 
 
@@ -185,6 +189,14 @@ def _stamp(stamp: Timestamp, seconds: float) -> Timestamp:
     whole, fraction = divmod(round(seconds * 1_000_000), 1_000_000)
     stamp.seconds, stamp.nanos = whole, fraction * 1000
     return stamp
+
+
+class Held(NamedTuple):
+    """A task a worker holds, named by the token of the claim that gave it to the worker
+    (``HeldTask`` on the wire); token 0 is a worker older than tokens, which names none."""
+
+    task_id: str
+    token: int
 
 
 class Outcome(NamedTuple):
@@ -234,6 +246,8 @@ class Report(NamedTuple):
             ``running`` report was folded into this one.
         retryable: Whether a failed attempt may be retried when attempts remain. Not part of
             the message: a report read from one is always retryable.
+        token: The fencing token of the attempt's assignment; 0 when unknown (a worker older
+            than tokens), and the report then matches the attempt and the worker instead.
     """
 
     task_id: str
@@ -245,6 +259,7 @@ class Report(NamedTuple):
     traceparent: str = ""
     started_at: float | None = None
     retryable: bool = True
+    token: int = 0
 
     def add_to(
         self,
@@ -268,6 +283,7 @@ class Report(NamedTuple):
             status=_STATUS_TO_PROTO[self.status],
             result_json=self.result_json,
             traceparent=self.traceparent,
+            token=self.token,
         )
         _set_time(message.occurred_at, self.occurred_at)
         error = self.error
@@ -322,7 +338,18 @@ class Report(NamedTuple):
             seconds, nanos = started.seconds, started.nanos
             started_at = seconds + (nanos // 1000) / 1e6 if seconds or nanos else None
         result_json = message.result_json if status is ReportStatus.SUCCEEDED else ""
-        return cls(task_id, message.attempt, status, at, result_json, error, "", started_at)
+        return cls(
+            task_id,
+            message.attempt,
+            status,
+            at,
+            result_json,
+            error,
+            "",
+            started_at,
+            True,
+            message.token,
+        )
 
     def to_json_text(self) -> str:
         """The report as the report queries take it: one JSON object.
@@ -332,8 +359,10 @@ class Report(NamedTuple):
         Strings go through the JSON encoder's escaping (the id too, so no text can add a
         field), and the result goes as a JSON string, which the query casts to jsonb.
         """
-        task_id, attempt, status, at, result_json, error, _, started_at, retryable = self
+        task_id, attempt, status, at, result_json, error, _, started_at, retryable, token = self
         text = f'{{"id":{_string(task_id)},"attempt":{attempt:d},"at":{at!r}'
+        if token:
+            text += f',"token":{token:d}'
         if status is ReportStatus.RUNNING:
             return text + "}"
         if started_at is not None:

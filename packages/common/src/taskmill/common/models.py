@@ -120,6 +120,8 @@ class Task:
     error: TaskError | None
     idempotency_key: str | None
     trace_context: str | None
+    #: The fencing token of the task's latest claim (``None`` before its first).
+    claim_token: int | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Task:
@@ -147,6 +149,7 @@ class Task:
             error=TaskError.from_json(row["error"]),
             idempotency_key=row["idempotency_key"],
             trace_context=row["trace_context"],
+            claim_token=row.get("claim_token"),
         )
 
 

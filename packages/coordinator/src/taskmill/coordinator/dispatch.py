@@ -26,7 +26,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from taskmill.common.db import Connection
 from taskmill.common.errors import TaskmillError
-from taskmill.common.store import ClaimedTask, DispatchStore
+from taskmill.common.store import ClaimedTask, DispatchStore, Held
 from taskmill.common.telemetry import (
     QUEUE,
     TASK_ATTEMPT,
@@ -215,7 +215,7 @@ class Dispatcher:
             if self._fleet.reserve(worker_id, ids):
                 batches.append((worker_id, batch))
             else:
-                self._give_back(worker_id, ids, "the worker left")
+                self._give_back(worker_id, batch, "the worker left")
         logger.debug("claimed %d tasks for %d workers", len(claimed), len(by_worker))
         return batches
 
@@ -261,29 +261,35 @@ class Dispatcher:
         self, worker_id: str, batch: Sequence[ClaimedTask], traceparents: list[str]
     ) -> str | None:
         """Sends one worker its tasks; returns why it did not take them, or ``None``."""
-        ids = [task.id for task in batch]
         try:
             answer = self._client.assign(worker_id, batch, traceparents, self._assign_timeout)
         except AssignRefused as exc:
-            return self._give_back(worker_id, ids, exc.message, full=exc.full)
+            return self._give_back(worker_id, batch, exc.message, full=exc.full)
         except Exception:
-            logger.exception("sending %d tasks to worker %s failed", len(ids), worker_id)
-            return self._give_back(worker_id, ids, "internal error")
+            logger.exception("sending %d tasks to worker %s failed", len(batch), worker_id)
+            return self._give_back(worker_id, batch, "internal error")
         prompt = answer.seconds <= INLINE_SEND_MAX
-        self._fleet.accepted(worker_id, ids, answer.free_slots, prompt=prompt)
+        self._fleet.accepted(
+            worker_id, [task.id for task in batch], answer.free_slots, prompt=prompt
+        )
         return None
 
-    def _give_back(self, worker_id: str, ids: list[str], reason: str, *, full: bool = False) -> str:
+    def _give_back(
+        self, worker_id: str, batch: Sequence[ClaimedTask], reason: str, *, full: bool = False
+    ) -> str:
         """Returns tasks a worker did not take to ``scheduled``, attempt unchanged.
 
         A worker that was merely full gets tasks again as soon as it reports one finished; any
-        other failure (draining, unreachable, wrong id) waits for its next heartbeat.
+        other failure (draining, unreachable, wrong id) waits for its next heartbeat. Should
+        the worker have taken them after all (an answer lost or late), the tokens named here
+        are no longer its own: its next heartbeat tells it so, and it drops them unrun.
         """
+        ids = [task.id for task in batch]
         logger.info("worker %s did not take %d tasks (%s)", worker_id, len(ids), reason)
         self._backlog = True
         self._fleet.refused(worker_id, ids, full=full)
         try:
-            self._tasks.release(worker_id, ids)
+            self._tasks.release(worker_id, [Held(task.id, task.token) for task in batch])
         except TaskmillError as exc:
             # Their lease is not extended (the worker does not list them), so lease recovery
             # returns them to scheduled later.

@@ -90,11 +90,10 @@ class Liveness:
             self._log_watching(watching)
         if not watching:
             return {}
-        dead = self._workers.reap_dead(self._dead_after)
+        dead, recovered = self._recovery.reap_and_recover(self._dead_after)
         for worker_id in dead:
             self._fleet.remove(worker_id)
             logger.warning("worker %s silent for %ss: removed", worker_id, self._dead_after)
-        recovered = self._recovery.recover_lost(dead)
         if recovered:
             counts: dict[str, int] = {}
             for status in recovered.values():

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from taskmill.common.attempts import Report, ReportStatus
 from taskmill.common.errors import TaskmillError
 from taskmill.common.models import TaskError, TaskStatus, Worker
-from taskmill.common.store import DispatchStore, RecoveryStore, ReportStore, WorkerStore
+from taskmill.common.store import DispatchStore, Held, RecoveryStore, ReportStore, WorkerStore
 from taskmill.coordinator.calls import WorkerCallFailed, WorkerCalls
 from taskmill.coordinator.fleet import Fleet
 
@@ -125,9 +125,17 @@ class CoordinatorService:
         self._wakers.work()
         return worker
 
-    def heartbeat(self, worker_id: str, free_slots: int, held: Collection[str]) -> list[uuid.UUID]:
+    @property
+    def lease_seconds(self) -> float:
+        """How long a worker's tasks stay its own after its last recorded heartbeat."""
+        return self._lease_seconds
+
+    def heartbeat(
+        self, worker_id: str, free_slots: int, held: Sequence[Held]
+    ) -> tuple[list[uuid.UUID], list[int]]:
         """Records a heartbeat, extends the leases of the tasks the worker holds, and returns
-        those of them whose cancellation was requested.
+        those of them whose cancellation was requested, and the tokens of those no longer its
+        own (see :meth:`keep_held`).
 
         Raises:
             UnknownWorker: The worker was removed (declared dead, or never registered).
@@ -138,10 +146,30 @@ class CoordinatorService:
             raise UnknownWorker(f"no live worker has id {worker_id}; register again")
         if worker_id not in self.fleet:
             self._adopt(worker, free_slots)
-        self._dispatch.extend_held_leases(worker_id, list(held), self._lease_seconds)
-        if self.fleet.heartbeat(worker_id, free_slots, held):
+        stale = self.keep_held(worker_id, held)
+        if self.fleet.heartbeat(worker_id, free_slots, {task_id for task_id, _ in held}):
             self._wakers.room()
-        return self._dispatch.cancel_requested(worker_id)
+        return self._dispatch.cancel_requested(worker_id), stale
+
+    def keep_held(self, worker_id: str, held: Sequence[Held]) -> list[int]:
+        """Extends the leases of the tasks a worker holds that are still its own, and returns
+        the tokens of the others: given to another worker, recovered, or finished. The worker
+        drops those unrun, or stops them.
+
+        Called on every heartbeat, and when a worker registers again holding tasks: a worker
+        is declared dead, and its tasks recovered, in one transaction, so one that has to
+        register again learns here that none of them is its own any more.
+        """
+        if not held:
+            return []
+        stale = self._dispatch.extend_held_leases(worker_id, held, self._lease_seconds)
+        if stale:
+            logger.warning(
+                "worker %s holds %d tasks that are no longer its own; it drops them",
+                worker_id,
+                len(stale),
+            )
+        return stale
 
     def _adopt(self, worker: Worker, free_slots: int) -> None:
         """Takes over a worker registered with a coordinator that is gone (a restart)."""
@@ -152,7 +180,7 @@ class CoordinatorService:
         )
         self._wakers.work()
 
-    def report(self, worker_id: str, reports: Sequence[Report], rejected: Sequence[str]) -> int:
+    def report(self, worker_id: str, reports: Sequence[Report], rejected: Sequence[Held]) -> int:
         """Applies a worker's status reports and gives back the tasks it rejected.
 
         Reports are applied even from a worker this coordinator does not know (it may have just
@@ -170,7 +198,7 @@ class CoordinatorService:
         if rejected:
             released = {str(task_id) for task_id in self._dispatch.release(worker_id, rejected)}
         done = [r.task_id for r in reports if r.status is not ReportStatus.RUNNING]
-        if self.fleet.finished(worker_id, [*done, *rejected]):
+        if self.fleet.finished(worker_id, [*done, *(task_id for task_id, _ in rejected)]):
             self._wakers.room()
         # A failure with attempts left was scheduled again, after a backoff: the dispatch loop
         # must set its timer for it.
@@ -178,7 +206,7 @@ class CoordinatorService:
         if released or retried:
             self._wakers.work()
         applied_count = sum(1 for report in reports if report.task_id in changed)
-        return applied_count + sum(1 for task_id in rejected if task_id in released)
+        return applied_count + sum(1 for task_id, _ in rejected if task_id in released)
 
     def _fail_refused(self, worker_id: str, refused: Sequence[tuple[Report, str]]) -> None:
         """Fails, for good, the attempts whose reports the database refused, with its reason.

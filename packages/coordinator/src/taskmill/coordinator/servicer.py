@@ -10,6 +10,7 @@ import grpc
 
 from taskmill.common.attempts import Report, task_id_text
 from taskmill.common.errors import DatabaseUnavailable, InvalidTransition, TaskmillError
+from taskmill.common.store import Held
 from taskmill.coordinator.service import CoordinatorService, InvalidRequest, UnknownWorker
 from taskmill.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
@@ -43,29 +44,35 @@ def _call(context: grpc.ServicerContext, method: Callable[[], T]) -> T:
         context.abort(code, exc.message)
 
 
-def _task_ids(values: Iterable[str]) -> set[str]:
-    ids = set()
-    for value in values:
+def _held(tasks: Iterable[common_pb2.HeldTask], legacy_ids: Iterable[str]) -> list[Held]:
+    """The tasks a worker says it holds, with their tokens; the ids of a worker older than
+    tokens come with token 0. Malformed ids are logged and left out (they go into an array
+    literal, so each is checked to be a uuid)."""
+    held: dict[str, Held] = {}
+    pairs = [*((task.task_id, task.token) for task in tasks), *((i, 0) for i in legacy_ids)]
+    for value, token in pairs:
         try:
-            ids.add(task_id_text(value))
+            task_id = task_id_text(value)
         except ValueError:
             logger.warning("ignoring malformed task id %r", value)
-    return ids
+            continue
+        held.setdefault(task_id, Held(task_id, token))
+    return list(held.values())
 
 
 def _parse_reports(
     reports: Iterable[common_pb2.StatusReport],
-) -> tuple[list[Report], list[str]]:
+) -> tuple[list[Report], list[Held]]:
     """Splits reports into outcomes and rejections; malformed ones are logged and dropped, so a
     worker retrying its buffer is never stuck on one bad report. (A result that is not JSON is
     the database's to refuse: see ``CoordinatorService.report``.)"""
     outcomes: list[Report] = []
-    rejected: list[str] = []
+    rejected: list[Held] = []
     from_proto, is_rejection = Report.from_proto, Report.is_rejection  # bound once, not per report
     for report in reports:
         try:
             if is_rejection(report):
-                rejected.append(task_id_text(report.task_id))
+                rejected.append(Held(task_id_text(report.task_id), report.token))
             else:
                 outcomes.append(from_proto(report))
         except ValueError as exc:
@@ -93,18 +100,25 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 handlers=list(request.handlers),
             ),
         )
+        held = _held(request.held, ())
+        stale = _call(context, lambda: self._service.keep_held(worker.id, held))
         return coordinator_pb2.RegisterWorkerResponse(
-            worker_id=worker.id, heartbeat_interval_seconds=self._heartbeat_interval
+            worker_id=worker.id,
+            heartbeat_interval_seconds=self._heartbeat_interval,
+            lease_seconds=self._service.lease_seconds,
+            stale_tokens=stale,
         )
 
     def Heartbeat(
         self, request: coordinator_pb2.HeartbeatRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.HeartbeatResponse:
-        held = _task_ids(request.running_task_ids)
-        cancel = _call(
+        held = _held(request.held, request.running_task_ids)
+        cancel, stale = _call(
             context, lambda: self._service.heartbeat(request.worker_id, request.free_slots, held)
         )
-        return coordinator_pb2.HeartbeatResponse(cancel_task_ids=[str(i) for i in cancel])
+        return coordinator_pb2.HeartbeatResponse(
+            cancel_task_ids=[str(i) for i in cancel], stale_tokens=stale
+        )
 
     def ReportTaskStatuses(
         self, request: coordinator_pb2.ReportTaskStatusesRequest, context: grpc.ServicerContext

@@ -11,12 +11,13 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
-from taskmill.common.attempts import Report, ReportStatus
+from taskmill.common.attempts import Held, Report, ReportStatus
 from taskmill.common.db import Connection, Database
+from taskmill.common.errors import TaskNotFound
 from taskmill.common.jsontext import compact as _json
 from taskmill.common.models import Backoff, Task, TaskError, TaskStatus
 from taskmill.common.store import (
@@ -94,6 +95,8 @@ class Reported:
         error: The error of a failed attempt.
         retryable: Whether a failed attempt may be retried when attempts remain.
         started_at: When a final attempt started, if its ``running`` report was folded in.
+        token: The fencing token of the claim; ``None`` for :meth:`Stores.apply` to use the
+            task's current claim's when the attempt is its current one, as its worker would.
     """
 
     task_id: uuid.UUID
@@ -104,6 +107,7 @@ class Reported:
     error: TaskError | None = None
     retryable: bool = True
     started_at: datetime | None = None
+    token: int | None = None
 
     def to_report(self) -> Report:
         """The report as a worker sends it.
@@ -124,6 +128,7 @@ class Reported:
             "",
             None if self.started_at is None else self.started_at.timestamp(),
             self.retryable,
+            self.token or 0,
         )
 
 
@@ -177,8 +182,26 @@ class Stores:
             QueryError: The database refused a report; nothing changed.
         """
         ids = {str(report.task_id): report.task_id for report in reported}
-        changed = self.reports.apply_all([r.to_report() for r in reported], worker_id)
+        reports = [self._with_token(r).to_report() for r in reported]
+        changed = self.reports.apply_all(reports, worker_id)
         return {ids[task_id] for task_id in changed}
+
+    def held(self, *task_ids: uuid.UUID | str) -> list[Held]:
+        """The tasks as their worker names them: with their current claims' tokens."""
+        return [Held(str(task_id), self.get(task_id).claim_token or 0) for task_id in task_ids]
+
+    def _with_token(self, reported: Reported) -> Reported:
+        """The report with its claim's token, when the test gave none and the attempt is the
+        task's current one; a report of another attempt stays without (matched by attempt)."""
+        if reported.token is not None:
+            return reported
+        try:
+            task = self.get(reported.task_id)
+        except TaskNotFound:
+            return reported
+        if task.attempt != reported.attempt or task.claim_token is None:
+            return reported
+        return replace(reported, token=task.claim_token)
 
     def next_due_at(self) -> datetime | None:
         """When the earliest scheduled task is due, or ``None`` when none is scheduled."""

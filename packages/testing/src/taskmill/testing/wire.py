@@ -31,10 +31,12 @@ def status_report(
     error: TaskError | None = None,
     at: datetime | None = None,
     traceparent: str = "",
+    token: int = 0,
 ) -> common_pb2.StatusReport:
     """A worker's status report; ``status=None`` gives a rejection (an unstarted task given back).
 
-    ``result`` is encoded as a worker encodes it; ``at`` defaults to now.
+    ``result`` is encoded as a worker encodes it; ``at`` defaults to now; ``token`` is the
+    assignment's fencing token (0: none, as from a worker older than tokens).
 
     Raises:
         ValueError: ``status`` is not one a worker reports.
@@ -48,6 +50,7 @@ def status_report(
         status=_STATUSES[report_status],
         occurred_at=occurred_at,
         traceparent=traceparent,
+        token=token,
     )
     if report_status is ReportStatus.SUCCEEDED:
         report.result_json = _json(result)

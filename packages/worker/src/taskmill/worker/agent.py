@@ -3,20 +3,27 @@
 One thread registers at start and then heartbeats every interval with the free slots and the
 tasks the worker holds — queued, running, or finished with the final report not yet acknowledged,
 so their leases stay extended until the coordinator has the outcome. Through a coordinator outage
-it keeps trying with backoff. When the coordinator answers NOT_FOUND (it forgot this worker, e.g.
-after a restart), the worker registers again at once and carries on under the new id.
+it keeps trying with backoff. When the coordinator answers NOT_FOUND (it declared this worker
+dead, having heard nothing for a lease), the worker registers again at once, listing what it
+holds, and carries on under the new id.
+
+Every answer keeps the worker's fence open (:mod:`taskmill.worker.fence`): each heartbeat's and
+registration's answer names the held tasks that are no longer this worker's, which are dropped
+or stopped before the fence is told of the answer, so no slot starts one of them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
 
-from taskmill.v1 import coordinator_pb2, coordinator_pb2_grpc
+from taskmill.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from taskmill.worker.executor import Executor
+from taskmill.worker.fence import Fence
 from taskmill.worker.membership import Membership
 from taskmill.worker.reporter import Reporter
 from taskmill.worker.retry import ReconnectBackoff, describe, status_code
@@ -44,6 +51,7 @@ class Agent:
         executor: Source of free slots and held tasks, and target of cancellations.
         reporter: Source of tasks whose reports are not yet acknowledged.
         registration: The worker's description.
+        fence: Told of every answer, and of the lease the coordinator names.
         default_interval: Heartbeat interval when the coordinator names none.
         max_backoff: Longest pause between retries while the coordinator is unreachable.
         rpc_timeout: Deadline of each call, in seconds.
@@ -56,6 +64,7 @@ class Agent:
         executor: Executor,
         reporter: Reporter,
         registration: Registration,
+        fence: Fence,
         *,
         default_interval: float = 1.0,
         max_backoff: float = 2.0,
@@ -66,6 +75,7 @@ class Agent:
         self._executor = executor
         self._reporter = reporter
         self._registration = registration
+        self._fence = fence
         self._default_interval = default_interval
         self._interval = default_interval
         self._backoff = ReconnectBackoff(0.1, max_backoff)
@@ -135,17 +145,21 @@ class Agent:
 
     def _register(self) -> None:
         info = self._registration
+        sent_at = self._fence.now()
         request = coordinator_pb2.RegisterWorkerRequest(
             address=info.address,
             capacity=info.capacity,
             hostname=info.hostname,
             version=info.version,
             handlers=list(info.handlers),
+            held=self._held(),
         )
         response = self._stub.RegisterWorker(request, timeout=self._rpc_timeout)
         interval = response.heartbeat_interval_seconds
         self._interval = interval if interval > 0 else self._default_interval
+        self._drop_stale(response.stale_tokens)
         self._membership.set(response.worker_id)
+        self._fence.acknowledged(sent_at, response.lease_seconds)
         logger.info(
             "registered as worker %s (address %s, capacity %d, heartbeat every %g s)",
             response.worker_id,
@@ -155,18 +169,29 @@ class Agent:
         )
 
     def _heartbeat(self, worker_id: str) -> float:
-        held = self._executor.held_task_ids()
-        unacknowledged = self._reporter.pending_task_ids().difference(held)
+        sent_at = self._fence.now()
         request = coordinator_pb2.HeartbeatRequest(
-            worker_id=worker_id,
-            free_slots=self._executor.free_slots(),
-            running_task_ids=[*held, *unacknowledged],
+            worker_id=worker_id, free_slots=self._executor.free_slots(), held=self._held()
         )
         response = self._stub.Heartbeat(request, timeout=self._rpc_timeout)
         for task_id in response.cancel_task_ids:
             if self._executor.cancel(task_id):
                 logger.info("task %s cancelled at the coordinator's request", task_id)
+        self._drop_stale(response.stale_tokens)
+        self._fence.acknowledged(sent_at)
         return self._interval
+
+    def _held(self) -> list[common_pb2.HeldTask]:
+        """What the worker holds: its tasks, and those whose final report is unacknowledged."""
+        held = {*self._executor.held(), *self._reporter.pending()}
+        return [common_pb2.HeldTask(task_id=task_id, token=token) for task_id, token in held]
+
+    def _drop_stale(self, tokens: Sequence[int]) -> None:
+        if tokens:
+            found = self._executor.drop_stale(set(tokens))
+            logger.debug(  # the executor warns of each stale copy, once
+                "%d held tasks are no longer this worker's (%d found)", len(tokens), found
+            )
 
     def _failed(self, worker_id: str | None, error: grpc.RpcError) -> float:
         if worker_id is not None and status_code(error) is grpc.StatusCode.NOT_FOUND:

@@ -17,6 +17,7 @@ from taskmill.v1 import coordinator_pb2_grpc, worker_pb2_grpc
 from taskmill.worker import builtin
 from taskmill.worker.agent import Agent, Registration
 from taskmill.worker.executor import Executor
+from taskmill.worker.fence import Fence
 from taskmill.worker.membership import Membership
 from taskmill.worker.registry import Handler, default_registry
 from taskmill.worker.reporter import Reporter
@@ -83,6 +84,7 @@ class Worker:
             rpc_timeout=settings.rpc_timeout,
             max_backoff=settings.max_backoff,
         )
+        self.fence = Fence()
         self.executor = Executor(
             handlers,
             concurrency=settings.concurrency,
@@ -90,6 +92,7 @@ class Worker:
             report=self.reporter.add,
             process_cancel_grace=settings.process_cancel_grace,
             tracer=TaskTracer(tracer_provider, lambda: self.membership.worker_id),
+            fence=self.fence,
         )
         self.port = 0
         self.address = ""
@@ -118,6 +121,7 @@ class Worker:
             self.executor,
             self.reporter,
             self._registration(),
+            self.fence,
             default_interval=self.settings.heartbeat_interval,
             max_backoff=self.settings.max_backoff,
             rpc_timeout=self.settings.rpc_timeout,

@@ -28,11 +28,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
-from taskmill.common.attempts import Assignment, Outcome, Report, ReportStatus
+from taskmill.common.attempts import Assignment, Held, Outcome, Report, ReportStatus
 from taskmill.common.errors import TaskmillError
 from taskmill.worker.execution import TIMEOUT, UNKNOWN_COMMAND, WORKER_SHUTDOWN, run_handler
+from taskmill.worker.fence import Fence
 from taskmill.worker.job import Job, JobState
 from taskmill.worker.process import run_in_process
 from taskmill.worker.registry import Handler
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 _RUNNING = Outcome(ReportStatus.RUNNING)
 _STOP_WAIT_SECONDS = 5.0
+_FENCE_WAIT = 1.0  # seconds between looks at whether a job waiting for the fence was dropped
 
 
 class Draining(TaskmillError):
@@ -69,6 +71,8 @@ class Executor:
         process_cancel_grace: Seconds a cancelled ``process=True`` handler may take to stop by
             itself before its process is killed.
         tracer: Makes the spans of attempts (default: from the global tracer provider).
+        fence: Whether a task may start now; a slot waits while it is closed (default: always
+            open).
     """
 
     def __init__(
@@ -80,8 +84,10 @@ class Executor:
         report: Callable[[Report], None],
         process_cancel_grace: float = 2.0,
         tracer: TaskTracer | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self._handlers = dict(handlers)
+        self._fence = fence or Fence()
         self._tracer = tracer or TaskTracer()
         self._capacity = concurrency + queue_size
         self._report = report
@@ -143,10 +149,33 @@ class Executor:
         with self._lock:
             return self._free()
 
-    def held_task_ids(self) -> list[str]:
-        """The tasks the worker holds, queued or running."""
+    def held(self) -> list[Held]:
+        """The tasks the worker holds, queued or running, with their assignments' tokens."""
         with self._lock:
-            return list(self._jobs)
+            return [Held(task_id, job.assignment.token) for task_id, job in self._jobs.items()]
+
+    def drop_stale(self, tokens: Collection[int]) -> int:
+        """Stops the copies of tasks that are no longer this worker's (see ``fence``): a queued
+        one is dropped unrun, a running one is cancelled, and nothing they report changes the
+        task (their token is stale). Returns how many it found."""
+        with self._lock:
+            stale = [job for job in self._jobs.values() if job.assignment.token in tokens]
+            news = [job for job in stale if not job.cancel.is_set()]  # logged once, not per beat
+            for job in stale:
+                job.cancel.set()
+                if job.state is JobState.QUEUED:
+                    self._queued -= 1
+                    self._settle(job, Outcome.cancelled())
+                elif job.state is JobState.OVERDUE:
+                    self._settle(job, self._timed_out(job))
+        for job in news:
+            logger.warning(
+                "task %s attempt %d is no longer this worker's: %s",
+                job.assignment.task_id,
+                job.assignment.attempt,
+                "dropped unrun" if job.span is None else "stopped",
+            )
+        return len(stale)
 
     def admit(self, assignments: Sequence[Assignment]) -> int:
         """Accepts a whole batch or none of it; returns the free slots left.
@@ -160,10 +189,13 @@ class Executor:
         with self._lock:
             if self._draining:
                 raise Draining()
-            fresh = self._fresh(assignments)
-            free = self._free()
+            fresh, replaced = self._fresh(assignments)
+            free = self._free() + len(replaced)
             if len(fresh) > free:
                 raise NoRoom(f"the batch has {len(fresh)} new tasks but only {free} slots are free")
+            for old in replaced:
+                self._queued -= 1
+                self._settle(old, Outcome.cancelled())  # its token is stale: changes nothing
             queued = [job for assignment in fresh if (job := self._hold(assignment))]
             free = self._free()
         # Queued once the lock is free: a slot thread woken while it is held would only wake to
@@ -227,20 +259,26 @@ class Executor:
         """The jobs in a slot: running, or past their timeout with the report waiting."""
         return [job for job in self._jobs.values() if job.state is not JobState.QUEUED]
 
-    def _fresh(self, assignments: Sequence[Assignment]) -> list[Assignment]:
+    def _fresh(self, assignments: Sequence[Assignment]) -> tuple[list[Assignment], list[Job]]:
+        """The assignments to hold, and the queued jobs they replace: a task held under an
+        earlier claim that was given back and claimed again for this worker (its old copy is
+        stale). A repeat of a claim already held, or of a task already running, is skipped."""
         fresh: dict[str, Assignment] = {}
+        replaced: list[Job] = []
         for assignment in assignments:
             held = self._jobs.get(assignment.task_id)
-            if held is not None:
+            if held is not None and _supersedes(assignment, held):
+                replaced.append(held)
+            elif held is not None:
                 logger.warning(
                     "task %s attempt %d is already held (attempt %d); skipping the repeat",
                     assignment.task_id,
                     assignment.attempt,
                     held.assignment.attempt,
                 )
-            elif assignment.task_id not in fresh:
-                fresh[assignment.task_id] = assignment
-        return list(fresh.values())
+                continue
+            fresh.setdefault(assignment.task_id, assignment)
+        return list(fresh.values()), replaced
 
     def _hold(self, assignment: Assignment) -> Job | None:
         """Holds a new task; returns its job for the queue, or ``None`` when it was settled."""
@@ -287,6 +325,9 @@ class Executor:
                 outcome.result_json,
                 outcome.error,
                 job.traceparent or assignment.traceparent,
+                None,
+                True,
+                assignment.token,
             )
         )
 
@@ -325,12 +366,12 @@ class Executor:
         """Settles the slot's last job and begins its next; ``None`` when the slot stops.
 
         A job already queued is begun in the same lock hold as the settling; only an empty
-        queue makes the slot block, outside the lock.
+        queue, or a closed fence, makes the slot block, outside the lock.
         """
         with self._lock:
             if done is not None:
                 self._finish(done, outcome)
-            while True:
+            while self._fence.is_open():
                 try:
                     job = self._queue.get_nowait()
                 except queue.Empty:
@@ -340,6 +381,10 @@ class Executor:
                 if self._begin(job):
                     return job
         while (job := self._queue.get()) is not None:
+            # Checked again after a wait, as close to the start as can be: a fence that closed
+            # meanwhile opens only once the tasks no longer this worker's are dropped.
+            while job.state is JobState.QUEUED and not self._fence.wait_open(_FENCE_WAIT):
+                logger.debug("no heartbeat acknowledged lately: starting nothing")
             with self._lock:
                 if self._begin(job):
                     return job
@@ -404,3 +449,9 @@ class Executor:
                 job.assignment.task_id,
                 job.assignment.attempt,
             )
+
+
+def _supersedes(assignment: Assignment, held: Job) -> bool:
+    """Whether an assignment is a new claim of a task held queued under an earlier one."""
+    token = held.assignment.token
+    return held.state is JobState.QUEUED and bool(token) and assignment.token not in (0, token)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from taskmill.common.attempts import Report, ReportStatus
+from taskmill.common.attempts import Held, Report, ReportStatus
 from taskmill.common.models import TaskError
 from taskmill.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from taskmill.worker.execution import RESULT_NOT_SERIALIZABLE, storable
@@ -140,10 +140,14 @@ class Reporter:
             if self._idle:
                 self._queued.notify()
 
-    def pending_task_ids(self) -> set[str]:
-        """Tasks with reports not yet acknowledged."""
+    def pending(self) -> set[Held]:
+        """Tasks with reports not yet acknowledged, with their assignments' tokens."""
         with self._lock:
-            return {slot.report.task_id for slot in self._pending if slot.report is not None}
+            return {
+                Held(slot.report.task_id, slot.report.token)
+                for slot in self._pending
+                if slot.report is not None
+            }
 
     def flush(self, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds until every queued report is acknowledged."""

@@ -12,6 +12,7 @@ matches no row and changes nothing.
 - :mod:`.workers`: the ``workers`` table (``WorkerStore``).
 """
 
+from taskmill.common.attempts import Held
 from taskmill.common.store.dispatch import Claim, ClaimedTask, DispatchStore
 from taskmill.common.store.recovery import RecoveryStore
 from taskmill.common.store.reports import Applied, ReportStore
@@ -25,6 +26,7 @@ __all__ = [
     "ClaimedTask",
     "Decided",
     "DispatchStore",
+    "Held",
     "RecoveryStore",
     "ReportStore",
     "SubmitRow",

@@ -9,9 +9,17 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from taskmill.common.attempts import Held
 from taskmill.common.db import Connection, Database
 from taskmill.common.jsontext import compact as _json
 from taskmill.common.models import TaskStatus
+
+
+def _arrays(held: Sequence[Held]) -> tuple[str, str]:
+    """The ids and tokens as array literals: uuids and integers need no quoting, and pg8000
+    would escape a list of strings character by character."""
+    ids = "{" + ",".join([task_id for task_id, _ in held]) + "}"
+    return ids, "{" + ",".join([str(token) for _, token in held]) + "}"
 
 
 class ClaimedTask(NamedTuple):
@@ -34,6 +42,7 @@ class ClaimedTask(NamedTuple):
         trace_context: The W3C ``traceparent`` stored with the task.
         scheduled_at: When the task became due, in seconds since the epoch.
         lease_expires_at: When the lease runs out, in seconds since the epoch.
+        token: The claim's fencing token (see ``0005_claim_tokens.sql``).
     """
 
     id: str
@@ -47,6 +56,7 @@ class ClaimedTask(NamedTuple):
     trace_context: str | None
     scheduled_at: float
     lease_expires_at: float
+    token: int
 
 
 @dataclass(frozen=True)
@@ -116,31 +126,41 @@ class DispatchStore:
             None if next_due_in is None else float(next_due_in),
         )
 
-    def release(
-        self, worker_id: str, task_ids: Sequence[uuid.UUID] | Sequence[str]
-    ) -> list[uuid.UUID]:
+    def release(self, worker_id: str, given: Sequence[Held]) -> list[uuid.UUID]:
         """Returns tasks a worker never received to ``scheduled``, without using an attempt.
 
-        A task whose cancellation was requested meanwhile ends ``cancelled`` instead. Returns
-        the ids of the tasks given back.
+        Each task is named with its claim's token; a task claimed again since (by any worker)
+        is left alone. A task whose cancellation was requested meanwhile ends ``cancelled``
+        instead. Returns the ids of the tasks given back.
         """
+        if not given:
+            return []
+        ids, tokens = _arrays(given)
         with self._db.connection() as conn:
-            rows = conn.run("release_tasks", ids=list(task_ids), worker_id=worker_id)
+            rows = conn.run("release_tasks", ids=ids, tokens=tokens, worker_id=worker_id)
         return [row[0] for row in rows]
 
     def extend_held_leases(
-        self, worker_id: str, task_ids: Sequence[uuid.UUID] | Sequence[str], lease_seconds: float
-    ) -> None:
-        """Extends the leases of the tasks (uuids or their text) a worker says it holds, only."""
-        if not task_ids:
-            return
+        self, worker_id: str, held: Sequence[Held], lease_seconds: float
+    ) -> list[int]:
+        """Extends the leases of the tasks a worker holds that are still its own, and returns
+        the tokens of those that are not (given to another worker, recovered, or finished).
+
+        A token of 0 (a worker older than tokens) is the worker's own while the task is
+        dispatched to it, and is never returned.
+        """
+        if not held:
+            return []
+        ids, tokens = _arrays(held)
         with self._db.connection() as conn:
-            conn.run(
+            [[stale]] = conn.run(
                 "extend_held_leases",
                 worker_id=worker_id,
-                ids="{" + ",".join(map(str, task_ids)) + "}",  # uuids need no quoting
+                ids=ids,
+                tokens=tokens,
                 lease_seconds=lease_seconds,
             )
+        return [int(token) for token in stale.split(",")] if stale else []
 
     def holder(self, task_id: uuid.UUID) -> tuple[str | None, TaskStatus] | None:
         """The worker a task was dispatched to (or last ran on) and the task's status, or

@@ -47,7 +47,8 @@ claimed AS (
         attempt = tasks.attempt + 1,
         dispatched_at = now(),
         started_at = NULL,
-        lease_expires_at = now() + make_interval(secs => :lease_seconds)
+        lease_expires_at = now() + make_interval(secs => :lease_seconds),
+        claim_token = nextval('taskmill_claim_tokens')
     FROM unnest(
         (SELECT task_ids FROM round), (SELECT worker_ids FROM round)
     ) AS slot(id, worker_id)
@@ -59,7 +60,8 @@ claimed AS (
 SELECT
     json_agg(json_build_array(
         id, worker_id, command, CAST(payload AS text), attempt, max_attempts, timeout_seconds,
-        queue, trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at)
+        queue, trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at),
+        claim_token
     ) ORDER BY due.n),
     (
         -- The statement's snapshot still shows the claimed tasks scheduled.
@@ -81,7 +83,8 @@ WITH claimed AS (
         attempt = tasks.attempt + 1,
         dispatched_at = now(),
         started_at = NULL,
-        lease_expires_at = now() + make_interval(secs => :lease_seconds)
+        lease_expires_at = now() + make_interval(secs => :lease_seconds),
+        claim_token = nextval('taskmill_claim_tokens')
     WHERE tasks.id = ANY(ARRAY(
         SELECT id FROM tasks
         WHERE status = 'scheduled' AND scheduled_at <= now()
@@ -94,7 +97,8 @@ WITH claimed AS (
 SELECT
     json_agg(json_build_array(
         id, worker_id, command, CAST(payload AS text), attempt, max_attempts, timeout_seconds,
-        queue, trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at)
+        queue, trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at),
+        claim_token
     ) ORDER BY priority DESC, scheduled_at, seq),
     (
         SELECT CAST(extract(epoch FROM min(t.scheduled_at) - clock_timestamp()) AS float8)
@@ -106,30 +110,59 @@ FROM claimed
 -- name: release_tasks
 -- Gives back tasks a worker never received: assignment failures do not use up an attempt.
 -- A task whose cancellation was requested meanwhile ends cancelled rather than queued again.
+-- Each task is named with the token of its claim (see match_held); a later claim of it, by
+-- this worker or another, is left alone.
 UPDATE tasks SET
     status = CASE WHEN cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
     finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
     attempt = attempt - 1, worker_id = NULL, dispatched_at = NULL, lease_expires_at = NULL
-WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'dispatched' AND worker_id = :worker_id
-RETURNING id
+FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS bigint[])) AS given(id, token)
+WHERE tasks.id = given.id AND tasks.status = 'dispatched' AND tasks.worker_id = :worker_id
+  AND (given.token = 0 OR tasks.claim_token = given.token)
+RETURNING tasks.id
 
 -- name: extend_held_leases
--- Extends the leases of the tasks a worker says it holds; tasks it no longer holds (an
--- assignment that never arrived) keep their lease, which expires and lets them be recovered.
--- Rows locked meanwhile (a report changing them) are skipped, not waited for: waiting could
--- deadlock with a report batch locking the same rows in another order, and the report either
--- ends the lease or the next heartbeat extends it. The ids come as one array literal, written
+-- Extends the leases of the tasks a worker says it holds, each named with the token of its
+-- claim (0 from a worker older than tokens: then the task must be dispatched to the worker),
+-- and returns the tokens that are no longer the worker's: the task was given to another
+-- worker, recovered, or has finished. A task held under the worker's earlier id (it had to
+-- register again) moves to its current id, so reports, cancellations and recovery find it.
+-- Tasks it no longer holds (an assignment that never arrived) keep their lease, which expires
+-- and lets them be recovered. Rows locked meanwhile (a report changing them) are skipped, not
+-- waited for: waiting could deadlock with a report batch locking the same rows in another
+-- order, and the report either ends the lease or the next heartbeat extends it; they are not
+-- stale by the statement's snapshot either. The ids and tokens come as array literals, written
 -- by the caller: pg8000 escapes a list of strings character by character, in Python, and a
--- worker with a full queue lists a thousand. (A JSON array unnested here instead hid the
+-- worker with a full queue lists a thousand. The held tasks are found by primary key, so the
+-- cost follows what the worker lists. (A JSON array unnested here instead once hid the
 -- array's size from the planner, which then scanned the worker's whole index range, dead
 -- entries included, on every heartbeat.)
-UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
-WHERE id IN (
-    SELECT id FROM tasks
-    WHERE worker_id = :worker_id AND id = ANY(CAST(:ids AS uuid[]))
-      AND status IN ('dispatched', 'running')
-    FOR UPDATE SKIP LOCKED
+WITH held AS (
+    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS bigint[])) AS held(id, token)
+),
+own AS (
+    SELECT tasks.id, held.token FROM tasks JOIN held ON tasks.id = held.id
+    WHERE tasks.status IN ('dispatched', 'running')
+      AND CASE WHEN held.token = 0 THEN tasks.worker_id = :worker_id
+          ELSE tasks.claim_token = held.token END
+),
+extended AS (
+    UPDATE tasks SET
+        lease_expires_at = now() + make_interval(secs => :lease_seconds),
+        worker_id = :worker_id
+    WHERE id IN (
+        -- The conditions again, not the snapshot's answer: a row changed since the snapshot
+        -- is checked again as it is now before it is locked, so a task claimed again
+        -- meanwhile is never taken back.
+        SELECT tasks.id FROM tasks JOIN held ON tasks.id = held.id
+        WHERE tasks.status IN ('dispatched', 'running')
+          AND CASE WHEN held.token = 0 THEN tasks.worker_id = :worker_id
+              ELSE tasks.claim_token = held.token END
+        FOR UPDATE OF tasks SKIP LOCKED
+    )
 )
+SELECT coalesce(string_agg(CAST(token AS text), ','), '') FROM held
+WHERE token <> 0 AND token NOT IN (SELECT token FROM own)
 
 -- name: cancel_requested_for_worker
 SELECT id FROM tasks

@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import Sequence
 
-from taskmill.common.db import Database
+from taskmill.common.db import Connection, Database
 from taskmill.common.models import Backoff, TaskError, TaskStatus
 
 #: The error a task keeps when the worker running it was lost.
@@ -25,6 +25,18 @@ class RecoveryStore:
         self._db = db
         self._backoff = backoff or Backoff()
 
+    def reap_and_recover(self, dead_after: float) -> tuple[list[str], dict[uuid.UUID, TaskStatus]]:
+        """Removes the workers silent for ``dead_after`` seconds and recovers their tasks and
+        those whose lease expired, in one transaction; returns the removed workers' ids and each
+        recovered task's new status.
+
+        One transaction, so that a worker told it is unknown (its row is gone) knows that none
+        of its tasks is its own any more: when it registers again, every task it held is stale.
+        """
+        with self._db.transaction() as conn:
+            dead = [row[0] for row in conn.run("reap_dead_workers", dead_after=dead_after)]
+            return dead, self._recover(conn, dead, expired_leases=True)
+
     def recover_lost(
         self, dead_worker_ids: Sequence[str], *, expired_leases: bool = True
     ) -> dict[uuid.UUID, TaskStatus]:
@@ -35,21 +47,26 @@ class RecoveryStore:
         are notified of the tasks scheduled again. Returns each recovered task's new status.
         """
         with self._db.transaction() as conn:
-            unstarted = conn.run(
-                "requeue_lost_unstarted",
-                worker_ids=list(dead_worker_ids),
-                expired_leases=expired_leases,
-            )
-            running = conn.run(
-                "fail_lost_running",
-                worker_ids=list(dead_worker_ids),
-                expired_leases=expired_leases,
-                error=json.dumps(WORKER_LOST.to_json()),
-                backoff_base=self._backoff.base,
-                backoff_max=self._backoff.maximum,
-            )
-            recovered = {row[0]: TaskStatus(row[1]) for row in [*unstarted, *running]}
-            rescheduled = sum(status is TaskStatus.SCHEDULED for status in recovered.values())
-            if rescheduled:
-                conn.run("notify_submitted", count=rescheduled)
+            return self._recover(conn, dead_worker_ids, expired_leases=expired_leases)
+
+    def _recover(
+        self, conn: Connection, dead_worker_ids: Sequence[str], *, expired_leases: bool
+    ) -> dict[uuid.UUID, TaskStatus]:
+        unstarted = conn.run(
+            "requeue_lost_unstarted",
+            worker_ids=list(dead_worker_ids),
+            expired_leases=expired_leases,
+        )
+        running = conn.run(
+            "fail_lost_running",
+            worker_ids=list(dead_worker_ids),
+            expired_leases=expired_leases,
+            error=json.dumps(WORKER_LOST.to_json()),
+            backoff_base=self._backoff.base,
+            backoff_max=self._backoff.maximum,
+        )
+        recovered = {row[0]: TaskStatus(row[1]) for row in [*unstarted, *running]}
+        rescheduled = sum(status is TaskStatus.SCHEDULED for status in recovered.values())
+        if rescheduled:
+            conn.run("notify_submitted", count=rescheduled)
         return recovered

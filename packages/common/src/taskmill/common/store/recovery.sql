@@ -1,6 +1,13 @@
 -- Recovering the tasks of lost workers and of expired leases. The retry rule is the migration's
 -- taskmill_retries and taskmill_retry_at (0003_retry_rule.sql), as for reports.
 
+-- name: reap_dead_workers
+-- Removes the workers silent for :dead_after seconds; run in the transaction that recovers
+-- their tasks (RecoveryStore.reap_and_recover).
+DELETE FROM workers
+WHERE last_heartbeat_at < now() - make_interval(secs => :dead_after)
+RETURNING id
+
 -- name: requeue_lost_unstarted
 -- Tasks a lost worker (or an expired lease, when :expired_leases) held but had not started go
 -- back to scheduled without using up an attempt; those whose cancellation was requested end

@@ -1,5 +1,7 @@
--- Workers' status reports: every change is a conditional UPDATE on the expected status, the
--- attempt and the worker, so a late, duplicated or reordered report matches no row.
+-- Workers' status reports: every change is a conditional UPDATE on the expected status and the
+-- claim's fencing token, so a late, duplicated or reordered report, or one from a copy of the
+-- task that is no longer the claim, matches no row; the attempt and the reporting worker must
+-- match too. A report without a token (from a worker older than tokens) is matched by those.
 --
 -- The report queries take one JSON array of reports (far cheaper for pg8000 to send than one
 -- array per column) and join it to tasks by primary key: a nested loop over the reports, so
@@ -12,9 +14,10 @@
 -- name: mark_running
 WITH changed AS (
     UPDATE tasks SET status = 'running', started_at = to_timestamp(r.at)
-    FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(id uuid, attempt int, at float8)
-    WHERE tasks.id = r.id AND tasks.attempt = r.attempt
+    FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(id uuid, attempt int, token bigint, at float8)
+    WHERE tasks.id = r.id
       AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
+      AND tasks.attempt = r.attempt AND (r.token IS NULL OR tasks.claim_token = r.token)
       AND tasks.status = 'dispatched'
     RETURNING tasks.id
 )
@@ -30,10 +33,11 @@ WITH changed AS (
         started_at = coalesce(tasks.started_at, to_timestamp(r.started_at), to_timestamp(r.at)),
         lease_expires_at = NULL
     FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
-        id uuid, attempt int, at float8, result text, started_at float8
+        id uuid, attempt int, token bigint, at float8, result text, started_at float8
     )
-    WHERE tasks.id = r.id AND tasks.attempt = r.attempt
+    WHERE tasks.id = r.id
       AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
+      AND tasks.attempt = r.attempt AND (r.token IS NULL OR tasks.claim_token = r.token)
       AND tasks.status IN ('dispatched', 'running')
     RETURNING tasks.id
 )
@@ -61,10 +65,11 @@ WITH changed AS (
         lease_expires_at = NULL,
         started_at = coalesce(tasks.started_at, to_timestamp(r.started_at))
     FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
-        id uuid, attempt int, at float8, error jsonb, retryable bool, started_at float8
+        id uuid, attempt int, token bigint, at float8, error jsonb, retryable bool, started_at float8
     )
-    WHERE tasks.id = r.id AND tasks.attempt = r.attempt
+    WHERE tasks.id = r.id
       AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
+      AND tasks.attempt = r.attempt AND (r.token IS NULL OR tasks.claim_token = r.token)
       AND tasks.status IN ('dispatched', 'running')
     RETURNING tasks.id
 )
@@ -76,10 +81,11 @@ WITH changed AS (
         status = 'cancelled', finished_at = to_timestamp(r.at), lease_expires_at = NULL,
         started_at = coalesce(tasks.started_at, to_timestamp(r.started_at))
     FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
-        id uuid, attempt int, at float8, started_at float8
+        id uuid, attempt int, token bigint, at float8, started_at float8
     )
-    WHERE tasks.id = r.id AND tasks.attempt = r.attempt
+    WHERE tasks.id = r.id
       AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
+      AND tasks.attempt = r.attempt AND (r.token IS NULL OR tasks.claim_token = r.token)
       AND tasks.status IN ('dispatched', 'running')
     RETURNING tasks.id
 )

@@ -68,11 +68,6 @@ class WorkerStore:
         with self._db.connection() as conn:
             return bool(conn.scalar("watch_workers", dead_after=dead_after, lapse=lapse))
 
-    def reap_dead(self, dead_after: float) -> list[str]:
-        """Removes workers silent for ``dead_after`` seconds and returns their ids."""
-        with self._db.connection() as conn:
-            return [row[0] for row in conn.run("reap_dead_workers", dead_after=dead_after)]
-
     def live(self) -> list[Worker]:
         """Every live worker, oldest registration first."""
         with self._db.connection() as conn:

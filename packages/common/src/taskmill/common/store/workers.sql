@@ -34,11 +34,6 @@ ON CONFLICT (id) DO UPDATE SET
     checked_at = GREATEST(watch.checked_at, EXCLUDED.checked_at)
 RETURNING watch.grace_until <= now()
 
--- name: reap_dead_workers
-DELETE FROM workers
-WHERE last_heartbeat_at < now() - make_interval(secs => :dead_after)
-RETURNING id
-
 -- name: list_workers
 SELECT * FROM workers WHERE state <> 'dead' ORDER BY registered_at, id
 
