@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 
+from taskmill.common.migrate import migrate
 from taskmill.dev.harness import Cluster
+from taskmill.dev.pgserver import PostgresServer
+from taskmill.testing import throwaway_server
 
 
 @pytest.fixture
@@ -25,6 +28,21 @@ def cluster(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -
         report = getattr(request.node, "rep_call", None)
         if report is not None and report.failed:
             print(cluster.logs())
+
+
+@pytest.fixture
+def server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, which it may stop and start again on the same data
+    and port: the other tests' server is never touched."""
+    with throwaway_server("taskmill-own-") as server:
+        yield server
+
+
+@pytest.fixture
+def own_database_url(server: PostgresServer) -> str:
+    """``server``'s database, migrated: a module's ``database_url`` override returns it."""
+    migrate(server.url)
+    return server.url
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from taskmill.common.migrate import migrate
 from taskmill.dev.harness import Cluster, wait_for
 from taskmill.dev.pgserver import PostgresServer
-from taskmill.testing import throwaway_server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -23,16 +20,9 @@ SUPPORT = Path(__file__).parent / "support"
 
 
 @pytest.fixture
-def server() -> Iterator[PostgresServer]:
-    with throwaway_server("taskmill-restart-") as server:
-        yield server
-
-
-@pytest.fixture
-def database_url(server: PostgresServer) -> str:
-    """The ``cluster`` fixture's database: this server's own, migrated."""
-    migrate(server.url)
-    return server.url
+def database_url(own_database_url: str) -> str:
+    """The ``cluster`` fixture's database: a server of the test's own, which it restarts."""
+    return own_database_url
 
 
 def _submitted(cluster: Cluster, tasks: list[dict[str, Any]]) -> list[dict[str, Any]] | None:

@@ -12,6 +12,7 @@ from worker_testkit import assign_request, assignment
 
 from taskmill.common.attempts import Report, ReportStatus
 from taskmill.common.models import TaskError
+from taskmill.v1 import coordinator_pb2
 from taskmill.worker.execution import MAX_RESULT_BYTES, encode_result, failure, storable
 from taskmill.worker.membership import Membership
 from taskmill.worker.reporter import Reporter
@@ -125,6 +126,7 @@ class _Stub:
     def ReportTaskStatuses(self, request, timeout):
         with self.lock:
             self.reports.extend(request.reports)
+        return coordinator_pb2.ReportTaskStatusesResponse(applied=len(request.reports))
 
 
 def test_a_report_that_cannot_be_built_is_replaced_and_the_batch_goes() -> None:

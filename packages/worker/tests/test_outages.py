@@ -65,7 +65,8 @@ def test_nothing_is_lost_while_the_coordinator_is_down(coordinator, start_worker
     old_id = coordinator.wait_registered()
     port = coordinator.port
     coordinator.stop()
-    tasks = [assignment("echo", n) for n in range(4)]
+    # With a retry left, a task starts without its start recorded first (test_starts.py).
+    tasks = [assignment("echo", n, max_attempts=2) for n in range(4)]
     worker_stub(worker).AssignTasks(assign_request(old_id, *tasks))
     wait_for(lambda: worker.reporter.pending() == {(t.task_id, t.token) for t in tasks})
 
@@ -90,7 +91,7 @@ def test_a_held_task_stays_listed_until_its_outcome_is_acknowledged(
     worker_id = coordinator.wait_registered()
     with coordinator.lock:
         coordinator.fail_reports[:] = [grpc.StatusCode.UNAVAILABLE] * 1000
-    task = assignment("echo", 1)
+    task = assignment("echo", 1, max_attempts=2)  # starts without a recorded start
     worker_stub(worker).AssignTasks(assign_request(worker_id, task))
     wait_for(lambda: not worker.executor.held() and coordinator.report_calls > 1)
     # Finished, but the coordinator does not know yet: its lease must keep being extended.

@@ -78,6 +78,8 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.cancel: set[str] = set()
         self.lease_seconds = 0.0
         self.stale: set[int] = set()
+        # Tokens whose running report the coordinator answers stale: their start is not recorded.
+        self.refuse_starts: set[int] = set()
         self.fail_heartbeats = False
         self._ids = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:6]
@@ -152,8 +154,13 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 context.abort(self.fail_reports.pop(0), "injected failure")
             if request.worker_id not in self.known:
                 context.abort(grpc.StatusCode.NOT_FOUND, "unknown worker")
+            stale = [
+                r.token
+                for r in request.reports
+                if r.status == common_pb2.TASK_STATUS_RUNNING and r.token in self.refuse_starts
+            ]
             for report in request.reports:
-                if report.HasField("started_at"):
+                if report.HasField("started_at") and not self._started(report):
                     # A folded running report: record it as the real coordinator applies it.
                     self.folded += 1
                     running = common_pb2.StatusReport(
@@ -166,7 +173,19 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
                     )
                     self.reports.append((request.worker_id, running))
                 self.reports.append((request.worker_id, report))
-        return coordinator_pb2.ReportTaskStatusesResponse(applied=len(request.reports))
+        return coordinator_pb2.ReportTaskStatusesResponse(
+            applied=len(request.reports), stale_tokens=stale
+        )
+
+    def _started(self, report: common_pb2.StatusReport) -> bool:
+        """Whether the report's start was recorded already (a start recorded ahead of the run:
+        its final report carries the real start, not a folded running report)."""
+        return any(
+            r.task_id == report.task_id
+            and r.token == report.token
+            and r.status == common_pb2.TASK_STATUS_RUNNING
+            for _, r in self.reports
+        )
 
     def DeregisterWorker(
         self, request: coordinator_pb2.DeregisterWorkerRequest, context: grpc.ServicerContext

@@ -64,10 +64,12 @@ class ReportTaskStatusesRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., reports: _Optional[_Iterable[_Union[_common_pb2.StatusReport, _Mapping]]] = ...) -> None: ...
 
 class ReportTaskStatusesResponse(_message.Message):
-    __slots__ = ("applied",)
+    __slots__ = ("applied", "stale_tokens")
     APPLIED_FIELD_NUMBER: _ClassVar[int]
+    STALE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     applied: int
-    def __init__(self, applied: _Optional[int] = ...) -> None: ...
+    stale_tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, applied: _Optional[int] = ..., stale_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DeregisterWorkerRequest(_message.Message):
     __slots__ = ("worker_id",)

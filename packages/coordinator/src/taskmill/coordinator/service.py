@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from taskmill.common.attempts import Report, ReportStatus
 from taskmill.common.errors import TaskmillError
 from taskmill.common.models import TaskError, TaskStatus, Worker
-from taskmill.common.store import DispatchStore, Held, RecoveryStore, ReportStore, WorkerStore
+from taskmill.common.store import (
+    Applied,
+    DispatchStore,
+    Held,
+    RecoveryStore,
+    ReportStore,
+    WorkerStore,
+)
 from taskmill.coordinator.calls import WorkerCallFailed, WorkerCalls
 from taskmill.coordinator.fleet import Fleet
 
@@ -180,20 +187,23 @@ class CoordinatorService:
         )
         self._wakers.work()
 
-    def report(self, worker_id: str, reports: Sequence[Report], rejected: Sequence[Held]) -> int:
+    def report(
+        self, worker_id: str, reports: Sequence[Report], rejected: Sequence[Held]
+    ) -> tuple[int, list[int]]:
         """Applies a worker's status reports and gives back the tasks it rejected.
 
         Reports are applied even from a worker this coordinator does not know (it may have just
         restarted), but only to tasks dispatched to that worker. A report the database refuses
-        fails its task (see :meth:`_fail_refused`). Returns how many reports changed a task; the
-        rest were duplicates or stale, or refused.
+        fails its task (see :meth:`_fail_refused`). Returns how many reports changed a task (the
+        rest were duplicates or stale, or refused), and the tokens of the ``running`` reports
+        whose start was not recorded: those tasks are no longer the worker's to start.
         """
-        changed: set[str] = set()
+        applied = Applied(set(), [])
         if reports:
             applied = self._reports.apply(reports, worker_id)
-            changed = applied.changed
             if applied.refused:
                 self._fail_refused(worker_id, applied.refused)
+        changed = applied.changed
         released = set()
         if rejected:
             released = {str(task_id) for task_id in self._dispatch.release(worker_id, rejected)}
@@ -206,7 +216,12 @@ class CoordinatorService:
         if released or retried:
             self._wakers.work()
         applied_count = sum(1 for report in reports if report.task_id in changed)
-        return applied_count + sum(1 for task_id, _ in rejected if task_id in released)
+        stale = [
+            r.token
+            for r in reports
+            if r.status is ReportStatus.RUNNING and r.token and r.task_id not in applied.started
+        ]
+        return applied_count + sum(1 for task_id, _ in rejected if task_id in released), stale
 
     def _fail_refused(self, worker_id: str, refused: Sequence[tuple[Report, str]]) -> None:
         """Fails, for good, the attempts whose reports the database refused, with its reason.

@@ -124,10 +124,10 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self, request: coordinator_pb2.ReportTaskStatusesRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.ReportTaskStatusesResponse:
         outcomes, rejected = _parse_reports(request.reports)
-        applied = _call(
+        applied, stale = _call(
             context, lambda: self._service.report(request.worker_id, outcomes, rejected)
         )
-        return coordinator_pb2.ReportTaskStatusesResponse(applied=applied)
+        return coordinator_pb2.ReportTaskStatusesResponse(applied=applied, stale_tokens=stale)
 
     def DeregisterWorker(
         self, request: coordinator_pb2.DeregisterWorkerRequest, context: grpc.ServicerContext

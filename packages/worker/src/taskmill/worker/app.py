@@ -93,7 +93,9 @@ class Worker:
             process_cancel_grace=settings.process_cancel_grace,
             tracer=TaskTracer(tracer_provider, lambda: self.membership.worker_id),
             fence=self.fence,
+            ask=self.reporter.ask,
         )
+        self.reporter.on_started(self.executor.started)
         self.port = 0
         self.address = ""
         self._server: grpc.Server | None = None

@@ -37,6 +37,7 @@ from taskmill.worker.fence import Fence
 from taskmill.worker.job import Job, JobState
 from taskmill.worker.process import run_in_process
 from taskmill.worker.registry import Handler
+from taskmill.worker.starts import StartRecords
 from taskmill.worker.tracing import TaskTracer
 from taskmill.worker.watchdog import Watchdog
 
@@ -73,6 +74,8 @@ class Executor:
         tracer: Makes the spans of attempts (default: from the global tracer provider).
         fence: Whether a task may start now; a slot waits while it is closed (default: always
             open).
+        ask: Sends a ``running`` report that records a start before the handler runs, for the
+            tasks that may run at most once (``starts.py``); ``None`` starts every task at once.
     """
 
     def __init__(
@@ -85,9 +88,11 @@ class Executor:
         process_cancel_grace: float = 2.0,
         tracer: TaskTracer | None = None,
         fence: Fence | None = None,
+        ask: Callable[[Report], None] | None = None,
     ) -> None:
         self._handlers = dict(handlers)
         self._fence = fence or Fence()
+        self._starts = StartRecords(ask)
         self._tracer = tracer or TaskTracer()
         self._capacity = concurrency + queue_size
         self._report = report
@@ -204,6 +209,19 @@ class Executor:
             self._queue.put(job)
         return free
 
+    def started(self, recorded: Collection[int], stale: Collection[int]) -> None:
+        """The answers to the starts asked (``starts.py``): recorded ones may run, stale ones
+        are dropped unrun, as :meth:`drop_stale` drops them."""
+        with self._lock:
+            for job in self._starts.answer(recorded, stale):
+                if job.state is JobState.QUEUED:
+                    self._queued -= 1
+                if job.state is not JobState.DONE:
+                    self._settle(job, Outcome.cancelled())  # its token is stale: changes nothing
+                    logger.warning(
+                        "task %s is no longer this worker's: dropped unrun", job.assignment.task_id
+                    )
+
     def cancel(self, task_id: str) -> bool:
         """Flags a held task for cancellation; returns whether the worker held it.
 
@@ -291,6 +309,7 @@ class Executor:
             return None
         job.timeout = assignment.timeout_seconds or job.handler.timeout
         self._queued += 1
+        self._starts.hold(job)
         return job
 
     def _start_span(self, job: Job) -> None:
@@ -300,6 +319,8 @@ class Executor:
     def _settle(self, job: Job, outcome: Outcome) -> None:
         job.state = JobState.DONE
         self._jobs.pop(job.assignment.task_id, None)
+        if job.gate is not None:
+            job.gate.set()  # a slot waiting for its start's answer stops waiting
         if job.recording or job.span is None:
             self._settle_traced(job, outcome)
         else:
@@ -325,7 +346,7 @@ class Executor:
                 outcome.result_json,
                 outcome.error,
                 job.traceparent or assignment.traceparent,
-                None,
+                job.started_at if job.gate is not None else None,
                 True,
                 assignment.token,
             )
@@ -397,12 +418,21 @@ class Executor:
         self._busy += 1
         job.state = JobState.RUNNING
         self._start_span(job)
-        self._emit(job, _RUNNING)
+        if job.gate is None:
+            self._emit(job, _RUNNING)
+        else:
+            self._starts.begin(job)  # the slot runs it once its start is recorded
         return True
 
     def _execute(self, job: Job) -> Outcome | None:
         handler = job.handler
         assert handler is not None  # jobs without a handler are settled when admitted
+        if job.gate is not None:
+            if not self._await_start(job):
+                return None  # dropped: no longer this worker's, or the worker stopped
+            if job.cancel.is_set():
+                return Outcome.cancelled()  # asked to stop, or found stale, while it waited
+            job.started_at = time.time()
         deadline = time.monotonic() + job.timeout if job.timeout else None
         token = self._tracer.activate(job.span)  # handler logs and spans belong to the attempt
         try:
@@ -416,6 +446,17 @@ class Executor:
             return Outcome.failed(type(exc).__name__, f"the worker could not run the task: {exc}")
         finally:
             self._tracer.deactivate(token)
+
+    def _await_start(self, job: Job) -> bool:
+        """Waits until the job's start is recorded, and the fence is open again if the wait
+        outlasted it (an answer that names the job stale cancels it first); returns whether
+        it may run."""
+        assert job.gate is not None
+        while not job.gate.wait(_FENCE_WAIT):
+            logger.debug("task %s waits for its start to be recorded", job.assignment.task_id)
+        while job.state is JobState.RUNNING and not self._fence.wait_open(_FENCE_WAIT):
+            logger.debug("no heartbeat acknowledged lately: starting nothing")
+        return job.recorded and job.state is JobState.RUNNING
 
     def _execute_in_process(self, job: Job, deadline: float | None) -> Outcome | None:
         assert job.handler is not None
@@ -443,6 +484,8 @@ class Executor:
         elif job.state is JobState.OVERDUE:
             # The copy is gone now, so a retry may start; what it returned late is discarded.
             self._settle(job, self._timed_out(job))
+        elif job.state is JobState.DONE and job.gate is not None and job.started_at is None:
+            pass  # dropped before its start was recorded: it never ran
         else:
             logger.warning(
                 "task %s attempt %d returned after it was settled; its result is discarded",

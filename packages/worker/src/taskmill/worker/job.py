@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -34,3 +35,8 @@ class Job:
     span: Span | None = None
     traceparent: str = ""  # what its reports carry, once the span exists
     recording: bool = False  # whether its span records: only then are spans ended or made
+    # A start recorded before it happens (``starts.py``): the gate opens on the answer, or when
+    # the job is settled; ``recorded`` says whether it may run.
+    gate: threading.Event | None = None
+    recorded: bool = False
+    started_at: float | None = None  # when its handler started, for a final report to carry

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from taskmill.common.attempts import Report, ReportStatus
@@ -30,10 +30,13 @@ class Applied:
         changed: The ids of the tasks that changed; the other reports were stale or duplicates.
         refused: The reports the database refused (a result that is not JSON or holds NUL, a
             time out of range), each with the database's reason. The others were still applied.
+        started: The tasks whose ``running`` report is recorded under its token: those it
+            changed, and those already running under that claim (a batch sent again).
     """
 
     changed: set[str]
     refused: list[tuple[Report, str]]
+    started: set[str] = field(default_factory=set)
 
 
 class ReportStore:
@@ -67,19 +70,22 @@ class ReportStore:
             InvalidTransition: A report's status is not one a worker reports; nothing changed.
         """
         try:
-            return Applied(self.apply_all(reports, worker_id), [])
+            return self._apply(_by_status(reports), worker_id)
         except QueryError as exc:
             if not _is_data_error(exc):
                 raise
-        changed, refused = set[str](), list[tuple[Report, str]]()
+        applied = Applied(set(), [])
         for report in (r for batch in _by_status(reports).values() for r in batch):
             try:
-                changed |= self.apply_all([report], worker_id)
+                one = self._apply({report.status: [report]}, worker_id)
             except QueryError as exc:
                 if not _is_data_error(exc):
                     raise
-                refused.append((report, exc.message))
-        return Applied(changed, refused)
+                applied.refused.append((report, exc.message))
+                continue
+            applied.changed.update(one.changed)
+            applied.started.update(one.started)
+        return applied
 
     def apply_all(self, reports: Sequence[Report], worker_id: str | None = None) -> set[str]:
         """Applies reports as :meth:`apply` does, but all or none of them: the first try of every
@@ -91,12 +97,12 @@ class ReportStore:
             InvalidTransition: A report's status is not one a worker reports; nothing changed.
             QueryError: The database refused a report; nothing changed.
         """
-        return self._apply(_by_status(reports), worker_id)
+        return self._apply(_by_status(reports), worker_id).changed
 
     def _apply(
         self, by_status: Mapping[ReportStatus, Sequence[Report]], worker_id: str | None
-    ) -> set[str]:
-        changed: set[str] = set()
+    ) -> Applied:
+        applied = Applied(set(), [])
         with self._db.transaction() as conn:
             for status, batch in by_status.items():
                 # One JSON array: cheaper for pg8000 to send than one array per column.
@@ -105,9 +111,12 @@ class ReportStore:
                 if status is ReportStatus.FAILED:
                     params["backoff_base"] = self._backoff.base
                     params["backoff_max"] = self._backoff.maximum
-                [[ids]] = conn.run(_REPORT_QUERIES[status], **params)
-                changed.update(ids.split(",") if ids else ())
-        return changed
+                [row] = conn.run(_REPORT_QUERIES[status], **params)
+                applied.changed.update(row[0].split(",") if row[0] else ())
+                if status is ReportStatus.RUNNING:
+                    for ids in row:
+                        applied.started.update(ids.split(",") if ids else ())
+        return applied
 
 
 def _by_status(reports: Sequence[Report]) -> dict[ReportStatus, list[Report]]:

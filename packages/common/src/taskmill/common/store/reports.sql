@@ -6,22 +6,38 @@
 -- The report queries take one JSON array of reports (far cheaper for pg8000 to send than one
 -- array per column) and join it to tasks by primary key: a nested loop over the reports, so
 -- the cost follows the batch, never the number of tasks in flight. A final report may carry
--- started_at: the worker folded its unsent "running" report into it. A result comes as the
+-- started_at: the worker folded its unsent "running" report into it, or its "running" report
+-- was sent ahead of the start (a start the worker has recorded before running the handler), and
+-- started_at, when the handler started, replaces the time it was recorded. A result comes as the
 -- JSON text the worker sent, cast here, so the coordinator parses and encodes nothing. The ids
 -- of the changed tasks come back as one comma-separated text, in one row: pg8000 pays for
 -- every row it reads, and would parse a uuid.
 
 -- name: mark_running
-WITH changed AS (
+-- Also returns, as a second text, the tasks of the reports that were already running under the
+-- report's token before this statement (its snapshot): a batch sent again after its answer was
+-- lost. With the changed ones, they are the starts the worker may go on with (see
+-- ReportStore.apply's Applied.started).
+WITH r AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:reports AS jsonb))
+        AS r(id uuid, attempt int, token bigint, at float8)
+),
+changed AS (
     UPDATE tasks SET status = 'running', started_at = to_timestamp(r.at)
-    FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(id uuid, attempt int, token bigint, at float8)
+    FROM r
     WHERE tasks.id = r.id
       AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
       AND tasks.attempt = r.attempt AND (r.token IS NULL OR tasks.claim_token = r.token)
       AND tasks.status = 'dispatched'
     RETURNING tasks.id
 )
-SELECT string_agg(CAST(id AS text), ',') FROM changed
+SELECT
+    (SELECT string_agg(CAST(id AS text), ',') FROM changed),
+    (
+        SELECT string_agg(CAST(tasks.id AS text), ',') FROM tasks JOIN r ON tasks.id = r.id
+        WHERE tasks.status = 'running' AND tasks.claim_token = r.token
+          AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
+    )
 
 -- name: mark_succeeded
 WITH changed AS (
@@ -30,7 +46,9 @@ WITH changed AS (
         -- A retried task that succeeds no longer carries its earlier attempt's error.
         error = NULL,
         finished_at = to_timestamp(r.at),
-        started_at = coalesce(tasks.started_at, to_timestamp(r.started_at), to_timestamp(r.at)),
+        started_at = coalesce(
+            to_timestamp(r.started_at), tasks.started_at, to_timestamp(r.at)
+        ),
         lease_expires_at = NULL
     FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
         id uuid, attempt int, token bigint, at float8, result text, started_at float8
@@ -63,7 +81,7 @@ WITH changed AS (
                 r.retryable, tasks.attempt, tasks.max_attempts, tasks.cancel_requested_at
             ) THEN NULL ELSE tasks.worker_id END,
         lease_expires_at = NULL,
-        started_at = coalesce(tasks.started_at, to_timestamp(r.started_at))
+        started_at = coalesce(to_timestamp(r.started_at), tasks.started_at)
     FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
         id uuid, attempt int, token bigint, at float8, error jsonb, retryable bool, started_at float8
     )
@@ -79,7 +97,7 @@ SELECT string_agg(CAST(id AS text), ',') FROM changed
 WITH changed AS (
     UPDATE tasks SET
         status = 'cancelled', finished_at = to_timestamp(r.at), lease_expires_at = NULL,
-        started_at = coalesce(tasks.started_at, to_timestamp(r.started_at))
+        started_at = coalesce(to_timestamp(r.started_at), tasks.started_at)
     FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
         id uuid, attempt int, token bigint, at float8, started_at float8
     )
