@@ -45,14 +45,24 @@ def test_a_folded_final_report_records_the_start(
     assert (task.status, task.started_at, task.finished_at) == (status, started, finished)
 
 
-def test_a_running_report_applied_first_keeps_its_start(store: Stores) -> None:
+def test_a_final_reports_start_replaces_the_recorded_one(store: Stores) -> None:
+    # A start recorded before the handler ran (worker/starts.py): the final report carries
+    # when the handler really started, which is what the task shows.
+    task_id = _dispatched(store)
+    recorded = datetime.now(UTC) - timedelta(seconds=3)
+    assert store.apply([Reported(task_id, 1, S.RUNNING, recorded)]) == {task_id}
+
+    handler_started = recorded + timedelta(seconds=1)
+    store.apply([Reported(task_id, 1, S.SUCCEEDED, datetime.now(UTC), started_at=handler_started)])
+
+    assert store.get(task_id).started_at == handler_started
+
+
+def test_a_final_report_without_a_start_keeps_the_recorded_one(store: Stores) -> None:
     task_id = _dispatched(store)
     started = datetime.now(UTC) - timedelta(seconds=3)
     assert store.apply([Reported(task_id, 1, S.RUNNING, started)]) == {task_id}
-
-    later = started + timedelta(seconds=1)
-    store.apply([Reported(task_id, 1, S.SUCCEEDED, datetime.now(UTC), started_at=later)])
-
+    store.apply([Reported(task_id, 1, S.SUCCEEDED, datetime.now(UTC))])
     assert store.get(task_id).started_at == started
 
 

@@ -171,7 +171,9 @@ class CoordinatorService:
             return []
         stale = self._dispatch.extend_held_leases(worker_id, held, self._lease_seconds)
         if stale:
-            logger.warning(
+            # Mostly tasks whose final report crossed the heartbeat: the worker warns of the
+            # copies it really had to stop.
+            logger.debug(
                 "worker %s holds %d tasks that are no longer its own; it drops them",
                 worker_id,
                 len(stale),

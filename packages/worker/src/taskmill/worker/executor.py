@@ -3,11 +3,7 @@
 Room: a worker holds at most ``concurrency + queue_size`` tasks; ``concurrency`` slot threads take
 them from the queue in order. A batch that does not fit is refused whole, never waited for.
 
-Timeouts of thread handlers: Python cannot kill a thread, so at a thread handler's deadline its
-cancellation flag is set (cooperative handlers such as ``sleep`` then return promptly), the
-attempt has failed with ``timeout``, and whatever it returns later is discarded. Its slot stays
-occupied — and counted out of ``free_slots`` — until the function returns, so a stuck handler
-shows up as lost capacity rather than as hidden extra threads. When a retry may follow, the
+Timeouts of thread handlers (see ``runner.py``): when a retry may follow, the
 failure is reported only once the function has returned, the task staying ``running`` (held,
 listed in heartbeats) meanwhile: the coordinator schedules the retry on that report, so on
 whatever worker it runs, it never runs beside the earlier copy. The last attempt, or one whose
@@ -32,11 +28,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 from taskmill.common.attempts import Assignment, Held, Outcome, Report, ReportStatus
 from taskmill.common.errors import TaskmillError
-from taskmill.worker.execution import TIMEOUT, UNKNOWN_COMMAND, WORKER_SHUTDOWN, run_handler
+from taskmill.worker.execution import TIMEOUT, UNKNOWN_COMMAND, WORKER_SHUTDOWN
 from taskmill.worker.fence import Fence
 from taskmill.worker.job import Job, JobState
-from taskmill.worker.process import run_in_process
 from taskmill.worker.registry import Handler
+from taskmill.worker.runner import WAIT_STEP, Runner
 from taskmill.worker.starts import StartRecords
 from taskmill.worker.tracing import TaskTracer
 from taskmill.worker.watchdog import Watchdog
@@ -45,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 _RUNNING = Outcome(ReportStatus.RUNNING)
 _STOP_WAIT_SECONDS = 5.0
-_FENCE_WAIT = 1.0  # seconds between looks at whether a job waiting for the fence was dropped
 
 
 class Draining(TaskmillError):
@@ -96,7 +91,6 @@ class Executor:
         self._tracer = tracer or TaskTracer()
         self._capacity = concurrency + queue_size
         self._report = report
-        self._process_cancel_grace = process_cancel_grace
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # for drain and stop, which wait
         self._waiting = False  # drain or stop may be waiting on _changed
@@ -107,6 +101,9 @@ class Executor:
         self._draining = False
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._watchdog: Watchdog[Job] = Watchdog(self._time_out)
+        self._runner = Runner(
+            self._tracer, self._watchdog, self._fence, process_cancel_grace, self._count_child
+        )
         self._threads = [
             threading.Thread(target=self._slot_loop, name=f"taskmill-slot-{n}", daemon=True)
             for n in range(concurrency)
@@ -378,10 +375,16 @@ class Executor:
 
     # -- slot threads --------------------------------------------------------------------------
 
+    def _count_child(self, change: int) -> None:
+        with self._lock:
+            self._children += change
+            if change < 0:
+                self._changed.notify_all()  # stop may wait for the children to be gone
+
     def _slot_loop(self) -> None:
         job = self._next(None, None)
         while job is not None:
-            job = self._next(job, self._execute(job))
+            job = self._next(job, self._runner.run(job))
 
     def _next(self, done: Job | None, outcome: Outcome | None) -> Job | None:
         """Settles the slot's last job and begins its next; ``None`` when the slot stops.
@@ -404,7 +407,7 @@ class Executor:
         while (job := self._queue.get()) is not None:
             # Checked again after a wait, as close to the start as can be: a fence that closed
             # meanwhile opens only once the tasks no longer this worker's are dropped.
-            while job.state is JobState.QUEUED and not self._fence.wait_open(_FENCE_WAIT):
+            while job.state is JobState.QUEUED and not self._fence.wait_open(WAIT_STEP):
                 logger.debug("no heartbeat acknowledged lately: starting nothing")
             with self._lock:
                 if self._begin(job):
@@ -423,59 +426,6 @@ class Executor:
         else:
             self._starts.begin(job)  # the slot runs it once its start is recorded
         return True
-
-    def _execute(self, job: Job) -> Outcome | None:
-        handler = job.handler
-        assert handler is not None  # jobs without a handler are settled when admitted
-        if job.gate is not None:
-            if not self._await_start(job):
-                return None  # dropped: no longer this worker's, or the worker stopped
-            if job.cancel.is_set():
-                return Outcome.cancelled()  # asked to stop, or found stale, while it waited
-            job.started_at = time.time()
-        deadline = time.monotonic() + job.timeout if job.timeout else None
-        token = self._tracer.activate(job.span)  # handler logs and spans belong to the attempt
-        try:
-            if handler.process:
-                return self._execute_in_process(job, deadline)
-            if deadline is not None:
-                self._watchdog.watch(deadline, job)
-            return run_handler(handler, job.assignment, job.cancel)
-        except Exception as exc:
-            logger.exception("task %s could not be run", job.assignment.task_id)
-            return Outcome.failed(type(exc).__name__, f"the worker could not run the task: {exc}")
-        finally:
-            self._tracer.deactivate(token)
-
-    def _await_start(self, job: Job) -> bool:
-        """Waits until the job's start is recorded, and the fence is open again if the wait
-        outlasted it (an answer that names the job stale cancels it first); returns whether
-        it may run."""
-        assert job.gate is not None
-        while not job.gate.wait(_FENCE_WAIT):
-            logger.debug("task %s waits for its start to be recorded", job.assignment.task_id)
-        while job.state is JobState.RUNNING and not self._fence.wait_open(_FENCE_WAIT):
-            logger.debug("no heartbeat acknowledged lately: starting nothing")
-        return job.recorded and job.state is JobState.RUNNING
-
-    def _execute_in_process(self, job: Job, deadline: float | None) -> Outcome | None:
-        assert job.handler is not None
-        with self._lock:
-            self._children += 1
-        try:
-            return run_in_process(
-                job.handler,
-                job.assignment,
-                cancel=job.cancel,
-                deadline=deadline,
-                cancel_grace=self._process_cancel_grace,
-                abandoned=lambda: job.state is JobState.DONE,
-                traceparent=job.traceparent,
-            )
-        finally:
-            with self._lock:
-                self._children -= 1
-                self._changed.notify_all()
 
     def _finish(self, job: Job, outcome: Outcome | None) -> None:
         self._busy -= 1

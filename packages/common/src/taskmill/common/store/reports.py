@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskmill.common.attempts import Report, ReportStatus
-from taskmill.common.db import Database, QueryError
+from taskmill.common.db import Connection, Database, QueryError
 from taskmill.common.errors import InvalidTransition
 from taskmill.common.models import Backoff
 
@@ -111,12 +111,25 @@ class ReportStore:
                 if status is ReportStatus.FAILED:
                     params["backoff_base"] = self._backoff.base
                     params["backoff_max"] = self._backoff.maximum
-                [row] = conn.run(_REPORT_QUERIES[status], **params)
-                applied.changed.update(row[0].split(",") if row[0] else ())
+                [[ids]] = conn.run(_REPORT_QUERIES[status], **params)
+                changed = set(ids.split(",")) if ids else set()
+                applied.changed.update(changed)
                 if status is ReportStatus.RUNNING:
-                    for ids in row:
-                        applied.started.update(ids.split(",") if ids else ())
+                    applied.started.update(changed, _started_before(conn, batch, changed, params))
         return applied
+
+
+def _started_before(
+    conn: Connection, running: Sequence[Report], changed: set[str], params: dict[str, Any]
+) -> set[str]:
+    """Of the running reports with a token that changed nothing, the tasks already running
+    under that token (a report sent again): usually none, and then no query is made."""
+    again = [report for report in running if report.token and report.task_id not in changed]
+    if not again:
+        return set()
+    document = "[" + ",".join([report.to_json_text() for report in again]) + "]"
+    [[ids]] = conn.run("running_under_tokens", worker_id=params["worker_id"], reports=document)
+    return set(ids.split(",")) if ids else set()
 
 
 def _by_status(reports: Sequence[Report]) -> dict[ReportStatus, list[Report]]:

@@ -14,30 +14,31 @@
 -- every row it reads, and would parse a uuid.
 
 -- name: mark_running
--- Also returns, as a second text, the tasks of the reports that were already running under the
--- report's token before this statement (its snapshot): a batch sent again after its answer was
--- lost. With the changed ones, they are the starts the worker may go on with (see
--- ReportStore.apply's Applied.started).
-WITH r AS (
-    SELECT * FROM jsonb_to_recordset(CAST(:reports AS jsonb))
-        AS r(id uuid, attempt int, token bigint, at float8)
-),
-changed AS (
+WITH changed AS (
     UPDATE tasks SET status = 'running', started_at = to_timestamp(r.at)
-    FROM r
+    FROM jsonb_to_recordset(CAST(:reports AS jsonb))
+        AS r(id uuid, attempt int, token bigint, at float8)
+    -- The worker and status conditions are written so no index can serve them: the tasks
+    -- are then found by primary key, a nested loop over the reports. Given the choice, the
+    -- planner scanned every task dispatched to the worker (a thousand, with a full queue).
     WHERE tasks.id = r.id
-      AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
+      AND (CAST(:worker_id AS text) IS NULL OR (tasks.worker_id = :worker_id) IS TRUE)
       AND tasks.attempt = r.attempt AND (r.token IS NULL OR tasks.claim_token = r.token)
-      AND tasks.status = 'dispatched'
+      AND (tasks.status = 'dispatched') IS TRUE
     RETURNING tasks.id
 )
-SELECT
-    (SELECT string_agg(CAST(id AS text), ',') FROM changed),
-    (
-        SELECT string_agg(CAST(tasks.id AS text), ',') FROM tasks JOIN r ON tasks.id = r.id
-        WHERE tasks.status = 'running' AND tasks.claim_token = r.token
-          AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
-    )
+SELECT string_agg(CAST(id AS text), ',') FROM changed
+
+-- name: running_under_tokens
+-- Of the running reports that changed nothing, those whose task is running under the report's
+-- token: recorded by an earlier send of the same report, whose answer was lost. Asked only
+-- when a running report with a token changed nothing (ReportStore.apply's Applied.started).
+-- A join from the reports to tasks by primary key, in the same form as the report queries.
+SELECT string_agg(CAST(tasks.id AS text), ',')
+FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(id uuid, token bigint)
+JOIN tasks ON tasks.id = r.id
+WHERE tasks.status = 'running' AND tasks.claim_token = r.token
+  AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
 
 -- name: mark_succeeded
 WITH changed AS (
@@ -53,10 +54,10 @@ WITH changed AS (
     FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
         id uuid, attempt int, token bigint, at float8, result text, started_at float8
     )
-    WHERE tasks.id = r.id
-      AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
+    WHERE tasks.id = r.id  -- by primary key: see mark_running
+      AND (CAST(:worker_id AS text) IS NULL OR (tasks.worker_id = :worker_id) IS TRUE)
       AND tasks.attempt = r.attempt AND (r.token IS NULL OR tasks.claim_token = r.token)
-      AND tasks.status IN ('dispatched', 'running')
+      AND (tasks.status IN ('dispatched', 'running')) IS TRUE
     RETURNING tasks.id
 )
 SELECT string_agg(CAST(id AS text), ',') FROM changed
@@ -83,12 +84,13 @@ WITH changed AS (
         lease_expires_at = NULL,
         started_at = coalesce(to_timestamp(r.started_at), tasks.started_at)
     FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
-        id uuid, attempt int, token bigint, at float8, error jsonb, retryable bool, started_at float8
+        id uuid, attempt int, token bigint, at float8, error jsonb, retryable bool,
+        started_at float8
     )
-    WHERE tasks.id = r.id
-      AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
+    WHERE tasks.id = r.id  -- by primary key: see mark_running
+      AND (CAST(:worker_id AS text) IS NULL OR (tasks.worker_id = :worker_id) IS TRUE)
       AND tasks.attempt = r.attempt AND (r.token IS NULL OR tasks.claim_token = r.token)
-      AND tasks.status IN ('dispatched', 'running')
+      AND (tasks.status IN ('dispatched', 'running')) IS TRUE
     RETURNING tasks.id
 )
 SELECT string_agg(CAST(id AS text), ',') FROM changed
@@ -101,10 +103,10 @@ WITH changed AS (
     FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
         id uuid, attempt int, token bigint, at float8, started_at float8
     )
-    WHERE tasks.id = r.id
-      AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
+    WHERE tasks.id = r.id  -- by primary key: see mark_running
+      AND (CAST(:worker_id AS text) IS NULL OR (tasks.worker_id = :worker_id) IS TRUE)
       AND tasks.attempt = r.attempt AND (r.token IS NULL OR tasks.claim_token = r.token)
-      AND tasks.status IN ('dispatched', 'running')
+      AND (tasks.status IN ('dispatched', 'running')) IS TRUE
     RETURNING tasks.id
 )
 SELECT string_agg(CAST(id AS text), ',') FROM changed
