@@ -16,6 +16,7 @@ from taskmill.common.grpcutil import create_channel, create_server, set_serving
 from taskmill.v1 import coordinator_pb2_grpc, worker_pb2_grpc
 from taskmill.worker import builtin
 from taskmill.worker.agent import Agent, Registration
+from taskmill.worker.asker import StartAsker
 from taskmill.worker.executor import Executor
 from taskmill.worker.fence import Fence
 from taskmill.worker.membership import Membership
@@ -85,6 +86,12 @@ class Worker:
             max_backoff=settings.max_backoff,
         )
         self.fence = Fence()
+        self.asker = StartAsker(
+            self._stub,
+            self.membership,
+            rpc_timeout=settings.rpc_timeout,
+            max_backoff=settings.max_backoff,
+        )
         self.executor = Executor(
             handlers,
             concurrency=settings.concurrency,
@@ -93,9 +100,9 @@ class Worker:
             process_cancel_grace=settings.process_cancel_grace,
             tracer=TaskTracer(tracer_provider, lambda: self.membership.worker_id),
             fence=self.fence,
-            ask=self.reporter.ask,
+            ask=self.asker.ask,
         )
-        self.reporter.on_started(self.executor.started)
+        self.asker.on_answer(self.executor.started)
         self.port = 0
         self.address = ""
         self._server: grpc.Server | None = None
@@ -130,6 +137,7 @@ class Worker:
         )
         self.executor.start()
         self.reporter.start()
+        self.asker.start()
         self._agent.start()
         logger.info(
             "worker serving on port %d, advertised as %s; coordinator %s; handlers: %s",
@@ -176,6 +184,7 @@ class Worker:
         if self._agent is not None:
             self._agent.stop()
         self.reporter.stop()
+        self.asker.stop()
         if self._server is not None:
             self._server.stop(grace=1.0).wait()
         self.executor.stop()

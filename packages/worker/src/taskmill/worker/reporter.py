@@ -38,8 +38,6 @@ from taskmill.worker.membership import Membership
 from taskmill.worker.retry import ReconnectBackoff, describe, status_code
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection
-
     from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 logger = logging.getLogger(__name__)
@@ -59,15 +57,13 @@ _FINAL = frozenset({ReportStatus.SUCCEEDED, ReportStatus.FAILED, ReportStatus.CA
 
 class _Slot:
     """A place in the queue; a folded ``running`` report leaves it empty, and gives the final
-    report that took it in its ``started_at``. ``asked``: a ``running`` report sent ahead of
-    the start, whose answer says whether the task may start (see :meth:`Reporter.ask`)."""
+    report that took it in its ``started_at``."""
 
-    __slots__ = ("asked", "report", "started_at")
+    __slots__ = ("report", "started_at")
 
-    def __init__(self, report: Report, asked: bool = False) -> None:
+    def __init__(self, report: Report) -> None:
         self.report: Report | None = report
         self.started_at: float | None = None
-        self.asked = asked
 
 
 def _weight(report: Report) -> int:
@@ -112,7 +108,6 @@ class Reporter:
         self._acknowledged = threading.Condition(self._lock)  # flush waits for an empty queue
         self._stopped = threading.Event()
         self._failing = False
-        self._answer_starts: Callable[[list[int], list[int]], None] = _ignore
         self._thread = threading.Thread(target=self._run, name="taskmill-reporter", daemon=True)
 
     def start(self) -> None:
@@ -144,20 +139,6 @@ class Reporter:
             self._pending.append(slot)
             if self._idle:
                 self._queued.notify()
-
-    def ask(self, report: Report) -> None:
-        """Queues a ``running`` report that records a start before the handler runs: it is
-        never folded, and once the coordinator answers, the listener given to
-        :meth:`on_started` learns whether each such task may start (see ``executor.py``)."""
-        with self._lock:
-            self._pending.append(_Slot(report, asked=True))
-            if self._idle:
-                self._queued.notify()
-
-    def on_started(self, listener: Callable[[list[int], list[int]], None]) -> None:
-        """Sets who learns the answers to :meth:`ask`: called with the tokens whose start is
-        recorded and those that are stale (the task is no longer this worker's)."""
-        self._answer_starts = listener
 
     def pending(self) -> set[Held]:
         """Tasks with reports not yet acknowledged, with their assignments' tokens."""
@@ -230,10 +211,9 @@ class Reporter:
             _add(reports, slot)
         started = time.monotonic()
         try:
-            answer = self._stub.ReportTaskStatuses(request, timeout=self._rpc_timeout)
+            self._stub.ReportTaskStatuses(request, timeout=self._rpc_timeout)
         except grpc.RpcError as error:
             return self._failed(worker_id, batch, places, error)
-        self._answer(batch, answer.stale_tokens)
         logger.debug(
             "reported %d statuses in %.1f ms", len(batch), 1e3 * (time.monotonic() - started)
         )
@@ -259,7 +239,6 @@ class Reporter:
                 len(batch),
                 describe(error),
             )
-            self._answer(batch, None)
             self._acknowledge(places)
             return 0.0
         log = logger.debug if self._failing else logger.warning
@@ -267,26 +246,11 @@ class Reporter:
         self._failing = True
         return self._backoff.delay()
 
-    def _answer(self, batch: list[_Slot], stale: Collection[int] | None) -> None:
-        """Tells the listener which asked starts are recorded; ``None``: none of them is."""
-        asked = [slot.report.token for slot in batch if slot.asked and slot.report is not None]
-        if not asked:
-            return
-        refused = set(asked if stale is None else stale)
-        self._answer_starts(
-            [token for token in asked if token not in refused],
-            [token for token in asked if token in refused],
-        )
-
     def _acknowledge(self, count: int) -> None:
         with self._lock:
             for _ in range(count):
                 self._pending.popleft()
             self._acknowledged.notify_all()
-
-
-def _ignore(recorded: list[int], stale: list[int]) -> None:
-    """The listener of asked starts until one is set."""
 
 
 def _add(reports: RepeatedCompositeFieldContainer[common_pb2.StatusReport], slot: _Slot) -> None:
