@@ -39,10 +39,12 @@ SUPPORT = Path(__file__).parent / "support"
 DEAD_AFTER = 8.0
 COORDINATOR_FLAGS = ("--dead-after", str(DEAD_AFTER), "--retry-backoff-base", "0.5")
 #: A queue as long as the slots: a killed worker holds tasks it has not started.
-WORKER_FLAGS = ("--concurrency", "4", "--queue-size", "4")
+#: ``--record-starts``: a task with no retry left runs only once its start is recorded, so a
+#: SIGKILLed worker leaves none that ran looking unstarted (off, 3-5 tasks ran twice per kill).
+WORKER_FLAGS = ("--concurrency", "4", "--queue-size", "4", "--record-starts")
 #: The worker to pause: behind its one slot, busy with a slow task, its queue holds tasks that
 #: surely have not started, which others run while it is paused (and it must not, once back).
-PAUSED_FLAGS = ("--concurrency", "1", "--queue-size", "4")
+PAUSED_FLAGS = ("--concurrency", "1", "--queue-size", "4", "--record-starts")
 BATCH, MIN_BATCHES, MAX_BATCHES, PACE = 100, 20, 40, 0.5
 SLOW, RETRIED, DELAYED = 0.02, 0.1, 0.1
 UNFINISHED = ("scheduled", "dispatched", "running")

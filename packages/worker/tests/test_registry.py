@@ -203,7 +203,7 @@ _OPTIONS = [
 
 def test_every_option_is_in_the_table_of_environment_variables():
     options = set(vars(build_parser({}).parse_args([])))
-    assert options == {dest for dest, *_ in _OPTIONS} | {"enable_shell", "check"}
+    assert options == {dest for dest, *_ in _OPTIONS} | {"enable_shell", "record_starts", "check"}
 
 
 @pytest.mark.parametrize(("dest", "flag", "variable", "from_env", "from_flag"), _OPTIONS)
@@ -225,16 +225,22 @@ def test_each_option_reads_its_environment_variable_and_the_flag_wins(
     )
 
 
-def test_enable_shell_reads_its_environment_variable_and_the_flag_wins():
-    def enabled(env: dict[str, str], *argv: str) -> bool:
-        return bool(build_parser(env).parse_args(list(argv)).enable_shell)
+@pytest.mark.parametrize(
+    ("dest", "name"), [("enable_shell", "ENABLE_SHELL"), ("record_starts", "RECORD_STARTS")]
+)
+def test_switches_read_their_environment_variable_and_the_flag_wins(dest: str, name: str):
+    variable, flag = f"TASKMILL_WORKER_{name}", "--" + dest.replace("_", "-")
 
-    assert enabled({"TASKMILL_WORKER_ENABLE_SHELL": "on"})
-    assert not enabled({"TASKMILL_WORKER_ENABLE_SHELL": "false"})
-    assert enabled({"TASKMILL_WORKER_ENABLE_SHELL": "false"}, "--enable-shell")
-    assert not enabled({"TASKMILL_WORKER_ENABLE_SHELL": "true"}, "--no-enable-shell")
-    with pytest.raises(ConfigError, match="TASKMILL_WORKER_ENABLE_SHELL"):
-        build_parser({"TASKMILL_WORKER_ENABLE_SHELL": "maybe"})
+    def enabled(env: dict[str, str], *argv: str) -> bool:
+        return bool(getattr(build_parser(env).parse_args(list(argv)), dest))
+
+    assert not enabled({})
+    assert enabled({variable: "on"})
+    assert not enabled({variable: "false"})
+    assert enabled({variable: "false"}, flag)
+    assert not enabled({variable: "true"}, flag.replace("--", "--no-"))
+    with pytest.raises(ConfigError, match=variable):
+        build_parser({variable: "maybe"})
 
 
 def test_flags_read_the_environment_and_flags_win():

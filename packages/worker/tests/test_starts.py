@@ -17,7 +17,7 @@ def _fail_reports(coordinator: FakeCoordinator, failing: bool) -> None:
 def test_a_task_without_retries_waits_for_its_start_to_be_recorded(
     coordinator, start_worker, worker_stub
 ):
-    worker = start_worker()
+    worker = start_worker(record_starts=True)
     worker_id = coordinator.wait_registered()
     _fail_reports(coordinator, True)
     task = assignment("test.note", max_attempts=1)
@@ -37,7 +37,7 @@ def test_a_task_without_retries_waits_for_its_start_to_be_recorded(
 
 
 def test_a_start_answered_stale_is_dropped_unrun(coordinator, start_worker, worker_stub):
-    worker = start_worker(concurrency=1)
+    worker = start_worker(concurrency=1, record_starts=True)
     worker_id = coordinator.wait_registered()
     stale = assignment("test.note", max_attempts=1)
     with coordinator.lock:
@@ -51,9 +51,20 @@ def test_a_start_answered_stale_is_dropped_unrun(coordinator, start_worker, work
     assert not worker.executor.held()
 
 
+def test_by_default_a_task_starts_without_its_start_recorded(
+    coordinator, start_worker, worker_stub
+):
+    worker = start_worker()
+    worker_id = coordinator.wait_registered()
+    _fail_reports(coordinator, True)
+    task = assignment("test.note", max_attempts=1)
+    worker_stub(worker).AssignTasks(assign_request(worker_id, task))
+    wait_for(lambda: task.task_id in NOTED, what="the task to run while reports fail")
+
+
 def test_a_task_with_a_retry_left_starts_at_once(coordinator, start_worker, worker_stub):
     # A lost worker's task is retried anyway: its start need not be recorded first.
-    worker = start_worker()
+    worker = start_worker(record_starts=True)
     worker_id = coordinator.wait_registered()
     _fail_reports(coordinator, True)
     task = assignment("test.note", max_attempts=2)

@@ -96,6 +96,16 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "overrides the variable)",
     )
     add(
+        "--record-starts",
+        action=argparse.BooleanOptionalAction,
+        default=_env(
+            env, "RECORD_STARTS", lambda v: parse_bool(v, ENV_PREFIX + "RECORD_STARTS"), False
+        ),
+        help="run a task with no retry left only once the coordinator has recorded its start, "
+        "so it runs at most once even if this worker is killed (off by default: it costs a "
+        "round trip before each such start)",
+    )
+    add(
         "--grace-period",
         type=float,
         default=_env(env, "GRACE_PERIOD", float, 30.0),
@@ -126,6 +136,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WorkerSet
         queue_size=args.queue_size,
         handler_modules=modules,
         enable_shell=args.enable_shell,
+        record_starts=args.record_starts,
         grace_period=args.grace_period,
         security=GrpcSecurity.from_env(env),
     )

@@ -100,7 +100,7 @@ class Worker:
             process_cancel_grace=settings.process_cancel_grace,
             tracer=TaskTracer(tracer_provider, lambda: self.membership.worker_id),
             fence=self.fence,
-            ask=self.asker.ask,
+            ask=self.asker.ask if settings.record_starts else None,
         )
         self.asker.on_answer(self.executor.started)
         self.port = 0
@@ -137,7 +137,8 @@ class Worker:
         )
         self.executor.start()
         self.reporter.start()
-        self.asker.start()
+        if self.settings.record_starts:
+            self.asker.start()
         self._agent.start()
         logger.info(
             "worker serving on port %d, advertised as %s; coordinator %s; handlers: %s",
