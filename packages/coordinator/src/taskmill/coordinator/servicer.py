@@ -46,18 +46,18 @@ def _call(context: grpc.ServicerContext, method: Callable[[], T]) -> T:
 
 def _held(tasks: Iterable[common_pb2.HeldTask], legacy_ids: Iterable[str]) -> list[Held]:
     """The tasks a worker says it holds, with their tokens; the ids of a worker older than
-    tokens come with token 0. Malformed ids are logged and left out (they go into an array
-    literal, so each is checked to be a uuid)."""
-    held: dict[str, Held] = {}
+    tokens come with token 0. One id may come with two tokens (a copy given back and claimed
+    again, whose report is still unacknowledged): both are kept, each answered for itself.
+    Malformed ids are logged and left out (they go into an array literal, so each is checked
+    to be a uuid)."""
+    held: set[Held] = set()
     pairs = [*((task.task_id, task.token) for task in tasks), *((i, 0) for i in legacy_ids)]
     for value, token in pairs:
         try:
-            task_id = task_id_text(value)
+            held.add(Held(task_id_text(value), token))
         except ValueError:
             logger.warning("ignoring malformed task id %r", value)
-            continue
-        held.setdefault(task_id, Held(task_id, token))
-    return list(held.values())
+    return list(held)
 
 
 def _parse_reports(

@@ -135,6 +135,8 @@ class Executor:
             for job in self._jobs.values():
                 job.cancel.set()
                 job.state = JobState.DONE
+                if job.gate is not None:
+                    job.gate.set()  # a slot waiting for its start's answer stops waiting
                 if job.span is not None:
                     message = "the worker stopped without draining"
                     self._tracer.finish(job.span, Outcome.failed(WORKER_SHUTDOWN, message))

@@ -18,13 +18,10 @@ WITH changed AS (
     UPDATE tasks SET status = 'running', started_at = to_timestamp(r.at)
     FROM jsonb_to_recordset(CAST(:reports AS jsonb))
         AS r(id uuid, attempt int, token bigint, at float8)
-    -- The worker and status conditions are written so no index can serve them: the tasks
-    -- are then found by primary key, a nested loop over the reports. Given the choice, the
-    -- planner scanned every task dispatched to the worker (a thousand, with a full queue).
     WHERE tasks.id = r.id
-      AND (CAST(:worker_id AS text) IS NULL OR (tasks.worker_id = :worker_id) IS TRUE)
+      AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
       AND tasks.attempt = r.attempt AND (r.token IS NULL OR tasks.claim_token = r.token)
-      AND (tasks.status = 'dispatched') IS TRUE
+      AND tasks.status = 'dispatched'
     RETURNING tasks.id
 )
 SELECT string_agg(CAST(id AS text), ',') FROM changed
@@ -54,10 +51,10 @@ WITH changed AS (
     FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
         id uuid, attempt int, token bigint, at float8, result text, started_at float8
     )
-    WHERE tasks.id = r.id  -- by primary key: see mark_running
-      AND (CAST(:worker_id AS text) IS NULL OR (tasks.worker_id = :worker_id) IS TRUE)
+    WHERE tasks.id = r.id
+      AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
       AND tasks.attempt = r.attempt AND (r.token IS NULL OR tasks.claim_token = r.token)
-      AND (tasks.status IN ('dispatched', 'running')) IS TRUE
+      AND tasks.status IN ('dispatched', 'running')
     RETURNING tasks.id
 )
 SELECT string_agg(CAST(id AS text), ',') FROM changed
@@ -87,10 +84,10 @@ WITH changed AS (
         id uuid, attempt int, token bigint, at float8, error jsonb, retryable bool,
         started_at float8
     )
-    WHERE tasks.id = r.id  -- by primary key: see mark_running
-      AND (CAST(:worker_id AS text) IS NULL OR (tasks.worker_id = :worker_id) IS TRUE)
+    WHERE tasks.id = r.id
+      AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
       AND tasks.attempt = r.attempt AND (r.token IS NULL OR tasks.claim_token = r.token)
-      AND (tasks.status IN ('dispatched', 'running')) IS TRUE
+      AND tasks.status IN ('dispatched', 'running')
     RETURNING tasks.id
 )
 SELECT string_agg(CAST(id AS text), ',') FROM changed
@@ -103,10 +100,10 @@ WITH changed AS (
     FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(
         id uuid, attempt int, token bigint, at float8, started_at float8
     )
-    WHERE tasks.id = r.id  -- by primary key: see mark_running
-      AND (CAST(:worker_id AS text) IS NULL OR (tasks.worker_id = :worker_id) IS TRUE)
+    WHERE tasks.id = r.id
+      AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
       AND tasks.attempt = r.attempt AND (r.token IS NULL OR tasks.claim_token = r.token)
-      AND (tasks.status IN ('dispatched', 'running')) IS TRUE
+      AND tasks.status IN ('dispatched', 'running')
     RETURNING tasks.id
 )
 SELECT string_agg(CAST(id AS text), ',') FROM changed
