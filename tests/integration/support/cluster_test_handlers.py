@@ -13,13 +13,17 @@ from taskmill.worker import TaskContext, task
 RUNS_FILE = "TASKMILL_TEST_RUNS_FILE"
 
 
-def _note_run(context: TaskContext) -> None:
-    line = f"{context.task_id} {context.attempt} {time.time():.6f}\n".encode()
-    descriptor = os.open(os.environ[RUNS_FILE], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def append_line(variable: str, line: str) -> None:
+    """Appends ``line`` to the file the environment variable names."""
+    descriptor = os.open(os.environ[variable], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(descriptor, line)  # one short O_APPEND write: lines from workers never mix
+        os.write(descriptor, line.encode())  # one short O_APPEND write: lines never mix
     finally:
         os.close(descriptor)
+
+
+def _note_run(context: TaskContext) -> None:
+    append_line(RUNS_FILE, f"{context.task_id} {context.attempt} {time.time():.6f}\n")
 
 
 @task("test.record")

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
+
+from cluster_test_handlers import append_line
 
 from taskmill.worker import TaskContext, task
 
@@ -15,12 +16,7 @@ RUNS_FILE = "TASKMILL_TEST_OVERRUN_FILE"
 
 
 def _note(context: TaskContext, event: str) -> None:
-    line = f"{context.task_id} {context.attempt} {event} {time.time():.6f}\n".encode()
-    descriptor = os.open(os.environ[RUNS_FILE], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(descriptor, line)  # one short O_APPEND write: lines from workers never mix
-    finally:
-        os.close(descriptor)
+    append_line(RUNS_FILE, f"{context.task_id} {context.attempt} {event} {time.time():.6f}\n")
 
 
 @task("test.overrun")
