@@ -38,14 +38,14 @@ SUPPORT = Path(__file__).parent / "support"
 #: their reconnect backoff (up to 2 s).
 DEAD_AFTER = 8.0
 COORDINATOR_FLAGS = ("--dead-after", str(DEAD_AFTER), "--retry-backoff-base", "0.5")
-#: A queue as long as the slots: a killed worker holds tasks it has not started.
-#: ``--record-starts``: a task with no retry left runs only once its start is recorded, so a
-#: SIGKILLed worker leaves none that ran looking unstarted (off, 3-5 tasks ran twice per kill).
-WORKER_FLAGS = ("--concurrency", "4", "--queue-size", "4", "--record-starts")
+#: A queue as long as the slots: a killed worker holds tasks it has not started. Default
+#: settings otherwise: a task with no retry left runs only once its start is recorded, so a
+#: SIGKILLed worker leaves none that ran looking unstarted (with ``--no-record-starts``, 3-5
+#: tasks ran twice per kill).
+WORKER_FLAGS = ("--concurrency", "4", "--queue-size", "4")
 #: The worker to pause: behind its one slot, busy with a slow task, its queue holds tasks that
-#: surely have not started, which others run while it is paused (and it must not, once back).
-#: Without ``--record-starts``: its queued tasks are kept from running after it resumes by the
-#: fencing alone (its fence is closed; its registration again answers their tokens stale).
+#: others run while it is paused (and it must not, once back): its fence is closed, and its
+#: registration again answers their tokens stale.
 PAUSED_FLAGS = ("--concurrency", "1", "--queue-size", "4")
 BATCH, MIN_BATCHES, MAX_BATCHES, PACE = 100, 20, 40, 0.5
 SLOW, RETRIED, DELAYED = 0.02, 0.1, 0.1
@@ -350,16 +350,13 @@ def _runs(workers: list[Worker]) -> dict[str, list[Run]]:
 
 
 def _lost_on_a_victim(task: dict[str, Any], ran: list[Run], victims: list[Victim]) -> bool:
-    """Whether the task's last attempt was running on a victim when it was killed or paused:
-    it ran there before, or a slot there had taken it (its start was recorded first, as for
-    every task with no retry left) and the handler had not begun."""
-    started = _epoch(task["started_at"]) if task["started_at"] else None
+    """Whether the task's last attempt was on a victim when it was killed or paused: it ran
+    there before, or it never ran, its start recorded there (a task with no retry left runs
+    only then: by the claim, for an idle slot, or asked ahead of a slot, in the worker's started
+    tokens) before the handler began."""
     return any(
         task["worker_id"] in victim.ids
-        and (
-            any(run.runs == victim.worker.runs and run.at < victim.at for run in ran)
-            or (not ran and started is not None and started < victim.at + CLOCK_SLACK)
-        )
+        and (any(run.runs == victim.worker.runs and run.at < victim.at for run in ran) or not ran)
         for victim in victims
     )
 

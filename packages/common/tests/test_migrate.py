@@ -187,7 +187,11 @@ def test_three_concurrent_taskmill_migrate_runs_apply_each_migration_once(
         for version in out.removeprefix("applied migrations ").strip().split(", ")
     ]
     assert sorted(applied) == [m.version for m in known_migrations()], outputs
-    assert sum("nothing to do" in out for out, _ in outputs) >= 1, outputs
+    # Every run says what it did: some migrations, or nothing (how the work splits depends on
+    # who wins the lock each time; with six migrations all three often get some).
+    assert all(
+        out.startswith("applied migrations ") or "nothing to do" in out for out, _ in outputs
+    )
     assert _recorded(empty_database_url) == [[m.version, m.name] for m in known_migrations()]
 
 

@@ -56,9 +56,14 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
     """
 
     def __init__(
-        self, coordinator: str, capacity: int, security: GrpcSecurity = NO_SECURITY
+        self,
+        coordinator: str,
+        capacity: int,
+        security: GrpcSecurity = NO_SECURITY,
+        concurrency: int = 0,
     ) -> None:
         self.capacity = capacity
+        self.concurrency = concurrency  # registered slots; 0: unknown (nothing starts in a claim)
         self.refuse: grpc.StatusCode | None = None
         self.assignments: list[common_pb2.Assignment] = []
         self.held: dict[str, common_pb2.Assignment] = {}
@@ -141,6 +146,7 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
                 version="test",
                 handlers=["echo"],
                 held=self.held_tasks(),
+                concurrency=self.concurrency,
             )
         )
         self.worker_id = response.worker_id
@@ -244,8 +250,9 @@ class Harness:
         *,
         security: GrpcSecurity = NO_SECURITY,
         register: bool = True,
+        concurrency: int = 0,
     ) -> FakeWorker:
-        worker = FakeWorker(f"127.0.0.1:{coordinator.port}", capacity, security)
+        worker = FakeWorker(f"127.0.0.1:{coordinator.port}", capacity, security, concurrency)
         self.workers.append(worker)
         if register:
             worker.register()

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from taskmill.common.models import TaskStatus
+from taskmill.common.store import Share
 from taskmill.coordinator.listener import Listener
 from taskmill.testing import admin_connection
 
@@ -340,7 +341,7 @@ def test_a_submit_claims_only_as_many_slots_as_it_brought(harness, monkeypatch) 
     harness.wait_until(coordinator.listener.listening.is_set)
     workers = [harness.worker(coordinator, capacity=4) for _ in range(2)]
     store = coordinator.dispatcher._tasks
-    plans: list[list[tuple[str, int]]] = []
+    plans: list[list[Share]] = []
     claim_due = store.claim_due
 
     def recording(shares, lease_seconds, conn=None):
@@ -350,10 +351,10 @@ def test_a_submit_claims_only_as_many_slots_as_it_brought(harness, monkeypatch) 
     monkeypatch.setattr(store, "claim_due", recording)
     harness.submit(1)
     harness.wait_until(lambda: sum(len(w.assignments) for w in workers) == 1)
-    assert plans[-1] in ([(w.worker_id, 1)] for w in workers)
+    assert plans[-1] in ([Share(w.worker_id, 1)] for w in workers)
     harness.submit(3)
     harness.wait_until(lambda: sum(len(w.assignments) for w in workers) == 4)
-    assert sorted(count for _, count in plans[-1]) == [1, 2]
+    assert sorted(share.size for share in plans[-1]) == [1, 2]
     assert sorted(len(w.assignments) for w in workers) == [2, 2]
 
 

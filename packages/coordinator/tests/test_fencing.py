@@ -8,7 +8,6 @@ import pytest
 
 from taskmill.common.attempts import Held
 from taskmill.common.models import TaskStatus
-from taskmill.testing.wire import status_report
 from taskmill.v1 import common_pb2, coordinator_pb2
 
 
@@ -77,28 +76,3 @@ def test_a_worker_without_tokens_keeps_its_leases(harness) -> None:
         what="the lease extended",
     )
     assert worker.report(str(task_id), TaskStatus.SUCCEEDED, result=1, token=0) == 1
-
-
-def test_a_start_is_recorded_once_and_a_stale_one_is_answered(harness) -> None:
-    # A worker records the start of a task with no retry left before running it, and runs it
-    # only if the answer does not name its token stale.
-    coordinator = harness.coordinator()
-    worker = harness.worker(coordinator, capacity=1)
-    [task_id] = harness.submit(1)
-    harness.wait_until(lambda: worker.assignments)
-    token = worker.assignments[0].token
-
-    def send(report_token: int) -> coordinator_pb2.ReportTaskStatusesResponse:
-        report = status_report(task_id, 1, TaskStatus.RUNNING, token=report_token)
-        request = coordinator_pb2.ReportTaskStatusesRequest(
-            worker_id=worker.worker_id, reports=[report]
-        )
-        return worker.stub.ReportTaskStatuses(request)
-
-    stale = send(token + 1000)  # an earlier claim's copy
-    assert (stale.applied, list(stale.stale_tokens)) == (0, [token + 1000])
-    recorded = send(token)
-    assert (recorded.applied, list(recorded.stale_tokens)) == (1, [])
-    again = send(token)  # sent again: its answer was lost
-    assert (again.applied, list(again.stale_tokens)) == (0, [])
-    assert harness.task(task_id).status is TaskStatus.RUNNING

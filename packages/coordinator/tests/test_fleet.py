@@ -10,12 +10,14 @@ from datetime import UTC, datetime
 import pytest
 
 from taskmill.common.models import Worker, WorkerState
+from taskmill.common.store import Share
 from taskmill.coordinator.fleet import Fleet
 
 
-def _worker(worker_id: str, capacity: int) -> Worker:
+def _worker(worker_id: str, capacity: int, concurrency: int | None = None) -> Worker:
     now = datetime.now(UTC)
     return Worker(
+        concurrency=concurrency,
         id=worker_id,
         address="127.0.0.1:1",
         hostname="h",
@@ -39,10 +41,10 @@ def test_plan_interleaves_workers_up_to_their_room(fleet: Fleet) -> None:
     fleet.add(_worker("a", 1))
     fleet.add(_worker("b", 3))
     fleet.add(_worker("c", 2))
-    assert fleet.plan(100) == [("a", 1), ("b", 3), ("c", 2)]  # a, b, c, b, c, b
-    assert fleet.plan(4) == [("a", 1), ("b", 2), ("c", 1)]  # a, b, c, b
-    assert fleet.plan(5) == [("a", 1), ("b", 2), ("c", 2)]  # a, b, c, b, c
-    assert fleet.plan(2) == [("a", 1), ("b", 1)]
+    assert _sizes(fleet.plan(100)) == [("a", 1), ("b", 3), ("c", 2)]  # a, b, c, b, c, b
+    assert _sizes(fleet.plan(4)) == [("a", 1), ("b", 2), ("c", 1)]  # a, b, c, b
+    assert _sizes(fleet.plan(5)) == [("a", 1), ("b", 2), ("c", 2)]  # a, b, c, b, c
+    assert _sizes(fleet.plan(2)) == [("a", 1), ("b", 1)]
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -56,25 +58,27 @@ def test_plan_shares_are_the_first_slots_of_the_round_robin(seed: int) -> None:
     for worker_id, room in rooms.items():
         fleet.add(_worker(worker_id, room))
     shares = fleet.plan(limit)
-    assert shares == [(w, slots.count(w)) for w in rooms if w in slots]
+    assert [(w, size) for w, size, _ in shares] == [
+        (w, slots.count(w)) for w in rooms if w in slots
+    ]
 
 
 def test_plan_starts_after_the_worker_served_last(fleet: Fleet) -> None:
     for name in "abc":
         fleet.add(_worker(name, 2))
     fleet.served("b")
-    assert fleet.plan(4) == [("c", 2), ("a", 1), ("b", 1)]  # c, a, b, c
+    assert _sizes(fleet.plan(4)) == [("c", 2), ("a", 1), ("b", 1)]  # c, a, b, c
     fleet.served("c")
-    assert fleet.plan(1) == [("a", 1)]
+    assert _sizes(fleet.plan(1)) == [("a", 1)]
     fleet.remove("c")
-    assert fleet.plan(3) == [("a", 2), ("b", 1)]  # a, b, a
+    assert _sizes(fleet.plan(3)) == [("a", 2), ("b", 1)]  # a, b, a
 
 
 def test_reserved_slots_are_not_planned_again(fleet: Fleet) -> None:
     fleet.add(_worker("a", 2))
     fleet.add(_worker("b", 2))
     assert fleet.reserve("a", [uuid.uuid4(), uuid.uuid4()])
-    assert fleet.plan(10) == [("b", 2)]
+    assert _sizes(fleet.plan(10)) == [("b", 2)]
     assert not fleet.reserve("gone", [uuid.uuid4()])
 
 
@@ -83,7 +87,7 @@ def test_a_refusal_blocks_the_worker_until_its_heartbeat(fleet: Fleet) -> None:
     ids = [uuid.uuid4()]
     fleet.reserve("a", ids)
     fleet.refused("a", ids, full=False)
-    assert fleet.plan(10) == []
+    assert _sizes(fleet.plan(10)) == []
     assert not fleet.has_room()
     assert fleet.finished("a", [uuid.uuid4()]) == 0
     assert fleet.room("a") == 0
@@ -200,3 +204,19 @@ def test_joins_and_leaves_open_and_close_the_connections() -> None:
         ("close", "a"),
     ]
     assert fleet.ids() == ["b"]
+
+
+def _sizes(shares: list[Share]) -> list[tuple[str, int]]:
+    return [(worker_id, size) for worker_id, size, _ in shares]
+
+
+def test_plan_starts_in_the_claim_only_the_tasks_that_fill_idle_slots(fleet: Fleet) -> None:
+    fleet.add(_worker("a", 6, concurrency=2))  # two slots, a queue of four
+    fleet.add(_worker("old", 6))  # named no slots: none is known to be idle
+    assert fleet.plan(2) == [Share("a", 1, 1), Share("old", 1, 0)]
+    assert fleet.reserve("a", ["t1"])
+    assert fleet.plan(12) == [Share("a", 5, 1), Share("old", 6, 0)]
+    assert fleet.reserve("a", ["t2"])
+    assert fleet.plan(12)[0] == Share("a", 4, 0)  # both slots taken: the rest queue
+    fleet.finished("a", ["t1"])
+    assert fleet.plan(12)[0] == Share("a", 5, 1)

@@ -36,7 +36,7 @@ def test_drain_gives_back_queued_tasks_and_fails_tasks_past_the_grace(
     wait_for(lambda: not check_health(f"127.0.0.1:{worker.port}"), what="NOT_SERVING")
     with pytest.raises(grpc.RpcError) as refused:
         stub.AssignTasks(assign_request(worker_id, assignment("echo", "late")))
-    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     drain.join(timeout=30)
     assert not drain.is_alive()
 

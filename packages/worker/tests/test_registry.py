@@ -226,15 +226,18 @@ def test_each_option_reads_its_environment_variable_and_the_flag_wins(
 
 
 @pytest.mark.parametrize(
-    ("dest", "name"), [("enable_shell", "ENABLE_SHELL"), ("record_starts", "RECORD_STARTS")]
+    ("dest", "name", "default"),
+    [("enable_shell", "ENABLE_SHELL", False), ("record_starts", "RECORD_STARTS", True)],
 )
-def test_switches_read_their_environment_variable_and_the_flag_wins(dest: str, name: str):
+def test_switches_read_their_environment_variable_and_the_flag_wins(
+    dest: str, name: str, default: bool
+):
     variable, flag = f"TASKMILL_WORKER_{name}", "--" + dest.replace("_", "-")
 
     def enabled(env: dict[str, str], *argv: str) -> bool:
         return bool(getattr(build_parser(env).parse_args(list(argv)), dest))
 
-    assert not enabled({})
+    assert enabled({}) is default
     assert enabled({variable: "on"})
     assert not enabled({variable: "false"})
     assert enabled({variable: "false"}, flag)

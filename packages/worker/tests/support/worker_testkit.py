@@ -60,7 +60,9 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
     is the lease registrations name (0: none, as a coordinator older than fencing). ``stale``
     holds fencing tokens the next heartbeat or registration answers as no longer the worker's,
     each once the worker lists it as held. While ``fail_heartbeats`` is set, heartbeats fail
-    with UNAVAILABLE, so the worker's fence closes. Change them with ``lock`` held.
+    with UNAVAILABLE, so the worker's fence closes. ``fail_starts`` holds status codes the next
+    RecordStarts calls fail with, one per call; while ``hold_starts`` is set they fail with
+    UNAVAILABLE. Change them with ``lock`` held.
     """
 
     def __init__(self, heartbeat_interval: float = 0.2, token: str | None = None) -> None:
@@ -78,8 +80,10 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.cancel: set[str] = set()
         self.lease_seconds = 0.0
         self.stale: set[int] = set()
-        # Tokens whose running report the coordinator answers stale: their start is not recorded.
-        self.refuse_starts: set[int] = set()
+        self.starts: list[tuple[str, list[int]]] = []  # each RecordStarts: worker id, tokens
+        self.fail_starts: list[grpc.StatusCode] = []
+        self.hold_starts = False
+        self.start_calls = 0  # RecordStarts calls, failed ones too
         self.fail_heartbeats = False
         self._ids = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:6]
@@ -154,11 +158,6 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 context.abort(self.fail_reports.pop(0), "injected failure")
             if request.worker_id not in self.known:
                 context.abort(grpc.StatusCode.NOT_FOUND, "unknown worker")
-            stale = [
-                r.token
-                for r in request.reports
-                if r.status == common_pb2.TASK_STATUS_RUNNING and r.token in self.refuse_starts
-            ]
             for report in request.reports:
                 if report.HasField("started_at") and not self._started(report):
                     # A folded running report: record it as the real coordinator applies it.
@@ -173,9 +172,26 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
                     )
                     self.reports.append((request.worker_id, running))
                 self.reports.append((request.worker_id, report))
-        return coordinator_pb2.ReportTaskStatusesResponse(
-            applied=len(request.reports), stale_tokens=stale
-        )
+        return coordinator_pb2.ReportTaskStatusesResponse(applied=len(request.reports))
+
+    def RecordStarts(
+        self, request: coordinator_pb2.RecordStartsRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.RecordStartsResponse:
+        with self.lock:
+            self.start_calls += 1
+            if self.hold_starts:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "injected failure")
+            if self.fail_starts:
+                context.abort(self.fail_starts.pop(0), "injected failure")
+            if request.worker_id not in self.known:
+                context.abort(grpc.StatusCode.NOT_FOUND, "unknown worker")
+            self.starts.append((request.worker_id, list(request.tokens)))
+        return coordinator_pb2.RecordStartsResponse()
+
+    def recorded(self) -> set[int]:
+        """Every token any RecordStarts call has recorded."""
+        with self.lock:
+            return {token for _, tokens in self.starts for token in tokens}
 
     def _started(self, report: common_pb2.StatusReport) -> bool:
         """Whether the report's start was recorded already (a start recorded ahead of the run:
@@ -279,6 +295,7 @@ def assignment(
     max_attempts: int = 1,
     traceparent: str = "",
     token: int | None = None,
+    start_recorded: bool = False,
 ) -> common_pb2.Assignment:
     """An assignment as a coordinator sends it, with a fencing token no other one has."""
     return common_pb2.Assignment(
@@ -291,6 +308,7 @@ def assignment(
         queue="default",
         traceparent=traceparent,
         token=next(_tokens) if token is None else token,
+        start_recorded=start_recorded,
     )
 
 

@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taskmill/v1/common.proto\x12\x0btaskmill.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"W\n\tTaskError\x12\x12\n\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x1c\n\ttraceback\x18\x03 \x01(\tR\ttraceback\"\x9b\x03\n\nAssignment\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n\x07\x63ommand\x18\x02 \x01(\tR\x07\x63ommand\x12!\n\x0cpayload_json\x18\x03 \x01(\tR\x0bpayloadJson\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\x05R\x07\x61ttempt\x12!\n\x0cmax_attempts\x18\x05 \x01(\x05R\x0bmaxAttempts\x12\'\n\x0ftimeout_seconds\x18\x06 \x01(\x01R\x0etimeoutSeconds\x12\x14\n\x05queue\x18\x07 \x01(\tR\x05queue\x12 \n\x0btraceparent\x18\x08 \x01(\tR\x0btraceparent\x12=\n\x0cscheduled_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bscheduledAt\x12\x44\n\x10lease_expires_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12\x14\n\x05token\x18\x0b \x01(\x03R\x05token\"\xf1\x02\n\x0cStatusReport\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12/\n\x06status\x18\x03 \x01(\x0e\x32\x17.taskmill.v1.TaskStatusR\x06status\x12\x1f\n\x0bresult_json\x18\x04 \x01(\tR\nresultJson\x12,\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.taskmill.v1.TaskErrorR\x05\x65rror\x12;\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12 \n\x0btraceparent\x18\x07 \x01(\tR\x0btraceparent\x12\x39\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAt\x12\x14\n\x05token\x18\t \x01(\x03R\x05token\"9\n\x08HeldTask\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n\x05token\x18\x02 \x01(\x03R\x05token*\xaa\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x01\x12\x19\n\x15TASK_STATUS_SUCCEEDED\x10\x02\x12\x16\n\x12TASK_STATUS_FAILED\x10\x03\x12\x19\n\x15TASK_STATUS_CANCELLED\x10\x04\x12\x18\n\x14TASK_STATUS_REJECTED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taskmill/v1/common.proto\x12\x0btaskmill.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"W\n\tTaskError\x12\x12\n\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x1c\n\ttraceback\x18\x03 \x01(\tR\ttraceback\"\xc2\x03\n\nAssignment\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n\x07\x63ommand\x18\x02 \x01(\tR\x07\x63ommand\x12!\n\x0cpayload_json\x18\x03 \x01(\tR\x0bpayloadJson\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\x05R\x07\x61ttempt\x12!\n\x0cmax_attempts\x18\x05 \x01(\x05R\x0bmaxAttempts\x12\'\n\x0ftimeout_seconds\x18\x06 \x01(\x01R\x0etimeoutSeconds\x12\x14\n\x05queue\x18\x07 \x01(\tR\x05queue\x12 \n\x0btraceparent\x18\x08 \x01(\tR\x0btraceparent\x12=\n\x0cscheduled_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bscheduledAt\x12\x44\n\x10lease_expires_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12\x14\n\x05token\x18\x0b \x01(\x03R\x05token\x12%\n\x0estart_recorded\x18\x0c \x01(\x08R\rstartRecorded\"\xf1\x02\n\x0cStatusReport\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12/\n\x06status\x18\x03 \x01(\x0e\x32\x17.taskmill.v1.TaskStatusR\x06status\x12\x1f\n\x0bresult_json\x18\x04 \x01(\tR\nresultJson\x12,\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.taskmill.v1.TaskErrorR\x05\x65rror\x12;\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12 \n\x0btraceparent\x18\x07 \x01(\tR\x0btraceparent\x12\x39\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartedAt\x12\x14\n\x05token\x18\t \x01(\x03R\x05token\"9\n\x08HeldTask\x12\x17\n\x07task_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n\x05token\x18\x02 \x01(\x03R\x05token*\xaa\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x01\x12\x19\n\x15TASK_STATUS_SUCCEEDED\x10\x02\x12\x16\n\x12TASK_STATUS_FAILED\x10\x03\x12\x19\n\x15TASK_STATUS_CANCELLED\x10\x04\x12\x18\n\x14TASK_STATUS_REJECTED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taskmill.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKSTATUS']._serialized_start=1009
-  _globals['_TASKSTATUS']._serialized_end=1179
+  _globals['_TASKSTATUS']._serialized_start=1048
+  _globals['_TASKSTATUS']._serialized_end=1218
   _globals['_TASKERROR']._serialized_start=74
   _globals['_TASKERROR']._serialized_end=161
   _globals['_ASSIGNMENT']._serialized_start=164
-  _globals['_ASSIGNMENT']._serialized_end=575
-  _globals['_STATUSREPORT']._serialized_start=578
-  _globals['_STATUSREPORT']._serialized_end=947
-  _globals['_HELDTASK']._serialized_start=949
-  _globals['_HELDTASK']._serialized_end=1006
+  _globals['_ASSIGNMENT']._serialized_end=614
+  _globals['_STATUSREPORT']._serialized_start=617
+  _globals['_STATUSREPORT']._serialized_end=986
+  _globals['_HELDTASK']._serialized_start=988
+  _globals['_HELDTASK']._serialized_end=1045
 # @@protoc_insertion_point(module_scope)

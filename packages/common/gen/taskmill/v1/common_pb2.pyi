@@ -35,7 +35,7 @@ class TaskError(_message.Message):
     def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("task_id", "command", "payload_json", "attempt", "max_attempts", "timeout_seconds", "queue", "traceparent", "scheduled_at", "lease_expires_at", "token")
+    __slots__ = ("task_id", "command", "payload_json", "attempt", "max_attempts", "timeout_seconds", "queue", "traceparent", "scheduled_at", "lease_expires_at", "token", "start_recorded")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class Assignment(_message.Message):
     SCHEDULED_AT_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    START_RECORDED_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     command: str
     payload_json: str
@@ -58,7 +59,8 @@ class Assignment(_message.Message):
     scheduled_at: _timestamp_pb2.Timestamp
     lease_expires_at: _timestamp_pb2.Timestamp
     token: int
-    def __init__(self, task_id: _Optional[str] = ..., command: _Optional[str] = ..., payload_json: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., queue: _Optional[str] = ..., traceparent: _Optional[str] = ..., scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token: _Optional[int] = ...) -> None: ...
+    start_recorded: bool
+    def __init__(self, task_id: _Optional[str] = ..., command: _Optional[str] = ..., payload_json: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., queue: _Optional[str] = ..., traceparent: _Optional[str] = ..., scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token: _Optional[int] = ..., start_recorded: _Optional[bool] = ...) -> None: ...
 
 class StatusReport(_message.Message):
     __slots__ = ("task_id", "attempt", "status", "result_json", "error", "occurred_at", "traceparent", "started_at", "token")

@@ -25,29 +25,35 @@ _sym_db = _symbol_database.Default()
 from taskmill.v1 import common_pb2 as taskmill_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtaskmill/v1/coordinator.proto\x12\x0btaskmill.v1\x1a\x18taskmill/v1/common.proto\"\xca\x01\n\x15RegisterWorkerRequest\x12\x18\n\x07\x61\x64\x64ress\x18\x01 \x01(\tR\x07\x61\x64\x64ress\x12\x1a\n\x08\x63\x61pacity\x18\x02 \x01(\x05R\x08\x63\x61pacity\x12\x1a\n\x08hostname\x18\x03 \x01(\tR\x08hostname\x12\x18\n\x07version\x18\x04 \x01(\tR\x07version\x12\x1a\n\x08handlers\x18\x05 \x03(\tR\x08handlers\x12)\n\x04held\x18\x06 \x03(\x0b\x32\x15.taskmill.v1.HeldTaskR\x04held\"\xbb\x01\n\x16RegisterWorkerResponse\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12<\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01R\x18heartbeatIntervalSeconds\x12#\n\rlease_seconds\x18\x03 \x01(\x01R\x0cleaseSeconds\x12!\n\x0cstale_tokens\x18\x04 \x03(\x03R\x0bstaleTokens\"\xa3\x01\n\x10HeartbeatRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x1d\n\nfree_slots\x18\x02 \x01(\x05R\tfreeSlots\x12(\n\x10running_task_ids\x18\x03 \x03(\tR\x0erunningTaskIds\x12)\n\x04held\x18\x04 \x03(\x0b\x32\x15.taskmill.v1.HeldTaskR\x04held\"^\n\x11HeartbeatResponse\x12&\n\x0f\x63\x61ncel_task_ids\x18\x01 \x03(\tR\rcancelTaskIds\x12!\n\x0cstale_tokens\x18\x02 \x03(\x03R\x0bstaleTokens\"m\n\x19ReportTaskStatusesRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x33\n\x07reports\x18\x02 \x03(\x0b\x32\x19.taskmill.v1.StatusReportR\x07reports\"Y\n\x1aReportTaskStatusesResponse\x12\x18\n\x07\x61pplied\x18\x01 \x01(\x05R\x07\x61pplied\x12!\n\x0cstale_tokens\x18\x02 \x03(\x03R\x0bstaleTokens\"6\n\x17\x44\x65registerWorkerRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\"\x1a\n\x18\x44\x65registerWorkerResponse2\x83\x03\n\x12\x43oordinatorService\x12Y\n\x0eRegisterWorker\x12\".taskmill.v1.RegisterWorkerRequest\x1a#.taskmill.v1.RegisterWorkerResponse\x12J\n\tHeartbeat\x12\x1d.taskmill.v1.HeartbeatRequest\x1a\x1e.taskmill.v1.HeartbeatResponse\x12\x65\n\x12ReportTaskStatuses\x12&.taskmill.v1.ReportTaskStatusesRequest\x1a\'.taskmill.v1.ReportTaskStatusesResponse\x12_\n\x10\x44\x65registerWorker\x12$.taskmill.v1.DeregisterWorkerRequest\x1a%.taskmill.v1.DeregisterWorkerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtaskmill/v1/coordinator.proto\x12\x0btaskmill.v1\x1a\x18taskmill/v1/common.proto\"\xec\x01\n\x15RegisterWorkerRequest\x12\x18\n\x07\x61\x64\x64ress\x18\x01 \x01(\tR\x07\x61\x64\x64ress\x12\x1a\n\x08\x63\x61pacity\x18\x02 \x01(\x05R\x08\x63\x61pacity\x12\x1a\n\x08hostname\x18\x03 \x01(\tR\x08hostname\x12\x18\n\x07version\x18\x04 \x01(\tR\x07version\x12\x1a\n\x08handlers\x18\x05 \x03(\tR\x08handlers\x12)\n\x04held\x18\x06 \x03(\x0b\x32\x15.taskmill.v1.HeldTaskR\x04held\x12 \n\x0b\x63oncurrency\x18\x07 \x01(\x05R\x0b\x63oncurrency\"\xbb\x01\n\x16RegisterWorkerResponse\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12<\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01R\x18heartbeatIntervalSeconds\x12#\n\rlease_seconds\x18\x03 \x01(\x01R\x0cleaseSeconds\x12!\n\x0cstale_tokens\x18\x04 \x03(\x03R\x0bstaleTokens\"\xa3\x01\n\x10HeartbeatRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x1d\n\nfree_slots\x18\x02 \x01(\x05R\tfreeSlots\x12(\n\x10running_task_ids\x18\x03 \x03(\tR\x0erunningTaskIds\x12)\n\x04held\x18\x04 \x03(\x0b\x32\x15.taskmill.v1.HeldTaskR\x04held\"^\n\x11HeartbeatResponse\x12&\n\x0f\x63\x61ncel_task_ids\x18\x01 \x03(\tR\rcancelTaskIds\x12!\n\x0cstale_tokens\x18\x02 \x03(\x03R\x0bstaleTokens\"m\n\x19ReportTaskStatusesRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x33\n\x07reports\x18\x02 \x03(\x0b\x32\x19.taskmill.v1.StatusReportR\x07reports\"]\n\x1aReportTaskStatusesResponse\x12\x18\n\x07\x61pplied\x18\x01 \x01(\x05R\x07\x61pplied\x12%\n\x0cstale_tokens\x18\x02 \x03(\x03\x42\x02\x18\x01R\x0bstaleTokens\"J\n\x13RecordStartsRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x16\n\x06tokens\x18\x02 \x03(\x03R\x06tokens\"\x16\n\x14RecordStartsResponse\"6\n\x17\x44\x65registerWorkerRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\"\x1a\n\x18\x44\x65registerWorkerResponse2\xd8\x03\n\x12\x43oordinatorService\x12Y\n\x0eRegisterWorker\x12\".taskmill.v1.RegisterWorkerRequest\x1a#.taskmill.v1.RegisterWorkerResponse\x12J\n\tHeartbeat\x12\x1d.taskmill.v1.HeartbeatRequest\x1a\x1e.taskmill.v1.HeartbeatResponse\x12\x65\n\x12ReportTaskStatuses\x12&.taskmill.v1.ReportTaskStatusesRequest\x1a\'.taskmill.v1.ReportTaskStatusesResponse\x12S\n\x0cRecordStarts\x12 .taskmill.v1.RecordStartsRequest\x1a!.taskmill.v1.RecordStartsResponse\x12_\n\x10\x44\x65registerWorker\x12$.taskmill.v1.DeregisterWorkerRequest\x1a%.taskmill.v1.DeregisterWorkerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taskmill.v1.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REPORTTASKSTATUSESRESPONSE'].fields_by_name['stale_tokens']._loaded_options = None
+  _globals['_REPORTTASKSTATUSESRESPONSE'].fields_by_name['stale_tokens']._serialized_options = b'\030\001'
   _globals['_REGISTERWORKERREQUEST']._serialized_start=73
-  _globals['_REGISTERWORKERREQUEST']._serialized_end=275
-  _globals['_REGISTERWORKERRESPONSE']._serialized_start=278
-  _globals['_REGISTERWORKERRESPONSE']._serialized_end=465
-  _globals['_HEARTBEATREQUEST']._serialized_start=468
-  _globals['_HEARTBEATREQUEST']._serialized_end=631
-  _globals['_HEARTBEATRESPONSE']._serialized_start=633
-  _globals['_HEARTBEATRESPONSE']._serialized_end=727
-  _globals['_REPORTTASKSTATUSESREQUEST']._serialized_start=729
-  _globals['_REPORTTASKSTATUSESREQUEST']._serialized_end=838
-  _globals['_REPORTTASKSTATUSESRESPONSE']._serialized_start=840
-  _globals['_REPORTTASKSTATUSESRESPONSE']._serialized_end=929
-  _globals['_DEREGISTERWORKERREQUEST']._serialized_start=931
-  _globals['_DEREGISTERWORKERREQUEST']._serialized_end=985
-  _globals['_DEREGISTERWORKERRESPONSE']._serialized_start=987
-  _globals['_DEREGISTERWORKERRESPONSE']._serialized_end=1013
-  _globals['_COORDINATORSERVICE']._serialized_start=1016
-  _globals['_COORDINATORSERVICE']._serialized_end=1403
+  _globals['_REGISTERWORKERREQUEST']._serialized_end=309
+  _globals['_REGISTERWORKERRESPONSE']._serialized_start=312
+  _globals['_REGISTERWORKERRESPONSE']._serialized_end=499
+  _globals['_HEARTBEATREQUEST']._serialized_start=502
+  _globals['_HEARTBEATREQUEST']._serialized_end=665
+  _globals['_HEARTBEATRESPONSE']._serialized_start=667
+  _globals['_HEARTBEATRESPONSE']._serialized_end=761
+  _globals['_REPORTTASKSTATUSESREQUEST']._serialized_start=763
+  _globals['_REPORTTASKSTATUSESREQUEST']._serialized_end=872
+  _globals['_REPORTTASKSTATUSESRESPONSE']._serialized_start=874
+  _globals['_REPORTTASKSTATUSESRESPONSE']._serialized_end=967
+  _globals['_RECORDSTARTSREQUEST']._serialized_start=969
+  _globals['_RECORDSTARTSREQUEST']._serialized_end=1043
+  _globals['_RECORDSTARTSRESPONSE']._serialized_start=1045
+  _globals['_RECORDSTARTSRESPONSE']._serialized_end=1067
+  _globals['_DEREGISTERWORKERREQUEST']._serialized_start=1069
+  _globals['_DEREGISTERWORKERREQUEST']._serialized_end=1123
+  _globals['_DEREGISTERWORKERRESPONSE']._serialized_start=1125
+  _globals['_DEREGISTERWORKERRESPONSE']._serialized_end=1151
+  _globals['_COORDINATORSERVICE']._serialized_start=1154
+  _globals['_COORDINATORSERVICE']._serialized_end=1626
 # @@protoc_insertion_point(module_scope)

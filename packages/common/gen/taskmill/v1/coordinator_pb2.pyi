@@ -8,20 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("address", "capacity", "hostname", "version", "handlers", "held")
+    __slots__ = ("address", "capacity", "hostname", "version", "handlers", "held", "concurrency")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     HANDLERS_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     address: str
     capacity: int
     hostname: str
     version: str
     handlers: _containers.RepeatedScalarFieldContainer[str]
     held: _containers.RepeatedCompositeFieldContainer[_common_pb2.HeldTask]
-    def __init__(self, address: _Optional[str] = ..., capacity: _Optional[int] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[_Union[_common_pb2.HeldTask, _Mapping]]] = ...) -> None: ...
+    concurrency: int
+    def __init__(self, address: _Optional[str] = ..., capacity: _Optional[int] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[_Union[_common_pb2.HeldTask, _Mapping]]] = ..., concurrency: _Optional[int] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
     __slots__ = ("worker_id", "heartbeat_interval_seconds", "lease_seconds", "stale_tokens")
@@ -70,6 +72,18 @@ class ReportTaskStatusesResponse(_message.Message):
     applied: int
     stale_tokens: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, applied: _Optional[int] = ..., stale_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RecordStartsRequest(_message.Message):
+    __slots__ = ("worker_id", "tokens")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, worker_id: _Optional[str] = ..., tokens: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RecordStartsResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class DeregisterWorkerRequest(_message.Message):
     __slots__ = ("worker_id",)

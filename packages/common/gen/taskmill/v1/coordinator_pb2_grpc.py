@@ -50,6 +50,11 @@ class CoordinatorServiceStub:
                 request_serializer=taskmill_dot_v1_dot_coordinator__pb2.ReportTaskStatusesRequest.SerializeToString,
                 response_deserializer=taskmill_dot_v1_dot_coordinator__pb2.ReportTaskStatusesResponse.FromString,
                 _registered_method=True)
+        self.RecordStarts = channel.unary_unary(
+                '/taskmill.v1.CoordinatorService/RecordStarts',
+                request_serializer=taskmill_dot_v1_dot_coordinator__pb2.RecordStartsRequest.SerializeToString,
+                response_deserializer=taskmill_dot_v1_dot_coordinator__pb2.RecordStartsResponse.FromString,
+                _registered_method=True)
         self.DeregisterWorker = channel.unary_unary(
                 '/taskmill.v1.CoordinatorService/DeregisterWorker',
                 request_serializer=taskmill_dot_v1_dot_coordinator__pb2.DeregisterWorkerRequest.SerializeToString,
@@ -82,6 +87,13 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordStarts(self, request, context):
+        """RecordStarts records, before they happen, the starts of tasks that may run at most once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeregisterWorker(self, request, context):
         """DeregisterWorker removes a worker that is shutting down.
         """
@@ -106,6 +118,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ReportTaskStatuses,
                     request_deserializer=taskmill_dot_v1_dot_coordinator__pb2.ReportTaskStatusesRequest.FromString,
                     response_serializer=taskmill_dot_v1_dot_coordinator__pb2.ReportTaskStatusesResponse.SerializeToString,
+            ),
+            'RecordStarts': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordStarts,
+                    request_deserializer=taskmill_dot_v1_dot_coordinator__pb2.RecordStartsRequest.FromString,
+                    response_serializer=taskmill_dot_v1_dot_coordinator__pb2.RecordStartsResponse.SerializeToString,
             ),
             'DeregisterWorker': grpc.unary_unary_rpc_method_handler(
                     servicer.DeregisterWorker,
@@ -195,6 +212,33 @@ class CoordinatorService:
             '/taskmill.v1.CoordinatorService/ReportTaskStatuses',
             taskmill_dot_v1_dot_coordinator__pb2.ReportTaskStatusesRequest.SerializeToString,
             taskmill_dot_v1_dot_coordinator__pb2.ReportTaskStatusesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordStarts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskmill.v1.CoordinatorService/RecordStarts',
+            taskmill_dot_v1_dot_coordinator__pb2.RecordStartsRequest.SerializeToString,
+            taskmill_dot_v1_dot_coordinator__pb2.RecordStartsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,6 +22,8 @@ class CoordinatorServiceStub:
     """Heartbeat keeps a worker alive, reports its free slots and extends its tasks' leases."""
     ReportTaskStatuses: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ReportTaskStatusesRequest, _coordinator_pb2.ReportTaskStatusesResponse]
     """ReportTaskStatuses applies a batch of status reports."""
+    RecordStarts: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.RecordStartsRequest, _coordinator_pb2.RecordStartsResponse]
+    """RecordStarts records, before they happen, the starts of tasks that may run at most once."""
     DeregisterWorker: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.DeregisterWorkerRequest, _coordinator_pb2.DeregisterWorkerResponse]
     """DeregisterWorker removes a worker that is shutting down."""
 
@@ -51,6 +53,14 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _grpc.ServicerContext,
     ) -> _coordinator_pb2.ReportTaskStatusesResponse:
         """ReportTaskStatuses applies a batch of status reports."""
+
+    @_abc_1.abstractmethod
+    def RecordStarts(
+        self,
+        request: _coordinator_pb2.RecordStartsRequest,
+        context: _grpc.ServicerContext,
+    ) -> _coordinator_pb2.RecordStartsResponse:
+        """RecordStarts records, before they happen, the starts of tasks that may run at most once."""
 
     @_abc_1.abstractmethod
     def DeregisterWorker(

@@ -109,6 +109,8 @@ class Assignment(NamedTuple):
         queue: The task's queue.
         traceparent: The W3C trace context of the dispatch.
         token: The claim's fencing token: every report of this attempt carries it.
+        start_recorded: Whether the claim recorded the start (the task went to an idle slot):
+            the worker starts it without asking, and sends no ``running`` report.
     """
 
     task_id: str
@@ -120,6 +122,7 @@ class Assignment(NamedTuple):
     queue: str = "default"
     traceparent: str = ""
     token: int = 0
+    start_recorded: bool = False
 
     @classmethod
     def from_proto(cls, message: common_pb2.Assignment) -> Assignment:
@@ -135,6 +138,7 @@ class Assignment(NamedTuple):
             message.queue,
             message.traceparent,
             message.token,
+            message.start_recorded,
         )
 
 
@@ -181,6 +185,7 @@ def add_assignments(
             scheduled_at=scheduled_at,
             lease_expires_at=lease_expires_at,
             token=task.token,
+            start_recorded=task.start_recorded,
         )
 
 

@@ -168,6 +168,7 @@ class Worker:
     state: WorkerState
     registered_at: datetime
     last_heartbeat_at: datetime
+    concurrency: int | None = None  # its slots; the rest of capacity is queue (None: unknown)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Worker:
@@ -178,6 +179,7 @@ class Worker:
             hostname=row["hostname"],
             version=row["version"],
             capacity=row["capacity"],
+            concurrency=row.get("concurrency"),
             free_slots=row["free_slots"],
             handlers=tuple(row["handlers"] or ()),
             coordinator_id=row["coordinator_id"],

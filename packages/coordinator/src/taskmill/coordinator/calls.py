@@ -27,11 +27,15 @@ class AssignRefused(WorkerCallFailed):
         full: The worker answered it has no room (``RESOURCE_EXHAUSTED``): it takes tasks again
             as soon as a slot frees. Any other refusal (draining, unreachable, wrong id, too
             late) waits for the worker's next heartbeat.
+        declined: The worker certainly took none of them: it answered no (full, draining,
+            wrong id, a bad assignment), or nothing was sent. Unreachable or too late, it may
+            have taken them all the same.
     """
 
-    def __init__(self, message: str, *, full: bool = False) -> None:
+    def __init__(self, message: str, *, full: bool = False, declined: bool = False) -> None:
         super().__init__(message)
         self.full = full
+        self.declined = declined or full
 
 
 class AssignResult(NamedTuple):

@@ -188,7 +188,7 @@ class Dispatcher:
             return self._poll_interval, []
         claim = self._tasks.claim_due(shares, self._lease_seconds, conn)
         claimed = claim.tasks
-        slots = sum(count for _, count in shares)
+        slots = sum(share.size for share in shares)
         # Every slot filled: more may be waiting. A submit's round that got as many slots as it
         # asked for leaves the flag as it was (anything else still due shows in next_due_in).
         full = len(claimed) == slots
@@ -215,7 +215,7 @@ class Dispatcher:
             if self._fleet.reserve(worker_id, ids):
                 batches.append((worker_id, batch))
             else:
-                self._give_back(worker_id, batch, "the worker left")
+                self._give_back(worker_id, batch, "the worker left", declined=True)
         logger.debug("claimed %d tasks for %d workers", len(claimed), len(by_worker))
         return batches
 
@@ -264,7 +264,9 @@ class Dispatcher:
         try:
             answer = self._client.assign(worker_id, batch, traceparents, self._assign_timeout)
         except AssignRefused as exc:
-            return self._give_back(worker_id, batch, exc.message, full=exc.full)
+            return self._give_back(
+                worker_id, batch, exc.message, full=exc.full, declined=exc.declined
+            )
         except Exception:
             logger.exception("sending %d tasks to worker %s failed", len(batch), worker_id)
             return self._give_back(worker_id, batch, "internal error")
@@ -275,21 +277,31 @@ class Dispatcher:
         return None
 
     def _give_back(
-        self, worker_id: str, batch: Sequence[ClaimedTask], reason: str, *, full: bool = False
+        self,
+        worker_id: str,
+        batch: Sequence[ClaimedTask],
+        reason: str,
+        *,
+        full: bool = False,
+        declined: bool = False,
     ) -> str:
         """Returns tasks a worker did not take to ``scheduled``, attempt unchanged.
 
         A worker that was merely full gets tasks again as soon as it reports one finished; any
         other failure (draining, unreachable, wrong id) waits for its next heartbeat. Should
         the worker have taken them after all (an answer lost or late), the tokens named here
-        are no longer its own: its next heartbeat tells it so, and it drops them unrun.
+        are no longer its own: its next heartbeat tells it so, and it drops them unrun. Tasks
+        whose start the claim recorded may have started there, so they are given back only
+        when the worker ``declined`` them for sure; otherwise they stay with it, and if it
+        never got them, their lease runs out and recovery ends them as a lost worker's.
         """
         ids = [task.id for task in batch]
         logger.info("worker %s did not take %d tasks (%s)", worker_id, len(ids), reason)
         self._backlog = True
         self._fleet.refused(worker_id, ids, full=full)
         try:
-            self._tasks.release(worker_id, [Held(task.id, task.token) for task in batch])
+            given = [Held(task.id, task.token) for task in batch]
+            self._tasks.release(worker_id, given, recorded=declined)
         except TaskmillError as exc:
             # Their lease is not extended (the worker does not list them), so lease recovery
             # returns them to scheduled later.

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from taskmill.common.models import Worker
+from taskmill.common.store import Share
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class _Entry:
     address: str
     capacity: int
     free: int
+    concurrency: int = 0  # its slots (0: unknown, so none is known to be idle)
     blocked: bool = False
     #: Tasks sent (or being sent) and not yet reported finished, with how many heartbeats in a
     #: row have not listed them.
@@ -67,6 +69,11 @@ class _Entry:
     @property
     def room(self) -> int:
         return 0 if self.blocked else max(self.free, 0)
+
+    @property
+    def idle(self) -> int:
+        """Slots believed idle: its room beyond a full queue (none while anything queues)."""
+        return max(0, self.room - (self.capacity - self.concurrency)) if self.concurrency else 0
 
 
 class Fleet:
@@ -94,6 +101,7 @@ class Fleet:
             address=worker.address,
             capacity=worker.capacity,
             free=worker.capacity if free_slots is None else free_slots,
+            concurrency=worker.concurrency or 0,
         )
         with self._lock:
             # Popped first: a worker added again goes to the end of the round robin.
@@ -132,9 +140,10 @@ class Fleet:
 
     # -- planning ----------------------------------------------------------------------------
 
-    def plan(self, limit: int) -> list[tuple[str, int]]:
+    def plan(self, limit: int) -> list[Share]:
         """The next round's shares: the workers with room in round-robin order, each with how
-        many of the first ``limit`` slots of the round robin it gets.
+        many of the first ``limit`` slots of the round robin it gets, and how many of those fill
+        its idle slots (their start is recorded in the claim).
 
         The rotation starts after the worker served last, and each worker gets at most its free
         slots: rooms ``a: 1, b: 3, c: 2`` make the slots ``a, b, c, b, c, b``, and a limit of 4
@@ -146,7 +155,11 @@ class Fleet:
                 start = [entry.id for entry in order].index(self._last_served) + 1
                 order = order[start:] + order[:start]
             rooms = [(entry.id, entry.room) for entry in order if entry.room > 0]
-        return _round_robin(rooms, limit)
+            idle = {entry.id: entry.idle for entry in order}
+        return [
+            Share(worker_id, count, min(count, idle[worker_id]))
+            for worker_id, count in _round_robin(rooms, limit)
+        ]
 
     def served(self, worker_id: str) -> None:
         """Records the last worker a round gave a task to; the next round starts after it."""

@@ -107,6 +107,7 @@ class CoordinatorService:
         hostname: str = "",
         version: str = "",
         handlers: Sequence[str] = (),
+        concurrency: int | None = None,
     ) -> Worker:
         """Records a new worker under a fresh id and starts dispatching to it.
 
@@ -117,9 +118,14 @@ class CoordinatorService:
             raise InvalidRequest("address must be host:port of the worker's WorkerService")
         if capacity < 0:
             raise InvalidRequest(f"capacity must not be negative (got {capacity})")
+        if concurrency is not None and not 0 <= concurrency <= capacity:
+            raise InvalidRequest(
+                f"concurrency must be 0 to capacity {capacity} (got {concurrency})"
+            )
         worker = self._workers.register(
             address=address,
             capacity=capacity,
+            concurrency=concurrency,
             coordinator_id=self.coordinator_id,
             hostname=hostname,
             version=version,
@@ -189,16 +195,23 @@ class CoordinatorService:
         )
         self._wakers.work()
 
-    def report(
-        self, worker_id: str, reports: Sequence[Report], rejected: Sequence[Held]
-    ) -> tuple[int, list[int]]:
+    def record_starts(self, worker_id: str, tokens: Sequence[int]) -> None:
+        """Records the tokens of the tasks a worker may have started whose rows do not show
+        it yet (the whole set, replacing the last; see the worker's ``starts.py``).
+
+        Raises:
+            UnknownWorker: The worker was removed: its tasks are recovered, none may start.
+        """
+        if not self._workers.record_started(worker_id, tokens):
+            raise UnknownWorker(f"no live worker has id {worker_id}; register again")
+
+    def report(self, worker_id: str, reports: Sequence[Report], rejected: Sequence[Held]) -> int:
         """Applies a worker's status reports and gives back the tasks it rejected.
 
         Reports are applied even from a worker this coordinator does not know (it may have just
         restarted), but only to tasks dispatched to that worker. A report the database refuses
         fails its task (see :meth:`_fail_refused`). Returns how many reports changed a task (the
-        rest were duplicates or stale, or refused), and the tokens of the ``running`` reports
-        whose start was not recorded: those tasks are no longer the worker's to start.
+        rest were duplicates or stale, or refused).
         """
         applied = Applied(set(), [])
         if reports:
@@ -208,7 +221,8 @@ class CoordinatorService:
         changed = applied.changed
         released = set()
         if rejected:
-            released = {str(task_id) for task_id in self._dispatch.release(worker_id, rejected)}
+            given = self._dispatch.release(worker_id, rejected, recorded=True)
+            released = {str(task_id) for task_id in given}
         done = [r.task_id for r in reports if r.status is not ReportStatus.RUNNING]
         if self.fleet.finished(worker_id, [*done, *(task_id for task_id, _ in rejected)]):
             self._wakers.room()
@@ -218,12 +232,7 @@ class CoordinatorService:
         if released or retried:
             self._wakers.work()
         applied_count = sum(1 for report in reports if report.task_id in changed)
-        stale = [
-            r.token
-            for r in reports
-            if r.status is ReportStatus.RUNNING and r.token and r.task_id not in applied.started
-        ]
-        return applied_count + sum(1 for task_id, _ in rejected if task_id in released), stale
+        return applied_count + sum(1 for task_id, _ in rejected if task_id in released)
 
     def _fail_refused(self, worker_id: str, refused: Sequence[tuple[Report, str]]) -> None:
         """Fails, for good, the attempts whose reports the database refused, with its reason.
@@ -259,11 +268,8 @@ class CoordinatorService:
 
     def deregister(self, worker_id: str) -> None:
         """Removes a worker that is stopping and recovers the tasks it still held."""
-        self._workers.remove(worker_id)
+        recovered = self._recovery.retire(worker_id)
         self.fleet.remove(worker_id)
-        # Only this worker's tasks: expired leases are the liveness check's, which holds them
-        # back during a grace after an outage.
-        recovered = self._recovery.recover_lost([worker_id], expired_leases=False)
         logger.info("worker %s deregistered (%d tasks recovered)", worker_id, len(recovered))
         if TaskStatus.SCHEDULED in recovered.values():
             self._wakers.work()

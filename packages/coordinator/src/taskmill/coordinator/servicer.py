@@ -98,6 +98,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 hostname=request.hostname,
                 version=request.version,
                 handlers=list(request.handlers),
+                concurrency=request.concurrency or None,  # 0: a worker older than the field
             ),
         )
         held = _held(request.held, ())
@@ -124,10 +125,16 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self, request: coordinator_pb2.ReportTaskStatusesRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.ReportTaskStatusesResponse:
         outcomes, rejected = _parse_reports(request.reports)
-        applied, stale = _call(
+        applied = _call(
             context, lambda: self._service.report(request.worker_id, outcomes, rejected)
         )
-        return coordinator_pb2.ReportTaskStatusesResponse(applied=applied, stale_tokens=stale)
+        return coordinator_pb2.ReportTaskStatusesResponse(applied=applied)
+
+    def RecordStarts(
+        self, request: coordinator_pb2.RecordStartsRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.RecordStartsResponse:
+        _call(context, lambda: self._service.record_starts(request.worker_id, request.tokens))
+        return coordinator_pb2.RecordStartsResponse()
 
     def DeregisterWorker(
         self, request: coordinator_pb2.DeregisterWorkerRequest, context: grpc.ServicerContext

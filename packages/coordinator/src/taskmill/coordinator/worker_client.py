@@ -20,6 +20,15 @@ from taskmill.common.store import ClaimedTask
 from taskmill.coordinator.calls import AssignRefused, AssignResult, WorkerCallFailed
 from taskmill.v1 import worker_pb2, worker_pb2_grpc
 
+#: The answers of a worker that took none of an assignment's tasks (see the worker's servicer).
+_DECLINED = frozenset(
+    {
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    }
+)
+
 
 class _Link(NamedTuple):
     channel: grpc.Channel
@@ -87,7 +96,7 @@ class WorkerClient:
         """
         link = self._links.get(worker_id)
         if link is None:
-            raise AssignRefused("the worker left")
+            raise AssignRefused("the worker left", declined=True)
         request = worker_pb2.AssignTasksRequest(worker_id=worker_id)
         add_assignments(request.assignments, tasks, traceparents)
         began = time.monotonic()
@@ -96,7 +105,9 @@ class WorkerClient:
         except grpc.RpcError as exc:
             code = _code(exc)
             raise AssignRefused(
-                _reason(exc, code), full=code is grpc.StatusCode.RESOURCE_EXHAUSTED
+                _reason(exc, code),
+                full=code is grpc.StatusCode.RESOURCE_EXHAUSTED,
+                declined=code in _DECLINED,
             ) from None
         return AssignResult(response.free_slots, time.monotonic() - began)
 

@@ -24,6 +24,7 @@ from taskmill.common.store import (
     DispatchStore,
     RecoveryStore,
     ReportStore,
+    Share,
     SubmitRow,
     SubmitStore,
     TaskStore,
@@ -219,7 +220,7 @@ def claim(stores: Stores, slots: Sequence[str], lease_seconds: float = 60.0) -> 
     ``slots`` lists a worker id per task to claim; each worker's slots become its share, in the
     order the workers first appear (``["a", "a", "b"]`` is ``a: 2, b: 1``).
     """
-    shares = list(Counter(slots).items())
+    shares = [Share(worker_id, size) for worker_id, size in Counter(slots).items()]
     if not shares:
         return []
     claimed = stores.dispatch.claim_due(shares, lease_seconds).tasks

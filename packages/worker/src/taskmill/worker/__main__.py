@@ -99,11 +99,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--record-starts",
         action=argparse.BooleanOptionalAction,
         default=_env(
-            env, "RECORD_STARTS", lambda v: parse_bool(v, ENV_PREFIX + "RECORD_STARTS"), False
+            env, "RECORD_STARTS", lambda v: parse_bool(v, ENV_PREFIX + "RECORD_STARTS"), True
         ),
-        help="run a task with no retry left only once the coordinator has recorded its start, "
-        "so it runs at most once even if this worker is killed (off by default: it costs a "
-        "round trip before each such start)",
+        help="run a task with no retry left only once its start is recorded, so it runs at "
+        "most once even if this worker is killed (on by default; --no-record-starts lets such "
+        "a task run twice when its worker is killed just after it started)",
     )
     add(
         "--grace-period",

@@ -40,6 +40,7 @@ class Registration:
     hostname: str
     version: str
     handlers: tuple[str, ...]
+    concurrency: int = 0  # its slots; 0 tells an older coordinator's protocol: unknown
 
 
 class Agent:
@@ -153,6 +154,7 @@ class Agent:
             version=info.version,
             handlers=list(info.handlers),
             held=self._held(),
+            concurrency=info.concurrency,
         )
         response = self._stub.RegisterWorker(request, timeout=self._rpc_timeout)
         interval = response.heartbeat_interval_seconds

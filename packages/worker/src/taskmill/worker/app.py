@@ -102,7 +102,9 @@ class Worker:
             fence=self.fence,
             ask=self.asker.ask if settings.record_starts else None,
         )
-        self.asker.on_answer(self.executor.started)
+        self.asker.on_answer(
+            self.executor.started, lambda: [*self.executor.asked(), *self.reporter.started()]
+        )
         self.port = 0
         self.address = ""
         self._server: grpc.Server | None = None
@@ -155,6 +157,7 @@ class Worker:
             hostname=socket.gethostname(),
             version=package_version(),
             handlers=tuple(self.executor.handler_names),
+            concurrency=self.executor.concurrency,
         )
 
     def drain(self, grace: float | None = None) -> None:

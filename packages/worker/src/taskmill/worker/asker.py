@@ -1,22 +1,24 @@
-"""Sends the ``running`` reports that record starts before they happen (``starts.py``).
+"""Sends the starts recorded before they happen (``starts.py``) to the coordinator.
 
-Apart from the other reports, from a thread of its own: an ask must not wait behind a batch of
-final reports (a thousand results, say) in flight, as a slot waits for its answer. Every ask
-queued while one call is in flight goes in the next call, so the slots of a busy worker share
-one round trip. An ask is sent again until answered: across a coordinator restart, and under
-a new worker id after registering again (whose answer has already dropped the tasks that are
-no longer this worker's).
+From a thread of its own, apart from the reports: an ask must not wait behind a batch of final
+reports in flight, as a slot may wait for its answer. Each call sends the whole set of tokens
+whose start the database must know (``RecordStarts``): the ones asked since the last call, and
+the live ones (``live``: tasks asked for earlier and still held, or whose reports are not yet
+acknowledged), so recording any number of starts is one call and one small row write, and the
+set shrinks as reports land. Every ask queued while one call is in flight goes in the next. An
+ask is sent again until answered: across a coordinator restart, and under a new worker id after
+registering again (whose answer has already dropped the tasks that are no longer this
+worker's).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import grpc
 
-from taskmill.common.attempts import Report
 from taskmill.v1 import coordinator_pb2, coordinator_pb2_grpc
 from taskmill.worker.membership import Membership
 from taskmill.worker.retry import ReconnectBackoff, describe, status_code
@@ -25,12 +27,17 @@ logger = logging.getLogger(__name__)
 
 _ID_POLL_SECONDS = 0.2
 
-#: Told the tokens whose start was recorded, and those answered stale.
+#: Told the tokens whose start was recorded, and those refused (they must not run).
 Listener = Callable[[list[int], list[int]], None]
 
 
-def _ignore(recorded: list[int], stale: list[int]) -> None:
+def _ignore(recorded: list[int], refused: list[int]) -> None:
     """The listener until one is set."""
+
+
+def _none() -> Collection[int]:
+    """The live tokens until a source is set."""
+    return ()
 
 
 class StartAsker:
@@ -55,20 +62,22 @@ class StartAsker:
         self._membership = membership
         self._rpc_timeout = rpc_timeout
         self._backoff = ReconnectBackoff(0.05, max_backoff)
-        self._asks: list[Report] = []
+        self._asks: list[int] = []
         self._queued = threading.Condition()
         self._stopped = threading.Event()
         self._listener: Listener = _ignore
+        self._live: Callable[[], Collection[int]] = _none
         self._thread = threading.Thread(target=self._run, name="taskmill-starts", daemon=True)
 
-    def on_answer(self, listener: Listener) -> None:
-        """Sets who learns the answers."""
+    def on_answer(self, listener: Listener, live: Callable[[], Collection[int]]) -> None:
+        """Sets who learns the answers, and where the live tokens come from."""
         self._listener = listener
+        self._live = live
 
-    def ask(self, report: Report) -> None:
-        """Queues a ``running`` report whose start must be recorded; quick."""
+    def ask(self, tokens: list[int]) -> None:
+        """Queues the tokens of tasks whose start must be recorded; quick."""
         with self._queued:
-            self._asks.append(report)
+            self._asks.extend(tokens)
             self._queued.notify()
 
     def start(self) -> None:
@@ -91,7 +100,7 @@ class StartAsker:
                     break
                 self._stopped.wait(delay)
 
-    def _take(self) -> list[Report] | None:
+    def _take(self) -> list[int] | None:
         with self._queued:
             self._queued.wait_for(lambda: self._asks or self._stopped.is_set())
             if self._stopped.is_set():
@@ -99,22 +108,20 @@ class StartAsker:
             asks, self._asks = self._asks, []
             return asks
 
-    def _send(self, asks: list[Report]) -> float | None:
-        """Sends the asks once; ``None`` when they are answered, else the pause before again."""
+    def _send(self, asks: list[int]) -> float | None:
+        """Sends the asks, with the live tokens, once; ``None`` when they are answered, else the
+        pause before again."""
         worker_id = self._membership.wait(_ID_POLL_SECONDS)
         if worker_id is None:
             return 0.0  # registering again: asked under the new id
-        request = coordinator_pb2.ReportTaskStatusesRequest(worker_id=worker_id)
-        for report in asks:
-            report.add_to(request.reports)
-        tokens = [report.token for report in asks]
+        tokens = {*self._live(), *asks}
+        request = coordinator_pb2.RecordStartsRequest(worker_id=worker_id, tokens=sorted(tokens))
         try:
-            answer = self._stub.ReportTaskStatuses(request, timeout=self._rpc_timeout)
+            self._stub.RecordStarts(request, timeout=self._rpc_timeout)
         except grpc.RpcError as error:
-            return self._failed(worker_id, tokens, error)
+            return self._failed(worker_id, asks, error)
         self._backoff.reset()
-        stale = set(answer.stale_tokens)
-        self._listener([t for t in tokens if t not in stale], [t for t in tokens if t in stale])
+        self._listener(asks, [])
         return None
 
     def _failed(self, worker_id: str, tokens: list[int], error: grpc.RpcError) -> float | None:
@@ -122,6 +129,13 @@ class StartAsker:
         if code is grpc.StatusCode.NOT_FOUND:
             self._membership.forget(worker_id)  # the agent registers again
             return 0.0
+        if code is grpc.StatusCode.UNIMPLEMENTED:
+            # A coordinator older than recorded starts: the tasks run as they did with it.
+            logger.warning(
+                "the coordinator cannot record starts; %d tasks start anyway", len(tokens)
+            )
+            self._listener(tokens, [])
+            return None
         if code is grpc.StatusCode.INVALID_ARGUMENT:
             logger.error("the coordinator refused %d starts (%s)", len(tokens), describe(error))
             self._listener([], tokens)  # not recorded: they must not run

@@ -26,11 +26,12 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from taskmill.common.attempts import Assignment, Held, Outcome, Report, ReportStatus
+from taskmill.common.attempts import Assignment, Held, Outcome, Report
 from taskmill.common.errors import TaskmillError
+from taskmill.worker.emitter import Emitter
 from taskmill.worker.execution import TIMEOUT, UNKNOWN_COMMAND, WORKER_SHUTDOWN
 from taskmill.worker.fence import Fence
-from taskmill.worker.job import Job, JobState
+from taskmill.worker.job import Job, JobState, sort_out
 from taskmill.worker.registry import Handler
 from taskmill.worker.runner import WAIT_STEP, Runner
 from taskmill.worker.starts import StartRecords
@@ -39,7 +40,6 @@ from taskmill.worker.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
-_RUNNING = Outcome(ReportStatus.RUNNING)
 _STOP_WAIT_SECONDS = 5.0
 
 
@@ -83,14 +83,14 @@ class Executor:
         process_cancel_grace: float = 2.0,
         tracer: TaskTracer | None = None,
         fence: Fence | None = None,
-        ask: Callable[[Report], None] | None = None,
+        ask: Callable[[list[int]], None] | None = None,
     ) -> None:
         self._handlers = dict(handlers)
         self._fence = fence or Fence()
-        self._starts = StartRecords(ask)
-        self._tracer = tracer or TaskTracer()
+        self._starts = StartRecords(ask, least=concurrency, most=concurrency + queue_size)
+        tracer = tracer or TaskTracer()
+        self._emitter = Emitter(tracer, report)
         self._capacity = concurrency + queue_size
-        self._report = report
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # for drain and stop, which wait
         self._waiting = False  # drain or stop may be waiting on _changed
@@ -102,12 +102,22 @@ class Executor:
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._watchdog: Watchdog[Job] = Watchdog(self._time_out)
         self._runner = Runner(
-            self._tracer, self._watchdog, self._fence, process_cancel_grace, self._count_child
+            tracer,
+            self._watchdog,
+            self._fence,
+            process_cancel_grace,
+            self._count_child,
+            self._begin_gated,
         )
         self._threads = [
             threading.Thread(target=self._slot_loop, name=f"taskmill-slot-{n}", daemon=True)
             for n in range(concurrency)
         ]
+
+    @property
+    def concurrency(self) -> int:
+        """How many tasks run at once (the slot threads)."""
+        return len(self._threads)
 
     @property
     def capacity(self) -> int:
@@ -139,7 +149,7 @@ class Executor:
                     job.gate.set()  # a slot waiting for its start's answer stops waiting
                 if job.span is not None:
                     message = "the worker stopped without draining"
-                    self._tracer.finish(job.span, Outcome.failed(WORKER_SHUTDOWN, message))
+                    self._emitter.tracer.finish(job.span, Outcome.failed(WORKER_SHUTDOWN, message))
             self._jobs.clear()
             self._draining = True
             self._waiting = True
@@ -193,7 +203,7 @@ class Executor:
         with self._lock:
             if self._draining:
                 raise Draining()
-            fresh, replaced = self._fresh(assignments)
+            fresh, replaced = sort_out(self._jobs, assignments)
             free = self._free() + len(replaced)
             if len(fresh) > free:
                 raise NoRoom(f"the batch has {len(fresh)} new tasks but only {free} slots are free")
@@ -208,17 +218,23 @@ class Executor:
             self._queue.put(job)
         return free
 
-    def started(self, recorded: Collection[int], stale: Collection[int]) -> None:
-        """The answers to the starts asked (``starts.py``): recorded ones may run, stale ones
-        are dropped unrun, as :meth:`drop_stale` drops them."""
+    def asked(self) -> list[int]:
+        """The tokens of the held tasks whose start was asked to be recorded (``starts.py``)."""
         with self._lock:
-            for job in self._starts.answer(recorded, stale):
+            return self._starts.asked
+
+    def started(self, recorded: Collection[int], refused: Collection[int]) -> None:
+        """The answers to the starts asked (``starts.py``): recorded ones may run, refused ones
+        are given back unrun."""
+        with self._lock:
+            for job in self._starts.answer(recorded, refused):
                 if job.state is JobState.QUEUED:
                     self._queued -= 1
                 if job.state is not JobState.DONE:
-                    self._settle(job, Outcome.cancelled())  # its token is stale: changes nothing
+                    self._settle(job, Outcome.rejected())
                     logger.warning(
-                        "task %s is no longer this worker's: dropped unrun", job.assignment.task_id
+                        "task %s: its start could not be recorded; given back unrun",
+                        job.assignment.task_id,
                     )
 
     def cancel(self, task_id: str) -> bool:
@@ -243,8 +259,9 @@ class Executor:
     def drain(self, grace: float) -> None:
         """Stops accepting, gives queued tasks back, and lets running ones finish.
 
-        Queued tasks are reported ``rejected`` (the coordinator assigns them again without
-        counting an attempt). Running tasks get ``grace`` seconds; any still running then are
+        Queued tasks, and those whose slot still waits for their start to be recorded, are
+        reported ``rejected`` (the coordinator assigns them again without counting an attempt).
+        Running tasks get ``grace`` seconds; any still running then are
         flagged cancelled and reported ``failed`` with ``worker_shutdown`` (or ``timeout``, when
         past their timeout already).
         """
@@ -252,9 +269,10 @@ class Executor:
         with self._lock:
             self._draining = True
             self._waiting = True  # never cleared: a stopped executor runs nothing hot
-            for job in [job for job in self._jobs.values() if job.state is JobState.QUEUED]:
-                self._queued -= 1
-                self._settle(job, Outcome.rejected())
+            for job in [job for job in self._jobs.values() if _unstarted(job)]:
+                if job.state is JobState.QUEUED:
+                    self._queued -= 1
+                self._settle(job, Outcome.rejected())  # never ran: given back, attempt unused
             while self._running() and (remaining := deadline - time.monotonic()) > 0:
                 self._changed.wait(remaining)
             message = f"the worker shut down before the task finished (grace {grace:g} s)"
@@ -276,33 +294,12 @@ class Executor:
         """The jobs in a slot: running, or past their timeout with the report waiting."""
         return [job for job in self._jobs.values() if job.state is not JobState.QUEUED]
 
-    def _fresh(self, assignments: Sequence[Assignment]) -> tuple[list[Assignment], list[Job]]:
-        """The assignments to hold, and the queued jobs they replace: a task held under an
-        earlier claim that was given back and claimed again for this worker (its old copy is
-        stale). A repeat of a claim already held, or of a task already running, is skipped."""
-        fresh: dict[str, Assignment] = {}
-        replaced: list[Job] = []
-        for assignment in assignments:
-            held = self._jobs.get(assignment.task_id)
-            if held is not None and _supersedes(assignment, held):
-                replaced.append(held)
-            elif held is not None:
-                logger.warning(
-                    "task %s attempt %d is already held (attempt %d); skipping the repeat",
-                    assignment.task_id,
-                    assignment.attempt,
-                    held.assignment.attempt,
-                )
-                continue
-            fresh.setdefault(assignment.task_id, assignment)
-        return list(fresh.values()), replaced
-
     def _hold(self, assignment: Assignment) -> Job | None:
         """Holds a new task; returns its job for the queue, or ``None`` when it was settled."""
         job = Job(assignment, self._handlers.get(assignment.command))
         self._jobs[assignment.task_id] = job
         if job.handler is None:
-            self._start_span(job)
+            self._emitter.begin(job)
             message = f"no handler is registered for command {assignment.command!r}"
             self._settle(job, Outcome.failed(UNKNOWN_COMMAND, message))
             return None
@@ -311,45 +308,16 @@ class Executor:
         self._starts.hold(job)
         return job
 
-    def _start_span(self, job: Job) -> None:
-        job.span, job.traceparent = self._tracer.start(job.assignment)
-        job.recording = job.span.is_recording()
-
     def _settle(self, job: Job, outcome: Outcome) -> None:
         job.state = JobState.DONE
         self._jobs.pop(job.assignment.task_id, None)
-        if job.gate is not None:
-            job.gate.set()  # a slot waiting for its start's answer stops waiting
-        if job.recording or job.span is None:
-            self._settle_traced(job, outcome)
-        else:
-            self._emit(job, outcome)  # an unrecorded attempt: no span to end, none to make
+        if job.asked:
+            self._starts.settled(job)
+            if job.gate is not None:
+                job.gate.set()  # a slot waiting for its start's answer stops waiting
+        self._emitter.settled(job, outcome)
         if self._waiting:
             self._changed.notify_all()
-
-    def _settle_traced(self, job: Job, outcome: Outcome) -> None:
-        report_span = self._tracer.report(job.span, job.assignment, outcome.status)
-        self._emit(job, outcome)
-        report_span.end()
-        if job.span is not None:
-            self._tracer.finish(job.span, outcome)
-
-    def _emit(self, job: Job, outcome: Outcome) -> None:
-        assignment = job.assignment
-        self._report(
-            Report(  # positional: binding a NamedTuple's keywords is dearer
-                assignment.task_id,
-                assignment.attempt,
-                outcome.status,
-                time.time(),
-                outcome.result_json,
-                outcome.error,
-                job.traceparent or assignment.traceparent,
-                job.started_at if job.gate is not None else None,
-                True,
-                assignment.token,
-            )
-        )
 
     def _time_out(self, job: Job) -> None:
         """At a thread handler's deadline: reports the timeout now if no retry can follow it,
@@ -382,6 +350,16 @@ class Executor:
             self._children += change
             if change < 0:
                 self._changed.notify_all()  # stop may wait for the children to be gone
+
+    def _begin_gated(self, job: Job) -> bool:
+        """A slot that waited for the job's start begins it, unless it was settled meanwhile
+        (given back in a drain, which takes the lock too: never both)."""
+        with self._lock:
+            if job.state is not JobState.RUNNING:
+                return False
+            job.started_at = time.time()
+            self._emitter.running(job)
+            return True
 
     def _slot_loop(self) -> None:
         job = self._next(None, None)
@@ -422,11 +400,16 @@ class Executor:
         self._queued -= 1
         self._busy += 1
         job.state = JobState.RUNNING
-        self._start_span(job)
-        if job.gate is None:
-            self._emit(job, _RUNNING)
-        else:
-            self._starts.begin(job)  # the slot runs it once its start is recorded
+        self._emitter.begin(job)
+        if job.assignment.start_recorded:
+            job.started_at = time.time()  # running already: the final report says when it began
+            return True
+        if job.gated:
+            self._starts.begin(job)
+            if not job.recorded:
+                return True  # the slot waits for it, then reports it running (runner.py)
+            job.started_at = time.time()  # recorded ahead: its slot need not wait
+        self._emitter.running(job)  # folded into the final report when that comes first
         return True
 
     def _finish(self, job: Job, outcome: Outcome | None) -> None:
@@ -436,7 +419,7 @@ class Executor:
         elif job.state is JobState.OVERDUE:
             # The copy is gone now, so a retry may start; what it returned late is discarded.
             self._settle(job, self._timed_out(job))
-        elif job.state is JobState.DONE and job.gate is not None and job.started_at is None:
+        elif job.state is JobState.DONE and job.gated and job.started_at is None:
             pass  # dropped before its start was recorded: it never ran
         else:
             logger.warning(
@@ -446,7 +429,8 @@ class Executor:
             )
 
 
-def _supersedes(assignment: Assignment, held: Job) -> bool:
-    """Whether an assignment is a new claim of a task held queued under an earlier one."""
-    token = held.assignment.token
-    return held.state is JobState.QUEUED and bool(token) and assignment.token not in (0, token)
+def _unstarted(job: Job) -> bool:
+    """Whether a held job has not begun: queued, or in a slot still waiting for its start."""
+    return job.state is JobState.QUEUED or (
+        job.state is JobState.RUNNING and job.gated and job.started_at is None
+    )

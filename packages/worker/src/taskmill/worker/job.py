@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -11,6 +13,8 @@ from opentelemetry.trace import Span
 from taskmill.common.attempts import Assignment
 from taskmill.worker.context import CancelEvent
 from taskmill.worker.registry import Handler
+
+logger = logging.getLogger(__name__)
 
 
 class JobState(Enum):
@@ -37,6 +41,39 @@ class Job:
     recording: bool = False  # whether its span records: only then are spans ended or made
     # A start recorded before it happens (``starts.py``): the gate opens on the answer, or when
     # the job is settled; ``recorded`` says whether it may run.
-    gate: threading.Event | None = None
+    gated: bool = False  # whether it runs only once its start is recorded
+    gate: threading.Event | None = None  # what a slot waiting for that waits on
+    asked: bool = False  # whether its start was asked for
+    deferred: bool = False  # whether the window held its ask back when it was queued
     recorded: bool = False
     started_at: float | None = None  # when its handler started, for a final report to carry
+
+
+def sort_out(
+    held: Mapping[str, Job], assignments: Sequence[Assignment]
+) -> tuple[list[Assignment], list[Job]]:
+    """Of newly assigned tasks, those to hold, and the queued jobs they replace: a task held
+    under an earlier claim that was given back and claimed again for this worker (its old copy
+    is stale). A repeat of a claim already held, or of a task already running, is skipped."""
+    fresh: dict[str, Assignment] = {}
+    replaced: list[Job] = []
+    for assignment in assignments:
+        job = held.get(assignment.task_id)
+        if job is not None and _supersedes(assignment, job):
+            replaced.append(job)
+        elif job is not None:
+            logger.warning(
+                "task %s attempt %d is already held (attempt %d); skipping the repeat",
+                assignment.task_id,
+                assignment.attempt,
+                job.assignment.attempt,
+            )
+            continue
+        fresh.setdefault(assignment.task_id, assignment)
+    return list(fresh.values()), replaced
+
+
+def _supersedes(assignment: Assignment, held: Job) -> bool:
+    """Whether an assignment is a new claim of a task held queued under an earlier one."""
+    token = held.assignment.token
+    return held.state is JobState.QUEUED and bool(token) and assignment.token not in (0, token)

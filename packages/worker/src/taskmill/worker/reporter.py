@@ -149,6 +149,16 @@ class Reporter:
                 if slot.report is not None
             }
 
+    def started(self) -> list[int]:
+        """The tokens of the attempts with reports not yet acknowledged, given-back ones aside:
+        their tasks may have run, and the database may not show it yet."""
+        with self._lock:
+            return [
+                slot.report.token
+                for slot in self._pending
+                if slot.report is not None and slot.report.status is not ReportStatus.REJECTED
+            ]
+
     def flush(self, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds until every queued report is acknowledged."""
         with self._lock:

@@ -40,6 +40,9 @@ class Runner:
         process_cancel_grace: Seconds a cancelled ``process=True`` handler may take to stop by
             itself before its process is killed.
         children: Called with +1 when a slot starts supervising a child process, -1 when done.
+        begun: Called when a job whose start was recorded after its slot took it begins: marks
+            it started and reports it running (sent before, the report would seldom be folded
+            into the final one); ``False`` when the job was settled meanwhile.
     """
 
     def __init__(
@@ -49,23 +52,26 @@ class Runner:
         fence: Fence,
         process_cancel_grace: float,
         children: Callable[[int], None],
+        begun: Callable[[Job], bool],
     ) -> None:
         self._tracer = tracer
         self._watchdog = watchdog
         self._fence = fence
         self._process_cancel_grace = process_cancel_grace
         self._children = children
+        self._begun = begun
 
     def run(self, job: Job) -> Outcome | None:
         """The job's outcome; ``None`` when it never ran (dropped while it waited to start)."""
         handler = job.handler
         assert handler is not None  # jobs without a handler are settled when admitted
-        if job.gate is not None:
+        if job.gated and job.started_at is None:  # its start was not recorded when begun
             if not self._await_start(job):
                 return None  # dropped: no longer this worker's, or the worker stopped
             if job.cancel.is_set():
                 return Outcome.cancelled()  # asked to stop, or found stale, while it waited
-            job.started_at = time.time()
+            if not self._begun(job):
+                return None  # settled meanwhile: given back in a drain
         deadline = time.monotonic() + job.timeout if job.timeout else None
         token = self._tracer.activate(job.span)  # handler logs and spans belong to the attempt
         try:
@@ -84,8 +90,8 @@ class Runner:
         """Waits until the job's start is recorded (``starts.py``), and the fence is open again
         if the wait outlasted it (an answer that names the job stale cancels it first); returns
         whether it may run."""
-        assert job.gate is not None
-        while not job.gate.wait(WAIT_STEP):
+        gate = job.gate  # none when the start was recorded before the slot took the job
+        while gate is not None and not gate.wait(WAIT_STEP):
             logger.debug("task %s waits for its start to be recorded", job.assignment.task_id)
         while job.state is JobState.RUNNING and not self._fence.wait_open(WAIT_STEP):
             logger.debug("no heartbeat acknowledged lately: starting nothing")

@@ -24,11 +24,12 @@ LATE_MARGIN_SECONDS = 0.05
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     """Serves ``AssignTasks`` and ``CancelTask``.
 
-    Status codes: ``FAILED_PRECONDITION`` for a batch addressed to another worker id,
-    ``INVALID_ARGUMENT`` for an assignment without task id or command, ``DEADLINE_EXCEEDED``
-    when the caller's deadline has passed or nearly (see ``LATE_MARGIN_SECONDS``),
-    ``UNAVAILABLE`` while draining, ``RESOURCE_EXHAUSTED`` when the batch exceeds the free
-    slots (nothing is accepted).
+    Status codes: ``FAILED_PRECONDITION`` for a batch addressed to another worker id, or while
+    draining, ``INVALID_ARGUMENT`` for an assignment without task id or command,
+    ``DEADLINE_EXCEEDED`` when the caller's deadline has passed or nearly (see
+    ``LATE_MARGIN_SECONDS``), ``RESOURCE_EXHAUSTED`` when the batch exceeds the free slots.
+    With each, nothing of the batch is accepted; the coordinator counts on it (``UNAVAILABLE``
+    would not say so: the transport answers it too, for a call that may have arrived).
     """
 
     def __init__(
@@ -66,7 +67,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         try:
             free_slots = self._executor.admit(assignments)
         except Draining as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, exc.message)
         except NoRoom as exc:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.message)
         return worker_pb2.AssignTasksResponse(free_slots=free_slots)

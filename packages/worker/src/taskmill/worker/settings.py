@@ -28,9 +28,9 @@ class WorkerSettings:
         queue_size: Tasks that may wait for a slot; ``None`` means as many as ``concurrency``.
         handler_modules: Modules imported at start so their ``@task`` handlers register.
         enable_shell: Whether the ``shell`` handler exists.
-        record_starts: Whether a task with no retry left runs only once its coordinator has
-            recorded its start (``starts.py``): at most once even if the worker is killed, at
-            the cost of a round trip before each such start.
+        record_starts: Whether a task with no retry left runs only once its start is recorded
+            (``starts.py``), so it runs at most once even if the worker is killed; off, such a
+            task may run twice when its worker is killed just after it started.
         grace_period: Seconds running tasks get to finish on SIGTERM.
         security: Cluster token and TLS for gRPC in both directions.
         heartbeat_interval: Seconds between heartbeats when the coordinator names no interval.
@@ -50,7 +50,7 @@ class WorkerSettings:
     queue_size: int | None = None
     handler_modules: tuple[str, ...] = ()
     enable_shell: bool = False
-    record_starts: bool = False
+    record_starts: bool = True
     grace_period: float = 30.0
     security: GrpcSecurity = field(default_factory=GrpcSecurity)
     heartbeat_interval: float = 1.0

@@ -2,20 +2,23 @@
 worker's crash without running twice.
 
 A worker's ``running`` report usually travels with, or after, the task's end (it is folded
-into the final report); a worker killed meanwhile leaves its task ``dispatched``, which
+into the final report); a worker killed meanwhile would leave its task ``dispatched``, which
 recovery gives to another worker, as it cannot tell a task that started from one still
-queued. So a task with no retry left (its attempt is its last) runs only once the database has
-recorded its start under its claim's token: when a slot takes it, the executor sends its
-``running`` report at once (``Reporter.ask``) and the slot waits for the answer. A task whose
-start is not recorded (its token is stale: given to another worker, recovered) is dropped
-unrun. A task with a retry left starts at once, as before: a lost worker's task is retried
-anyway.
+queued. So a task with no retry left (its attempt is its last) runs only once its start is
+recorded: either by the claim itself (it went to an idle slot: ``Assignment.start_recorded``),
+or by its token being in the worker's started tokens, the set the worker keeps in its
+``workers`` row (``asker.py``), which recovery reads when the worker is lost. A task with a
+retry left starts at once: a lost worker's task is retried anyway.
 
-The start is asked only when a slot takes the task, not ahead of it, so ``running`` still means
-a slot is on it, and a worker killed fails only the tasks its slots held. The price is one
-round trip to the database before each such start (the asks of all slots go in one batch),
-and a row write of its own for its ``running`` report; the final report carries the time the
-handler started, which replaces the time the start was recorded.
+Asked ahead, so no slot waits: the starts of the next ``window`` queued tasks are asked for
+before a slot takes them (one call for all that became due while the last was in flight), and
+a slot taking a task asks for the next one. The window adapts: it starts at the worker's
+concurrency, widens by a quarter each time a slot has to wait for a start the window held back
+(short tasks, a slow round trip), and narrows by one after a window's worth of slots found
+their start recorded, so it stays near the tasks a worker starts in one round trip. The price:
+a worker killed fails, besides the tasks its slots held, the recorded tasks that had not
+started, at most a window of them (``worker_lost``, like a running one; a live worker that
+gives them back, as in a drain, returns them unharmed); and one small write per call.
 
 Not thread-safe: the executor calls it with its lock held.
 """
@@ -23,60 +26,113 @@ Not thread-safe: the executor calls it with its lock held.
 from __future__ import annotations
 
 import threading
-import time
+from collections import deque
 from collections.abc import Callable, Collection
 
-from taskmill.common.attempts import Report, ReportStatus
-from taskmill.worker.job import Job
+from taskmill.worker.job import Job, JobState
 
 
 class StartRecords:
     """Records the starts of the tasks that may run at most once before they run.
 
     Args:
-        ask: Sends a ``running`` report whose answer comes back to :meth:`answer`; ``None``
-            starts every task at once (nothing to record them with).
+        ask: Sends the tokens whose start must be recorded, the answer coming back to
+            :meth:`answer`; ``None`` starts every task at once (nothing to record them with).
+        least: The smallest window: how many queued tasks may have their start asked for
+            ahead of a slot (the worker's concurrency).
+        most: The largest window (how many tasks the worker may hold).
     """
 
-    def __init__(self, ask: Callable[[Report], None] | None) -> None:
+    def __init__(self, ask: Callable[[list[int]], None] | None, *, least: int, most: int) -> None:
         self._ask = ask
+        self._least, self._most = least, max(least, most)
+        self._window = self._least
+        self._hits = 0  # slots in a row that found their job's start recorded
+        self._unasked: deque[Job] = deque()  # gated and queued, in queue order, not asked
+        self._ahead: deque[Job] = deque()  # asked while queued, in queue order
         self._waiting: dict[int, Job] = {}  # asked, not answered, by token
+        self._held: set[int] = set()  # the tokens of the jobs asked for and not yet settled
+
+    @property
+    def window(self) -> int:
+        """How many queued tasks may have their start asked for ahead of a slot now."""
+        return self._window
 
     def hold(self, job: Job) -> None:
-        """Takes a newly queued job: one that may run only once will wait for its start."""
+        """Takes a newly queued job: one that may run only once waits for its start, asked
+        for now if the window has room."""
         assignment = job.assignment
         if self._ask is None or not assignment.token:
             return  # no coordinator to record it with: a worker test, or one older than tokens
+        if assignment.start_recorded:
+            return  # claimed for an idle slot: the claim recorded its start
         if assignment.attempt < assignment.max_attempts:
             return  # a retry follows a lost worker anyway: no need to wait
-        job.gate = threading.Event()
+        job.gated = True
+        self._unasked.append(job)
+        self._fill([])
+        job.deferred = not job.asked
 
     def begin(self, job: Job) -> None:
-        """A slot took the job: asks for its start to be recorded."""
-        assert self._ask is not None
-        assignment = job.assignment
-        self._waiting[assignment.token] = job
-        self._ask(
-            Report(  # positional, as on every hot path
-                assignment.task_id,
-                assignment.attempt,
-                ReportStatus.RUNNING,
-                time.time(),
-                "",
-                None,
-                job.traceparent or assignment.traceparent,  # the execute span's, as it exists
-                None,
-                True,
-                assignment.token,
-            )
-        )
+        """A slot took the job: asks for its start unless asked already, adapts the window,
+        and asks for the next queued jobs' starts."""
+        asks: list[int] = []
+        if not job.asked:
+            self._take(job, asks)
+        if not job.recorded:
+            job.gate = threading.Event()  # made only for a slot that waits: it costs
+        self._adapt(job)
+        self._fill(asks)
 
-    def answer(self, recorded: Collection[int], stale: Collection[int]) -> list[Job]:
-        """Opens the gates of the jobs whose start is recorded; returns the stale ones, for the
+    @property
+    def asked(self) -> list[int]:
+        """The tokens of the jobs asked for and not settled yet."""
+        return list(self._held)
+
+    def settled(self, job: Job) -> None:
+        """Forgets a settled job (its reports, until acknowledged, keep its token live)."""
+        self._held.discard(job.assignment.token)
+
+    def answer(self, recorded: Collection[int], refused: Collection[int]) -> list[Job]:
+        """Opens the gates of the jobs whose start is recorded; returns the refused ones, for the
         executor to drop (their gates open when they are settled)."""
         for token in recorded:
             job = self._waiting.pop(token, None)
-            if job is not None and job.gate is not None:
+            if job is not None:
                 job.recorded = True
-                job.gate.set()
-        return [job for token in stale if (job := self._waiting.pop(token, None)) is not None]
+                if job.gate is not None:
+                    job.gate.set()
+        return [job for token in refused if (job := self._waiting.pop(token, None)) is not None]
+
+    def _adapt(self, job: Job) -> None:
+        """Widens the window when a slot waits for a start that the window held back (asked
+        too late to be answered in time), and narrows it slowly while slots never wait."""
+        if job.recorded:
+            self._hits += 1
+            if self._hits >= self._window and self._window > self._least:
+                self._window -= 1
+                self._hits = 0
+        elif job.deferred:
+            self._hits = 0
+            self._window = min(self._most, self._window + max(1, self._window // 4))
+
+    def _fill(self, asks: list[int]) -> None:
+        """Asks for starts (``asks`` and more) until ``window`` queued jobs have theirs asked."""
+        ahead, unasked = self._ahead, self._unasked
+        while ahead and ahead[0].state is not JobState.QUEUED:
+            ahead.popleft()  # taken by a slot, or settled (cancelled, dropped, given back)
+        while unasked and len(ahead) < self._window:
+            job = unasked.popleft()
+            if job.state is JobState.QUEUED and not job.asked:
+                ahead.append(job)
+                self._take(job, asks)
+        if asks:
+            assert self._ask is not None
+            self._ask(asks)  # one hand-over for all: the asker's wake-up costs
+
+    def _take(self, job: Job, asks: list[int]) -> None:
+        token = job.assignment.token
+        job.asked = True
+        self._waiting[token] = job
+        self._held.add(token)
+        asks.append(token)

@@ -13,7 +13,7 @@ matches no row and changes nothing.
 """
 
 from taskmill.common.attempts import Held
-from taskmill.common.store.dispatch import Claim, ClaimedTask, DispatchStore
+from taskmill.common.store.dispatch import Claim, ClaimedTask, DispatchStore, Share
 from taskmill.common.store.recovery import RecoveryStore
 from taskmill.common.store.reports import Applied, ReportStore
 from taskmill.common.store.submit import Decided, SubmitRow, SubmitStore
@@ -29,6 +29,7 @@ __all__ = [
     "Held",
     "RecoveryStore",
     "ReportStore",
+    "Share",
     "SubmitRow",
     "SubmitStore",
     "TaskStore",

@@ -15,6 +15,15 @@ from taskmill.common.jsontext import compact as _json
 from taskmill.common.models import TaskStatus
 
 
+class Share(NamedTuple):
+    """One worker's part of a claim: how many tasks it takes, and how many of those go to its
+    idle slots, their start recorded by the claim itself (see ``Assignment.start_recorded``)."""
+
+    worker_id: str
+    size: int
+    started: int = 0
+
+
 def _arrays(held: Sequence[Held]) -> tuple[str, str]:
     """The ids and tokens as array literals: uuids and integers need no quoting, and pg8000
     would escape a list of strings character by character."""
@@ -43,6 +52,7 @@ class ClaimedTask(NamedTuple):
         scheduled_at: When the task became due, in seconds since the epoch.
         lease_expires_at: When the lease runs out, in seconds since the epoch.
         token: The claim's fencing token (see ``0005_claim_tokens.sql``).
+        start_recorded: Whether the claim recorded its start (it fills an idle slot).
     """
 
     id: str
@@ -57,6 +67,7 @@ class ClaimedTask(NamedTuple):
     scheduled_at: float
     lease_expires_at: float
     token: int
+    start_recorded: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,7 @@ class DispatchStore:
 
     def claim_due(
         self,
-        shares: Sequence[tuple[str, int]],
+        shares: Sequence[Share],
         lease_seconds: float,
         conn: Connection | None = None,
     ) -> Claim:
@@ -91,7 +102,9 @@ class DispatchStore:
         next task still scheduled is due.
 
         ``shares`` are the workers in round-robin order, each with how many tasks it takes:
-        ``[("a", 1), ("b", 3), ("c", 2)]`` has the slots ``a, b, c, b, c, b``. The tasks come in
+        ``[("a", 1), ("b", 3), ("c", 2)]`` has the slots ``a, b, c, b, c, b``. The first
+        ``started`` tasks of each worker's share are claimed ``running``: the claim records their
+        start. The tasks come in
         slot order (the most urgent fills the first slot); a claim that finds fewer due tasks
         than slots fills the first ones. The claim commits before it returns, so the caller
         sends the tasks outside any transaction. Each claimed task's attempt is incremented and
@@ -102,16 +115,17 @@ class DispatchStore:
         Raises:
             ValueError: The shares have no slot.
         """
-        slots = sum(count for _, count in shares)
+        slots = sum(share.size for share in shares)
         if slots <= 0:
             raise ValueError("a claim needs at least one slot")
         lent = nullcontext(conn) if conn is not None else self._db.connection()
         with lent as claiming:
-            if len(shares) == 1:
+            if len(shares) == 1 and shares[0].started in (0, slots):
                 [[claimed, next_due_in]] = claiming.run(
                     "claim_due_for_worker",
-                    worker_id=shares[0][0],
+                    worker_id=shares[0].worker_id,
                     slots=slots,
+                    started=bool(shares[0].started),
                     lease_seconds=lease_seconds,
                 )
             else:
@@ -126,18 +140,23 @@ class DispatchStore:
             None if next_due_in is None else float(next_due_in),
         )
 
-    def release(self, worker_id: str, given: Sequence[Held]) -> list[uuid.UUID]:
-        """Returns tasks a worker never received to ``scheduled``, without using an attempt.
+    def release(
+        self, worker_id: str, given: Sequence[Held], *, recorded: bool = False
+    ) -> list[uuid.UUID]:
+        """Returns tasks a worker never ran to ``scheduled``, without using an attempt.
 
         Each task is named with its claim's token; a task claimed again since (by any worker)
         is left alone. A task whose cancellation was requested meanwhile ends ``cancelled``
-        instead. Returns the ids of the tasks given back.
+        instead. ``recorded`` (the worker gives them back itself) includes the tasks whose
+        start it recorded ahead of running them. Returns the ids of the tasks given back.
         """
         if not given:
             return []
         ids, tokens = _arrays(given)
         with self._db.connection() as conn:
-            rows = conn.run("release_tasks", ids=ids, tokens=tokens, worker_id=worker_id)
+            rows = conn.run(
+                "release_tasks", ids=ids, tokens=tokens, worker_id=worker_id, recorded=recorded
+            )
         return [row[0] for row in rows]
 
     def extend_held_leases(

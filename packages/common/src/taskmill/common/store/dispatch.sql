@@ -9,7 +9,10 @@
 -- The claimed tasks go back as one JSON array (decoded in one call, where pg8000 decodes rows
 -- field by field) of only what an assignment needs, in slot order, times as epoch seconds. The
 -- payload goes back as its JSON text, which the assignment carries as it is, so the coordinator
--- never decodes it only to encode it again.
+-- never decodes it only to encode it again. Each worker's third number says how many of its
+-- tasks go to idle slots: the claim records their start (status running), so the worker starts
+-- them at once, with nothing more to ask (see the worker's starts.py); the first turns of each
+-- worker are those, as the worker's slots take its tasks in the order sent.
 WITH due AS (
     SELECT id, row_number() OVER (ORDER BY priority DESC, scheduled_at, seq) AS n
     FROM (
@@ -21,19 +24,18 @@ WITH due AS (
     ) AS locked
 ),
 round AS (
-    -- The round robin as two arrays, slot n's worker and the task that fills it: the first
-    -- turn of every worker in order, then the second, and so on, no worker taking more turns
-    -- than there are due tasks.
+    -- The round robin as arrays, slot n's worker, whether the claim starts it, and the task
+    -- that fills it: the first turn of every worker in order, then the second, and so on, no
+    -- worker taking more turns than there are due tasks.
     SELECT
-        (
-            SELECT array_agg(s.worker ->> 0 ORDER BY turn, s.ord)
-            FROM
-                jsonb_array_elements(CAST(:shares AS jsonb)) WITH ORDINALITY AS s(worker, ord),
-                generate_series(
-                    1, least(CAST(s.worker ->> 1 AS integer), (SELECT count(*) FROM due))
-                ) AS turn
-        ) AS worker_ids,
+        array_agg(s.worker ->> 0 ORDER BY turn, s.ord) AS worker_ids,
+        array_agg(turn <= CAST(s.worker ->> 2 AS integer) ORDER BY turn, s.ord) AS started,
         (SELECT array_agg(id ORDER BY n) FROM due) AS task_ids
+    FROM
+        jsonb_array_elements(CAST(:shares AS jsonb)) WITH ORDINALITY AS s(worker, ord),
+        generate_series(
+            1, least(CAST(s.worker ->> 1 AS integer), (SELECT count(*) FROM due))
+        ) AS turn
 ),
 claimed AS (
     -- The due tasks are found by primary key, each paired with its slot's worker by unnesting
@@ -42,16 +44,16 @@ claimed AS (
     -- many rows and hashed the whole table for every claim, a cost that grew with the finished
     -- history; array_position instead of the pairing grew with the square of the batch.)
     UPDATE tasks SET
-        status = 'dispatched',
+        status = CASE WHEN slot.started THEN 'running' ELSE 'dispatched' END,
         worker_id = slot.worker_id,
         attempt = tasks.attempt + 1,
         dispatched_at = now(),
-        started_at = NULL,
+        started_at = CASE WHEN slot.started THEN now() END,
         lease_expires_at = now() + make_interval(secs => :lease_seconds),
         claim_token = nextval('taskmill_claim_tokens')
     FROM unnest(
-        (SELECT task_ids FROM round), (SELECT worker_ids FROM round)
-    ) AS slot(id, worker_id)
+        (SELECT task_ids FROM round), (SELECT worker_ids FROM round), (SELECT started FROM round)
+    ) AS slot(id, worker_id, started)
     WHERE tasks.id = slot.id
     RETURNING tasks.*
 )
@@ -61,7 +63,7 @@ SELECT
     json_agg(json_build_array(
         id, worker_id, command, CAST(payload AS text), attempt, max_attempts, timeout_seconds,
         queue, trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at),
-        claim_token
+        claim_token, status = 'running'
     ) ORDER BY due.n),
     (
         -- The statement's snapshot still shows the claimed tasks scheduled.
@@ -75,14 +77,16 @@ FROM claimed JOIN due USING (id)
 -- claim_due_assignments for a round with one worker: an idle cluster's submit of one task, or
 -- a fleet with room on one worker only. The same claim and the same answer, without the round
 -- robin's arrays and joins, which lengthen an idle cluster's pickup. The due tasks' ids are
--- collected into an array first, so the UPDATE finds them by primary key.
+-- collected into an array first, so the UPDATE finds them by primary key. :started records the
+-- start of all of them (all go to idle slots) or none; a share of some is claimed by
+-- claim_due_assignments.
 WITH claimed AS (
     UPDATE tasks SET
-        status = 'dispatched',
+        status = CASE WHEN CAST(:started AS boolean) THEN 'running' ELSE 'dispatched' END,
         worker_id = :worker_id,
         attempt = tasks.attempt + 1,
         dispatched_at = now(),
-        started_at = NULL,
+        started_at = CASE WHEN CAST(:started AS boolean) THEN now() END,
         lease_expires_at = now() + make_interval(secs => :lease_seconds),
         claim_token = nextval('taskmill_claim_tokens')
     WHERE tasks.id = ANY(ARRAY(
@@ -98,7 +102,7 @@ SELECT
     json_agg(json_build_array(
         id, worker_id, command, CAST(payload AS text), attempt, max_attempts, timeout_seconds,
         queue, trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at),
-        claim_token
+        claim_token, status = 'running'
     ) ORDER BY priority DESC, scheduled_at, seq),
     (
         SELECT CAST(extract(epoch FROM min(t.scheduled_at) - clock_timestamp()) AS float8)
@@ -111,13 +115,18 @@ FROM claimed
 -- Gives back tasks a worker never received: assignment failures do not use up an attempt.
 -- A task whose cancellation was requested meanwhile ends cancelled rather than queued again.
 -- Each task is named with the token of its claim (see match_held); a later claim of it, by
--- this worker or another, is left alone.
+-- this worker or another, is left alone. When the worker itself gives them back (:recorded),
+-- a task whose start it had recorded ahead of running it (running, under the same token) is
+-- given back too: the worker, alive, says it never ran.
 UPDATE tasks SET
     status = CASE WHEN cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
     finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
-    attempt = attempt - 1, worker_id = NULL, dispatched_at = NULL, lease_expires_at = NULL
+    attempt = attempt - 1, worker_id = NULL, dispatched_at = NULL, lease_expires_at = NULL,
+    started_at = NULL
 FROM unnest(CAST(:ids AS uuid[]), CAST(:tokens AS bigint[])) AS given(id, token)
-WHERE tasks.id = given.id AND tasks.status = 'dispatched' AND tasks.worker_id = :worker_id
+WHERE tasks.id = given.id AND tasks.worker_id = :worker_id
+  AND (tasks.status = 'dispatched'
+       OR (CAST(:recorded AS boolean) AND tasks.status = 'running' AND given.token <> 0))
   AND (given.token = 0 OR tasks.claim_token = given.token)
 RETURNING tasks.id
 

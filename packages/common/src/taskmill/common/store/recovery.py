@@ -34,33 +34,58 @@ class RecoveryStore:
         of its tasks is its own any more: when it registers again, every task it held is stale.
         """
         with self._db.transaction() as conn:
-            dead = [row[0] for row in conn.run("reap_dead_workers", dead_after=dead_after)]
-            return dead, self._recover(conn, dead, expired_leases=True)
+            rows = conn.run("reap_dead_workers", dead_after=dead_after)
+            dead = [row[0] for row in rows]
+            started = [token for row in rows for token in row[1]]
+            return dead, self._recover(conn, dead, started, expired_leases=True)
+
+    def retire(self, worker_id: str) -> dict[uuid.UUID, TaskStatus]:
+        """Removes a worker that is stopping and recovers the tasks it still held, in one
+        transaction (as :meth:`reap_and_recover`, without the expired leases: those are the
+        liveness check's, which holds them back during a grace after an outage)."""
+        with self._db.transaction() as conn:
+            rows = conn.run("retire_worker", id=worker_id)
+            started = [token for row in rows for token in row[1]]
+            return self._recover(conn, [worker_id], started, expired_leases=False)
 
     def recover_lost(
-        self, dead_worker_ids: Sequence[str], *, expired_leases: bool = True
+        self,
+        dead_worker_ids: Sequence[str],
+        *,
+        expired_leases: bool = True,
+        started: Sequence[int] = (),
     ) -> dict[uuid.UUID, TaskStatus]:
         """Recovers tasks of dead workers and, with ``expired_leases``, tasks whose lease expired.
 
         Unstarted tasks go back to ``scheduled`` (their attempt not counted); running ones fail
-        with ``worker_lost``, or are scheduled again when the retry rule allows. Coordinators
-        are notified of the tasks scheduled again. Returns each recovered task's new status.
+        with ``worker_lost``, or are scheduled again when the retry rule allows, and so do
+        dispatched ones whose token is among ``started`` (the removed workers' started tokens)
+        or a known worker's. Coordinators are notified of the tasks scheduled again. Returns
+        each recovered task's new status.
         """
         with self._db.transaction() as conn:
-            return self._recover(conn, dead_worker_ids, expired_leases=expired_leases)
+            return self._recover(conn, dead_worker_ids, started, expired_leases=expired_leases)
 
     def _recover(
-        self, conn: Connection, dead_worker_ids: Sequence[str], *, expired_leases: bool
+        self,
+        conn: Connection,
+        dead_worker_ids: Sequence[str],
+        started: Sequence[int],
+        *,
+        expired_leases: bool,
     ) -> dict[uuid.UUID, TaskStatus]:
+        started_array = "{" + ",".join(map(str, started)) + "}"
         unstarted = conn.run(
             "requeue_lost_unstarted",
             worker_ids=list(dead_worker_ids),
             expired_leases=expired_leases,
+            started=started_array,
         )
         running = conn.run(
             "fail_lost_running",
             worker_ids=list(dead_worker_ids),
             expired_leases=expired_leases,
+            started=started_array,
             error=json.dumps(WORKER_LOST.to_json()),
             backoff_base=self._backoff.base,
             backoff_max=self._backoff.maximum,

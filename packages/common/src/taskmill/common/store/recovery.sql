@@ -6,12 +6,19 @@
 -- their tasks (RecoveryStore.reap_and_recover).
 DELETE FROM workers
 WHERE last_heartbeat_at < now() - make_interval(secs => :dead_after)
-RETURNING id
+RETURNING id, started_tokens
+
+-- name: retire_worker
+-- Removes a worker that says it is stopping; run in the transaction that recovers its tasks
+-- (RecoveryStore.retire).
+DELETE FROM workers WHERE id = :id RETURNING id, started_tokens
 
 -- name: requeue_lost_unstarted
 -- Tasks a lost worker (or an expired lease, when :expired_leases) held but had not started go
 -- back to scheduled without using up an attempt; those whose cancellation was requested end
--- cancelled.
+-- cancelled. A dispatched task whose token is among its worker's started tokens (:started, of
+-- the workers just removed, or the started_tokens of a worker still known) may have started:
+-- fail_lost_running takes it.
 UPDATE tasks SET
     status = CASE WHEN cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
     finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
@@ -20,12 +27,20 @@ UPDATE tasks SET
 WHERE status = 'dispatched'
   AND (worker_id = ANY(CAST(:worker_ids AS text[]))
        OR (CAST(:expired_leases AS boolean) AND lease_expires_at < now()))
+  AND NOT coalesce(claim_token = ANY(CAST(:started AS bigint[])), false)
+  AND NOT EXISTS (
+      SELECT FROM workers
+      WHERE workers.id = tasks.worker_id AND tasks.claim_token = ANY(workers.started_tokens)
+  )
 RETURNING id, status
 
 -- name: fail_lost_running
 -- Running tasks of a lost worker (or an expired lease) fail with worker_lost, or are scheduled
 -- again by the retry rule (a lost worker is always a retryable failure); a task whose
--- cancellation was requested ends cancelled.
+-- cancellation was requested ends cancelled. So does a dispatched task whose start was recorded
+-- among its worker's started tokens (the same test as in requeue_lost_unstarted, asked again
+-- rather than trusted to what that statement left: a claim committed between the two must not
+-- be failed).
 UPDATE tasks SET
     status = CASE
         WHEN taskmill_retries(true, attempt, max_attempts, cancel_requested_at) THEN 'scheduled'
@@ -40,9 +55,16 @@ UPDATE tasks SET
     worker_id = CASE WHEN taskmill_retries(true, attempt, max_attempts, cancel_requested_at)
         THEN NULL ELSE worker_id END,
     lease_expires_at = NULL
-WHERE status = 'running'
-  AND (worker_id = ANY(CAST(:worker_ids AS text[]))
+WHERE (worker_id = ANY(CAST(:worker_ids AS text[]))
        OR (CAST(:expired_leases AS boolean) AND lease_expires_at < now()))
+  AND (status = 'running'
+       OR (status = 'dispatched'
+           AND (coalesce(claim_token = ANY(CAST(:started AS bigint[])), false)
+                OR EXISTS (
+                    SELECT FROM workers
+                    WHERE workers.id = tasks.worker_id
+                      AND tasks.claim_token = ANY(workers.started_tokens)
+                ))))
 RETURNING id, status
 
 -- name: notify_submitted

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from taskmill.common.attempts import Report, ReportStatus
-from taskmill.common.db import Connection, Database, QueryError
+from taskmill.common.db import Database, QueryError
 from taskmill.common.errors import InvalidTransition
 from taskmill.common.models import Backoff
 
@@ -30,13 +30,10 @@ class Applied:
         changed: The ids of the tasks that changed; the other reports were stale or duplicates.
         refused: The reports the database refused (a result that is not JSON or holds NUL, a
             time out of range), each with the database's reason. The others were still applied.
-        started: The tasks whose ``running`` report is recorded under its token: those it
-            changed, and those already running under that claim (a batch sent again).
     """
 
     changed: set[str]
     refused: list[tuple[Report, str]]
-    started: set[str] = field(default_factory=set)
 
 
 class ReportStore:
@@ -84,7 +81,6 @@ class ReportStore:
                 applied.refused.append((report, exc.message))
                 continue
             applied.changed.update(one.changed)
-            applied.started.update(one.started)
         return applied
 
     def apply_all(self, reports: Sequence[Report], worker_id: str | None = None) -> set[str]:
@@ -112,24 +108,8 @@ class ReportStore:
                     params["backoff_base"] = self._backoff.base
                     params["backoff_max"] = self._backoff.maximum
                 [[ids]] = conn.run(_REPORT_QUERIES[status], **params)
-                changed = set(ids.split(",")) if ids else set()
-                applied.changed.update(changed)
-                if status is ReportStatus.RUNNING:
-                    applied.started.update(changed, _started_before(conn, batch, changed, params))
+                applied.changed.update(ids.split(",") if ids else ())
         return applied
-
-
-def _started_before(
-    conn: Connection, running: Sequence[Report], changed: set[str], params: dict[str, Any]
-) -> set[str]:
-    """Of the running reports with a token that changed nothing, the tasks already running
-    under that token (a report sent again): usually none, and then no query is made."""
-    again = [report for report in running if report.token and report.task_id not in changed]
-    if not again:
-        return set()
-    document = "[" + ",".join([report.to_json_text() for report in again]) + "]"
-    [[ids]] = conn.run("running_under_tokens", worker_id=params["worker_id"], reports=document)
-    return set(ids.split(",")) if ids else set()
 
 
 def _by_status(reports: Sequence[Report]) -> dict[ReportStatus, list[Report]]:

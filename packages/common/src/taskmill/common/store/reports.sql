@@ -6,9 +6,9 @@
 -- The report queries take one JSON array of reports (far cheaper for pg8000 to send than one
 -- array per column) and join it to tasks by primary key: a nested loop over the reports, so
 -- the cost follows the batch, never the number of tasks in flight. A final report may carry
--- started_at: the worker folded its unsent "running" report into it, or its "running" report
--- was sent ahead of the start (a start the worker has recorded before running the handler), and
--- started_at, when the handler started, replaces the time it was recorded. A result comes as the
+-- started_at: the worker folded its unsent "running" report into it, or the claim recorded the
+-- start (the task went to an idle slot), and started_at, when the handler started, replaces
+-- the time of the claim. A result comes as the
 -- JSON text the worker sent, cast here, so the coordinator parses and encodes nothing. The ids
 -- of the changed tasks come back as one comma-separated text, in one row: pg8000 pays for
 -- every row it reads, and would parse a uuid.
@@ -25,17 +25,6 @@ WITH changed AS (
     RETURNING tasks.id
 )
 SELECT string_agg(CAST(id AS text), ',') FROM changed
-
--- name: running_under_tokens
--- Of the running reports that changed nothing, those whose task is running under the report's
--- token: recorded by an earlier send of the same report, whose answer was lost. Asked only
--- when a running report with a token changed nothing (ReportStore.apply's Applied.started).
--- A join from the reports to tasks by primary key, in the same form as the report queries.
-SELECT string_agg(CAST(tasks.id AS text), ',')
-FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(id uuid, token bigint)
-JOIN tasks ON tasks.id = r.id
-WHERE tasks.status = 'running' AND tasks.claim_token = r.token
-  AND (CAST(:worker_id AS text) IS NULL OR tasks.worker_id = :worker_id)
 
 -- name: mark_succeeded
 WITH changed AS (

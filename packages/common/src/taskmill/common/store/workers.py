@@ -21,6 +21,7 @@ class WorkerStore:
         address: str,
         capacity: int,
         coordinator_id: str,
+        concurrency: int | None = None,
         hostname: str = "",
         version: str = "",
         handlers: Sequence[str] = (),
@@ -34,6 +35,7 @@ class WorkerStore:
                 hostname=hostname,
                 version=version,
                 capacity=capacity,
+                concurrency=concurrency,
                 handlers=list(handlers),
                 coordinator_id=coordinator_id,
             )
@@ -45,6 +47,13 @@ class WorkerStore:
         with self._db.connection() as conn:
             row = conn.row("heartbeat_worker", id=worker_id, free_slots=free_slots)
         return None if row is None else Worker.from_row(row)
+
+    def record_started(self, worker_id: str, tokens: Sequence[int]) -> bool:
+        """Replaces the tokens of the tasks the worker may have started whose rows do not show
+        it (see ``record_started_tokens``); ``False`` when the worker is unknown."""
+        with self._db.connection() as conn:
+            array = "{" + ",".join(map(str, tokens)) + "}"
+            return bool(conn.run("record_started_tokens", id=worker_id, tokens=array))
 
     def set_state(self, worker_id: str, state: WorkerState) -> Worker | None:
         """Changes a worker's state; ``None`` when the worker is unknown."""

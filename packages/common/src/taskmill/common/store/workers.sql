@@ -1,10 +1,12 @@
 -- Queries on the workers table.
 
 -- name: register_worker
-INSERT INTO workers (id, address, hostname, version, capacity, free_slots, handlers, coordinator_id)
+INSERT INTO workers (
+    id, address, hostname, version, capacity, concurrency, free_slots, handlers, coordinator_id
+)
 VALUES (
-    :id, :address, :hostname, :version, :capacity, :capacity, CAST(:handlers AS text[]),
-    :coordinator_id
+    :id, :address, :hostname, :version, :capacity, :concurrency, :capacity,
+    CAST(:handlers AS text[]), :coordinator_id
 )
 RETURNING *
 
@@ -12,6 +14,18 @@ RETURNING *
 UPDATE workers SET last_heartbeat_at = now(), free_slots = :free_slots
 WHERE id = :id AND state <> 'dead'
 RETURNING *
+
+-- name: record_started_tokens
+-- Replaces the worker's started tokens (see migration 0006); no row when the worker is
+-- unknown (declared dead: its tasks are recovered, so none may start). The row lock orders it
+-- with the reaping DELETE, which reads the tokens. It commits without waiting for its WAL to
+-- reach the disk (set_config, run once through the FROM): the change is visible to other
+-- sessions at once, so recovery never misses it, and only a crash of PostgreSQL itself can lose
+-- it, when the worker lives on (and sends the whole set again with its next starts).
+UPDATE workers SET started_tokens = CAST(:tokens AS bigint[])
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy_commit
+WHERE id = :id AND state <> 'dead'
+RETURNING 1
 
 -- name: set_worker_state
 UPDATE workers SET state = :state WHERE id = :id RETURNING *
