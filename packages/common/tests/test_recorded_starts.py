@@ -131,23 +131,23 @@ def test_only_the_worker_itself_gives_back_a_task_whose_start_the_claim_recorded
 def test_record_started_replaces_the_workers_tokens(store: Stores) -> None:
     worker_id = _worker(store)
     assert _started_tokens(store, worker_id) == []
-    assert store.workers.record_started(worker_id, [11, 7])
+    assert store.workers.record_started(worker_id, [11, 7]) == []
     assert sorted(_started_tokens(store, worker_id)) == [7, 11]
-    assert store.workers.record_started(worker_id, [12])
+    assert store.workers.record_started(worker_id, [12]) == []
     assert _started_tokens(store, worker_id) == [12]
-    assert store.workers.record_started(worker_id, [])
+    assert store.workers.record_started(worker_id, []) == []
     assert _started_tokens(store, worker_id) == []
 
 
 def test_record_started_for_an_unknown_worker_says_so(store: Stores) -> None:
-    assert not store.workers.record_started("w-nobody", [1])
+    assert store.workers.record_started("w-nobody", [1]) is None
     declared_dead = _worker(store)
     assert store.workers.set_state(declared_dead, WorkerState.DEAD) is not None
-    assert not store.workers.record_started(declared_dead, [1])
+    assert store.workers.record_started(declared_dead, [1]) is None
     assert _started_tokens(store, declared_dead) == []
     worker_id = _worker(store)
     assert store.recovery.retire(worker_id) == {}
-    assert not store.workers.record_started(worker_id, [1])
+    assert store.workers.record_started(worker_id, [1]) is None
 
 
 def _lose(store: Stores, worker_id: str, how: str) -> dict[uuid.UUID, S]:
@@ -173,7 +173,7 @@ def test_a_lost_workers_recorded_start_counts_as_a_run(
     worker_id = _worker(store)
     _insert(store, 2, max_attempts=max_attempts)
     started, unstarted = _claim(store, Share(worker_id, 2))
-    assert store.workers.record_started(worker_id, [started.token])
+    assert store.workers.record_started(worker_id, [started.token]) == []
 
     recovered = _lose(store, worker_id, how)
 
@@ -191,7 +191,7 @@ def test_an_expired_lease_under_a_live_workers_recorded_start_fails(store: Store
     worker_id = _worker(store)
     _insert(store, 2)
     started, unstarted = _claim(store, Share(worker_id, 2))
-    assert store.workers.record_started(worker_id, [started.token])
+    assert store.workers.record_started(worker_id, [started.token]) == []
     started_id, unstarted_id = uuid.UUID(started.id), uuid.UUID(unstarted.id)
     _expire_leases(store, started_id, unstarted_id)
 
@@ -234,3 +234,62 @@ def test_a_task_claimed_while_its_worker_retires_is_not_failed(
     monkeypatch.undo()
     assert store.get(first).status is S.SCHEDULED  # requeued: never started
     assert store.get(late).status is S.DISPATCHED  # left for its lease, not failed
+
+
+def test_a_start_asked_for_a_task_no_longer_the_workers_is_refused(store: Stores) -> None:
+    worker = store.workers.register(address="x:1", capacity=4, coordinator_id="c")
+    [task_id] = _insert(store, 1)
+    [claimed] = _claim(store, Share(worker.id, 1))
+    asked = [Held(claimed.id, claimed.token)]
+    assert store.dispatch.release(worker.id, asked) == [task_id]  # a late answer: given back
+    assert store.workers.record_started(worker.id, [claimed.token], asked) == [claimed.token]
+    assert _started_tokens(store, worker.id) == []
+
+
+def test_the_coordinators_give_back_leaves_a_task_whose_start_the_worker_recorded(
+    store: Stores,
+) -> None:
+    worker = store.workers.register(address="x:1", capacity=4, coordinator_id="c")
+    [task_id] = _insert(store, 1)
+    [claimed] = _claim(store, Share(worker.id, 1))
+    asked = [Held(claimed.id, claimed.token)]
+    assert store.workers.record_started(worker.id, [claimed.token], asked) == []
+    assert store.dispatch.release(worker.id, asked) == []  # the worker has it: it stays
+    assert store.get(task_id).status is S.DISPATCHED
+    assert store.dispatch.release(worker.id, asked, recorded=True) == [task_id]  # its own
+
+
+def _started_tokens(store: Stores, worker_id: str) -> list[int]:
+    with store.db.connection() as conn:
+        [[tokens]] = conn.execute("SELECT started_tokens FROM workers WHERE id = :id", id=worker_id)
+    return list(tokens)
+
+
+def test_a_claim_started_task_its_live_worker_never_listed_goes_back_at_its_lease(
+    store: Stores,
+) -> None:
+    # Its coordinator died between the claim and the call: the worker never got it, and its
+    # heartbeats went on without listing it, so the lease ran out under a live worker.
+    worker = store.workers.register(address="x:1", capacity=4, coordinator_id="c", concurrency=2)
+    never_sent, silent = _insert(store, 2)
+    _claim(store, Share(worker.id, 2, started=2))
+    with store.db.connection() as conn:
+        # The worker last heartbeated 5 s ago: after never_sent's lease ran out (10 s ago), so
+        # a whole lease of its heartbeats passed without listing it; before silent's ran out.
+        conn.execute(
+            "UPDATE workers SET last_heartbeat_at = now() - interval '5 seconds' WHERE id = :id",
+            id=worker.id,
+        )
+        for task_id, ago in ((never_sent, 10), (silent, 1)):
+            conn.execute(
+                "UPDATE tasks SET lease_expires_at = now() - make_interval(secs => :ago)"
+                " WHERE id = :id",
+                ago=ago,
+                id=str(task_id),
+            )
+    recovered = store.recovery.recover_lost([], expired_leases=True)
+    assert recovered[never_sent] is S.SCHEDULED
+    task = store.get(never_sent)
+    assert (task.attempt, task.started_at, task.worker_id) == (0, None, None)
+    # The other's lease ran out after the worker last heartbeated: it may be running there.
+    assert recovered[silent] is S.FAILED

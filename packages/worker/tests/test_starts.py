@@ -66,10 +66,16 @@ def test_each_call_names_every_start_the_database_may_not_show(
         assert coordinator.starts[-1][1] == [third.token]
 
 
-def test_queued_starts_are_asked_ahead_of_the_slot(coordinator, start_worker, worker_stub):
+def test_short_tasks_have_their_starts_asked_ahead_of_the_slot(
+    coordinator, start_worker, worker_stub
+):
     worker = start_worker(concurrency=1)
     worker_id = coordinator.wait_registered()
-    long = assignment("test.stubborn_sleep", {"seconds": 0.5}, max_attempts=1)
+    for _ in range(3):  # short tasks: a wait for each start would be a large part of each
+        quick = assignment("test.note", max_attempts=1)
+        worker_stub(worker).AssignTasks(assign_request(worker_id, quick))
+        coordinator.wait_final(quick.task_id)
+    long = assignment("test.stubborn_sleep", {"seconds": 1.0}, max_attempts=1)
     after = assignment("test.note", max_attempts=1)
     worker_stub(worker).AssignTasks(assign_request(worker_id, long, after))
     # Asked while the one slot is still busy with the first task.
@@ -177,3 +183,38 @@ def test_a_drain_gives_back_a_task_still_waiting_for_its_start(
     wait_for(lambda: coordinator.reports_of(task.task_id), what="the give-back")
     assert [STATUS[r.status] for r in coordinator.reports_of(task.task_id)] == ["rejected"]
     assert task.task_id not in NOTED
+
+
+def test_a_worker_registered_again_records_its_started_tasks_under_its_new_id(
+    coordinator, start_worker, worker_stub
+):
+    worker = start_worker(concurrency=1)
+    first_id = coordinator.wait_registered()
+    task = assignment("test.stubborn_sleep", {"seconds": 3.0}, max_attempts=1)
+    worker_stub(worker).AssignTasks(assign_request(first_id, task))
+    wait_for(lambda: task.token in coordinator.recorded(), what="the start recorded")
+    coordinator.forget_all()  # its row is gone, the task is still its own: a new row, empty
+    second_id = coordinator.wait_registered(2)
+    wait_for(
+        lambda: any(w == second_id and task.token in t for w, t in list(coordinator.starts)),
+        what="the running task's start recorded under the new id, with nothing new to ask",
+    )
+
+
+def test_a_start_refused_as_no_longer_the_workers_is_dropped_unrun(
+    coordinator, start_worker, worker_stub
+):
+    # An assignment whose answer came too late: the coordinator gave the task back, and
+    # refuses its start, so the copy that arrived anyway never runs.
+    worker = start_worker(concurrency=1)
+    worker_id = coordinator.wait_registered()
+    stale = assignment("test.note", max_attempts=1)
+    with coordinator.lock:
+        coordinator.refuse_starts.add(stale.token)
+    after = assignment("test.note", max_attempts=1)
+    worker_stub(worker).AssignTasks(assign_request(worker_id, stale, after))
+    coordinator.wait_final(after.task_id)  # the one slot went on to the next task
+    assert after.task_id in NOTED
+    assert stale.task_id not in NOTED
+    assert [STATUS[r.status] for r in coordinator.reports_of(stale.task_id)] == ["rejected"]
+    assert not worker.executor.held()

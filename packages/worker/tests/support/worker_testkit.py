@@ -81,6 +81,7 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.lease_seconds = 0.0
         self.stale: set[int] = set()
         self.starts: list[tuple[str, list[int]]] = []  # each RecordStarts: worker id, tokens
+        self.refuse_starts: set[int] = set()  # tokens RecordStarts answers as no longer theirs
         self.fail_starts: list[grpc.StatusCode] = []
         self.hold_starts = False
         self.start_calls = 0  # RecordStarts calls, failed ones too
@@ -186,7 +187,8 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
             if request.worker_id not in self.known:
                 context.abort(grpc.StatusCode.NOT_FOUND, "unknown worker")
             self.starts.append((request.worker_id, list(request.tokens)))
-        return coordinator_pb2.RecordStartsResponse()
+            refused = [token for token in request.asked_tokens if token in self.refuse_starts]
+        return coordinator_pb2.RecordStartsResponse(refused_tokens=refused)
 
     def recorded(self) -> set[int]:
         """Every token any RecordStarts call has recorded."""

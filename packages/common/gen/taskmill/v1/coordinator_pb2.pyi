@@ -74,16 +74,22 @@ class ReportTaskStatusesResponse(_message.Message):
     def __init__(self, applied: _Optional[int] = ..., stale_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RecordStartsRequest(_message.Message):
-    __slots__ = ("worker_id", "tokens")
+    __slots__ = ("worker_id", "tokens", "asked_task_ids", "asked_tokens")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ASKED_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    ASKED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     tokens: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, worker_id: _Optional[str] = ..., tokens: _Optional[_Iterable[int]] = ...) -> None: ...
+    asked_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    asked_tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, worker_id: _Optional[str] = ..., tokens: _Optional[_Iterable[int]] = ..., asked_task_ids: _Optional[_Iterable[str]] = ..., asked_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RecordStartsResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("refused_tokens",)
+    REFUSED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    refused_tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, refused_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DeregisterWorkerRequest(_message.Message):
     __slots__ = ("worker_id",)

@@ -8,6 +8,7 @@ and wakes the dispatch loop whenever room or work may have appeared.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -31,6 +32,11 @@ logger = logging.getLogger(__name__)
 
 #: The error type of a task failed because the database refused its worker's report.
 REPORT_REFUSED = "report_refused"
+
+
+_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+#: Task ids as a worker sends them, joined by commas: one match for a call's hundreds of ids.
+_UUIDS = re.compile(f"(?:{_UUID}(?:,{_UUID})*)?")
 
 
 class UnknownWorker(TaskmillError):
@@ -195,15 +201,23 @@ class CoordinatorService:
         )
         self._wakers.work()
 
-    def record_starts(self, worker_id: str, tokens: Sequence[int]) -> None:
+    def record_starts(
+        self, worker_id: str, tokens: Sequence[int], asked: Sequence[tuple[str, int]]
+    ) -> list[int]:
         """Records the tokens of the tasks a worker may have started whose rows do not show
-        it yet (the whole set, replacing the last; see the worker's ``starts.py``).
+        it yet (the whole set, replacing the last; see the worker's ``starts.py``); returns the
+        tokens of the ``asked`` starts refused (no longer the worker's claim).
 
         Raises:
             UnknownWorker: The worker was removed: its tasks are recovered, none may start.
+            InvalidRequest: An asked task id is not a uuid.
         """
-        if not self._workers.record_started(worker_id, tokens):
+        if not _UUIDS.fullmatch(",".join([task_id for task_id, _ in asked])):
+            raise InvalidRequest("every asked task id must be a uuid in canonical form")
+        refused = self._workers.record_started(worker_id, tokens, asked)
+        if refused is None:
             raise UnknownWorker(f"no live worker has id {worker_id}; register again")
+        return refused
 
     def report(self, worker_id: str, reports: Sequence[Report], rejected: Sequence[Held]) -> int:
         """Applies a worker's status reports and gives back the tasks it rejected.

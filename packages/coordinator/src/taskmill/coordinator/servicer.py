@@ -133,8 +133,18 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def RecordStarts(
         self, request: coordinator_pb2.RecordStartsRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.RecordStartsResponse:
-        _call(context, lambda: self._service.record_starts(request.worker_id, request.tokens))
-        return coordinator_pb2.RecordStartsResponse()
+        ids, tokens = request.asked_task_ids, request.asked_tokens
+        if len(ids) != len(tokens):
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "asked_task_ids and asked_tokens differ"
+            )
+        refused = _call(
+            context,
+            lambda: self._service.record_starts(
+                request.worker_id, request.tokens, list(zip(ids, tokens, strict=True))
+            ),
+        )
+        return coordinator_pb2.RecordStartsResponse(refused_tokens=refused)
 
     def DeregisterWorker(
         self, request: coordinator_pb2.DeregisterWorkerRequest, context: grpc.ServicerContext

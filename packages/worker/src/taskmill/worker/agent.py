@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -56,6 +56,8 @@ class Agent:
         default_interval: Heartbeat interval when the coordinator names none.
         max_backoff: Longest pause between retries while the coordinator is unreachable.
         rpc_timeout: Deadline of each call, in seconds.
+        registered: Called after each registration (the asker then records, under the new id,
+            the starts the worker still holds).
     """
 
     def __init__(
@@ -70,7 +72,9 @@ class Agent:
         default_interval: float = 1.0,
         max_backoff: float = 2.0,
         rpc_timeout: float = 10.0,
+        registered: Callable[[], None] | None = None,
     ) -> None:
+        self._registered = registered
         self._stub = stub
         self._membership = membership
         self._executor = executor
@@ -162,6 +166,8 @@ class Agent:
         self._drop_stale(response.stale_tokens)
         self._membership.set(response.worker_id)
         self._fence.acknowledged(sent_at, response.lease_seconds)
+        if self._registered is not None:
+            self._registered()
         logger.info(
             "registered as worker %s (address %s, capacity %d, heartbeat every %g s)",
             response.worker_id,

@@ -136,6 +136,7 @@ class Worker:
             default_interval=self.settings.heartbeat_interval,
             max_backoff=self.settings.max_backoff,
             rpc_timeout=self.settings.rpc_timeout,
+            registered=self.asker.resend if self.settings.record_starts else None,
         )
         self.executor.start()
         self.reporter.start()

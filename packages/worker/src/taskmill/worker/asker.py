@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection
 
 import grpc
 
+from taskmill.common.attempts import Held
 from taskmill.v1 import coordinator_pb2, coordinator_pb2_grpc
 from taskmill.worker.membership import Membership
 from taskmill.worker.retry import ReconnectBackoff, describe, status_code
@@ -62,7 +63,8 @@ class StartAsker:
         self._membership = membership
         self._rpc_timeout = rpc_timeout
         self._backoff = ReconnectBackoff(0.05, max_backoff)
-        self._asks: list[int] = []
+        self._asks: list[Held] = []
+        self._again = False  # send the live tokens even without asks
         self._queued = threading.Condition()
         self._stopped = threading.Event()
         self._listener: Listener = _ignore
@@ -74,10 +76,16 @@ class StartAsker:
         self._listener = listener
         self._live = live
 
-    def ask(self, tokens: list[int]) -> None:
-        """Queues the tokens of tasks whose start must be recorded; quick."""
+    def resend(self) -> None:
+        """Sends the live tokens again, asks or not: a new worker id's row starts empty."""
         with self._queued:
-            self._asks.extend(tokens)
+            self._again = True
+            self._queued.notify()
+
+    def ask(self, asks: list[Held]) -> None:
+        """Queues tasks whose start must be recorded; quick."""
+        with self._queued:
+            self._asks.extend(asks)
             self._queued.notify()
 
     def start(self) -> None:
@@ -100,28 +108,34 @@ class StartAsker:
                     break
                 self._stopped.wait(delay)
 
-    def _take(self) -> list[int] | None:
+    def _take(self) -> list[Held] | None:
         with self._queued:
-            self._queued.wait_for(lambda: self._asks or self._stopped.is_set())
+            self._queued.wait_for(lambda: self._asks or self._again or self._stopped.is_set())
             if self._stopped.is_set():
                 return None
-            asks, self._asks = self._asks, []
+            asks, self._asks, self._again = self._asks, [], False
             return asks
 
-    def _send(self, asks: list[int]) -> float | None:
+    def _send(self, asks: list[Held]) -> float | None:
         """Sends the asks, with the live tokens, once; ``None`` when they are answered, else the
         pause before again."""
         worker_id = self._membership.wait(_ID_POLL_SECONDS)
         if worker_id is None:
             return 0.0  # registering again: asked under the new id
-        tokens = {*self._live(), *asks}
-        request = coordinator_pb2.RecordStartsRequest(worker_id=worker_id, tokens=sorted(tokens))
+        asked = [token for _, token in asks]
+        request = coordinator_pb2.RecordStartsRequest(
+            worker_id=worker_id,
+            tokens=sorted({*self._live(), *asked}),
+            asked_task_ids=[task_id for task_id, _ in asks],
+            asked_tokens=asked,
+        )
         try:
-            self._stub.RecordStarts(request, timeout=self._rpc_timeout)
+            answer = self._stub.RecordStarts(request, timeout=self._rpc_timeout)
         except grpc.RpcError as error:
-            return self._failed(worker_id, asks, error)
+            return self._failed(worker_id, asked, error)
         self._backoff.reset()
-        self._listener(asks, [])
+        refused = set(answer.refused_tokens)
+        self._listener([t for t in asked if t not in refused], [t for t in asked if t in refused])
         return None
 
     def _failed(self, worker_id: str, tokens: list[int], error: grpc.RpcError) -> float | None:

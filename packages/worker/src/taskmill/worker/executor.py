@@ -83,11 +83,11 @@ class Executor:
         process_cancel_grace: float = 2.0,
         tracer: TaskTracer | None = None,
         fence: Fence | None = None,
-        ask: Callable[[list[int]], None] | None = None,
+        ask: Callable[[list[Held]], None] | None = None,
     ) -> None:
         self._handlers = dict(handlers)
         self._fence = fence or Fence()
-        self._starts = StartRecords(ask, least=concurrency, most=concurrency + queue_size)
+        self._starts = StartRecords(ask, most=queue_size)
         tracer = tracer or TaskTracer()
         self._emitter = Emitter(tracer, report)
         self._capacity = concurrency + queue_size
@@ -415,6 +415,8 @@ class Executor:
     def _finish(self, job: Job, outcome: Outcome | None) -> None:
         self._busy -= 1
         if job.state is JobState.RUNNING and outcome is not None:
+            if job.started_at is not None:
+                self._starts.ran(time.time() - job.started_at)
             self._settle(job, outcome)
         elif job.state is JobState.OVERDUE:
             # The copy is gone now, so a retry may start; what it returned late is discarded.

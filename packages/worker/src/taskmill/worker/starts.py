@@ -10,15 +10,18 @@ or by its token being in the worker's started tokens, the set the worker keeps i
 ``workers`` row (``asker.py``), which recovery reads when the worker is lost. A task with a
 retry left starts at once: a lost worker's task is retried anyway.
 
-Asked ahead, so no slot waits: the starts of the next ``window`` queued tasks are asked for
-before a slot takes them (one call for all that became due while the last was in flight), and
-a slot taking a task asks for the next one. The window adapts: it starts at the worker's
-concurrency, widens by a quarter each time a slot has to wait for a start the window held back
-(short tasks, a slow round trip), and narrows by one after a window's worth of slots found
-their start recorded, so it stays near the tasks a worker starts in one round trip. The price:
-a worker killed fails, besides the tasks its slots held, the recorded tasks that had not
-started, at most a window of them (``worker_lost``, like a running one; a live worker that
-gives them back, as in a drain, returns them unharmed); and one small write per call.
+A start is asked for when a slot takes the task (the asks of all slots that became due while
+the last call was in flight go in one call), and the slot waits for the answer: a round trip,
+a millisecond or a few, which is little against a task of 50 ms or more (``SHORT_TASK_SECONDS``,
+on a moving average of run times). For shorter tasks that wait would be a large part of each,
+so the starts of the next ``window`` queued tasks are asked for ahead of the slots. The window
+opens when a slot had to wait for a start the window held back, widens by a quarter each time,
+narrows by one after a window's worth of slots found their start recorded, and shuts when
+tasks grow long; it stays near the tasks a worker starts in one round trip. The price: a
+worker killed fails, besides the tasks its slots held, the queued tasks whose start was asked
+ahead (``worker_lost``, like a running one), at most a window of them, and only while its
+tasks are short; its other queued tasks go to another worker unharmed, as does everything a
+live worker gives back itself (a drain). And one small write per call.
 
 Not thread-safe: the executor calls it with its lock held.
 """
@@ -29,25 +32,31 @@ import threading
 from collections import deque
 from collections.abc import Callable, Collection
 
+from taskmill.common.attempts import Held
 from taskmill.worker.job import Job, JobState
+
+#: Handlers shorter than this on average have starts asked ahead of the slots: a slot's wait
+#: for the answer (a round trip, a millisecond or a few) would be a large part of each task.
+#: Longer ones are asked for only when a slot takes them.
+SHORT_TASK_SECONDS = 0.05
 
 
 class StartRecords:
     """Records the starts of the tasks that may run at most once before they run.
 
     Args:
-        ask: Sends the tokens whose start must be recorded, the answer coming back to
+        ask: Sends the tasks whose start must be recorded, the answer coming back to
             :meth:`answer`; ``None`` starts every task at once (nothing to record them with).
-        least: The smallest window: how many queued tasks may have their start asked for
-            ahead of a slot (the worker's concurrency).
-        most: The largest window (how many tasks the worker may hold).
+        most: The largest window: how many queued tasks may have their start asked for ahead
+            of a slot (how many tasks the worker may hold).
     """
 
-    def __init__(self, ask: Callable[[list[int]], None] | None, *, least: int, most: int) -> None:
+    def __init__(self, ask: Callable[[list[Held]], None] | None, *, most: int) -> None:
         self._ask = ask
-        self._least, self._most = least, max(least, most)
-        self._window = self._least
+        self._most = most
+        self._window = 0
         self._hits = 0  # slots in a row that found their job's start recorded
+        self._run_time: float | None = None  # a moving average of handlers' run times
         self._unasked: deque[Job] = deque()  # gated and queued, in queue order, not asked
         self._ahead: deque[Job] = deque()  # asked while queued, in queue order
         self._waiting: dict[int, Job] = {}  # asked, not answered, by token
@@ -76,7 +85,7 @@ class StartRecords:
     def begin(self, job: Job) -> None:
         """A slot took the job: asks for its start unless asked already, adapts the window,
         and asks for the next queued jobs' starts."""
-        asks: list[int] = []
+        asks: list[Held] = []
         if not job.asked:
             self._take(job, asks)
         if not job.recorded:
@@ -104,19 +113,27 @@ class StartRecords:
                     job.gate.set()
         return [job for token in refused if (job := self._waiting.pop(token, None)) is not None]
 
+    def ran(self, seconds: float) -> None:
+        """A handler ran this long: how much a wait for a start costs against it."""
+        previous = self._run_time
+        self._run_time = seconds if previous is None else previous + (seconds - previous) / 8
+
     def _adapt(self, job: Job) -> None:
-        """Widens the window when a slot waits for a start that the window held back (asked
-        too late to be answered in time), and narrows it slowly while slots never wait."""
-        if job.recorded:
+        """Widens the window when a slot waits for a start that the window held back, while
+        tasks are short (the wait is then a large part of each); narrows it slowly while slots
+        find their start recorded, and shuts it while tasks are long."""
+        if self._run_time is None or self._run_time >= SHORT_TASK_SECONDS:
+            self._window = 0  # a round trip is little against the run: strict, queue intact
+        elif job.recorded:
             self._hits += 1
-            if self._hits >= self._window and self._window > self._least:
+            if self._hits >= self._window > 0:
                 self._window -= 1
                 self._hits = 0
         elif job.deferred:
             self._hits = 0
             self._window = min(self._most, self._window + max(1, self._window // 4))
 
-    def _fill(self, asks: list[int]) -> None:
+    def _fill(self, asks: list[Held]) -> None:
         """Asks for starts (``asks`` and more) until ``window`` queued jobs have theirs asked."""
         ahead, unasked = self._ahead, self._unasked
         while ahead and ahead[0].state is not JobState.QUEUED:
@@ -130,9 +147,9 @@ class StartRecords:
             assert self._ask is not None
             self._ask(asks)  # one hand-over for all: the asker's wake-up costs
 
-    def _take(self, job: Job, asks: list[int]) -> None:
-        token = job.assignment.token
+    def _take(self, job: Job, asks: list[Held]) -> None:
+        task_id, token = job.assignment.task_id, job.assignment.token
         job.asked = True
         self._waiting[token] = job
         self._held.add(token)
-        asks.append(token)
+        asks.append(Held(task_id, token))

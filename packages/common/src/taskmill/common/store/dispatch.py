@@ -147,13 +147,15 @@ class DispatchStore:
 
         Each task is named with its claim's token; a task claimed again since (by any worker)
         is left alone. A task whose cancellation was requested meanwhile ends ``cancelled``
-        instead. ``recorded`` (the worker gives them back itself) includes the tasks whose
-        start it recorded ahead of running them. Returns the ids of the tasks given back.
+        instead. ``recorded`` (the worker gives them back itself, or declined them for sure)
+        includes the tasks whose start was recorded; without it, those the worker recorded
+        among its started tokens stay. Returns the ids of the tasks given back.
         """
         if not given:
             return []
         ids, tokens = _arrays(given)
-        with self._db.connection() as conn:
+        with self._db.transaction() as conn:
+            conn.run("lock_worker", id=worker_id)  # see release_tasks
             rows = conn.run(
                 "release_tasks", ids=ids, tokens=tokens, worker_id=worker_id, recorded=recorded
             )

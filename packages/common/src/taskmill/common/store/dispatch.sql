@@ -115,9 +115,12 @@ FROM claimed
 -- Gives back tasks a worker never received: assignment failures do not use up an attempt.
 -- A task whose cancellation was requested meanwhile ends cancelled rather than queued again.
 -- Each task is named with the token of its claim (see match_held); a later claim of it, by
--- this worker or another, is left alone. When the worker itself gives them back (:recorded),
--- a task whose start it had recorded ahead of running it (running, under the same token) is
--- given back too: the worker, alive, says it never ran.
+-- this worker or another, is left alone. When the worker itself gives them back, or declined
+-- them for sure (:recorded), a task whose start was recorded (running under the same token,
+-- by the claim) is given back too: it never ran. Otherwise (the coordinator's give-back after
+-- a failed or late call) a task among the worker's started tokens stays: the worker has it and
+-- may be running it. Run after workers.sql's lock_worker, so a RecordStarts either committed
+-- before (its tokens are seen here) or will see the task given back (and refuse its start).
 UPDATE tasks SET
     status = CASE WHEN cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
     finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
@@ -128,6 +131,9 @@ WHERE tasks.id = given.id AND tasks.worker_id = :worker_id
   AND (tasks.status = 'dispatched'
        OR (CAST(:recorded AS boolean) AND tasks.status = 'running' AND given.token <> 0))
   AND (given.token = 0 OR tasks.claim_token = given.token)
+  AND (CAST(:recorded AS boolean) OR NOT coalesce(tasks.claim_token = ANY(coalesce(
+      (SELECT started_tokens FROM workers WHERE id = :worker_id), CAST('{}' AS bigint[])
+  )), false))
 RETURNING tasks.id
 
 -- name: extend_held_leases

@@ -18,20 +18,33 @@ DELETE FROM workers WHERE id = :id RETURNING id, started_tokens
 -- back to scheduled without using up an attempt; those whose cancellation was requested end
 -- cancelled. A dispatched task whose token is among its worker's started tokens (:started, of
 -- the workers just removed, or the started_tokens of a worker still known) may have started:
--- fail_lost_running takes it.
+-- fail_lost_running takes it. So does a task whose start the claim recorded (running, its
+-- started_at still the claim's time: the worker confirms a start only with its final report)
+-- unless its lease ran out under a worker that has heartbeated since: the worker's heartbeats
+-- extend the lease of every task it holds, so a whole lease of them without this one means it
+-- never received it (its coordinator died before sending it, or the call failed).
 UPDATE tasks SET
     status = CASE WHEN cancel_requested_at IS NULL THEN 'scheduled' ELSE 'cancelled' END,
     finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
     attempt = CASE WHEN cancel_requested_at IS NULL THEN attempt - 1 ELSE attempt END,
-    worker_id = NULL, dispatched_at = NULL, lease_expires_at = NULL
-WHERE status = 'dispatched'
-  AND (worker_id = ANY(CAST(:worker_ids AS text[]))
-       OR (CAST(:expired_leases AS boolean) AND lease_expires_at < now()))
-  AND NOT coalesce(claim_token = ANY(CAST(:started AS bigint[])), false)
-  AND NOT EXISTS (
-      SELECT FROM workers
-      WHERE workers.id = tasks.worker_id AND tasks.claim_token = ANY(workers.started_tokens)
-  )
+    worker_id = NULL, dispatched_at = NULL, lease_expires_at = NULL, started_at = NULL
+WHERE (
+    status = 'dispatched'
+    AND (worker_id = ANY(CAST(:worker_ids AS text[]))
+         OR (CAST(:expired_leases AS boolean) AND lease_expires_at < now()))
+    AND NOT coalesce(claim_token = ANY(CAST(:started AS bigint[])), false)
+    AND NOT EXISTS (
+        SELECT FROM workers
+        WHERE workers.id = tasks.worker_id AND tasks.claim_token = ANY(workers.started_tokens)
+    )
+) OR (
+    status = 'running' AND started_at = dispatched_at
+    AND CAST(:expired_leases AS boolean) AND lease_expires_at < now()
+    AND EXISTS (
+        SELECT FROM workers
+        WHERE workers.id = tasks.worker_id AND workers.last_heartbeat_at > tasks.lease_expires_at
+    )
+)
 RETURNING id, status
 
 -- name: fail_lost_running

@@ -48,12 +48,25 @@ class WorkerStore:
             row = conn.row("heartbeat_worker", id=worker_id, free_slots=free_slots)
         return None if row is None else Worker.from_row(row)
 
-    def record_started(self, worker_id: str, tokens: Sequence[int]) -> bool:
+    def record_started(
+        self, worker_id: str, tokens: Sequence[int], asked: Sequence[tuple[str, int]] = ()
+    ) -> list[int] | None:
         """Replaces the tokens of the tasks the worker may have started whose rows do not show
-        it (see ``record_started_tokens``); ``False`` when the worker is unknown."""
-        with self._db.connection() as conn:
-            array = "{" + ",".join(map(str, tokens)) + "}"
-            return bool(conn.run("record_started_tokens", id=worker_id, tokens=array))
+        it (see ``record_started_tokens``), and returns the refused tokens among ``asked`` (no
+        longer the worker's claim); ``None`` when the worker is unknown."""
+        ids = "{" + ",".join([task_id for task_id, _ in asked]) + "}"
+        asked_tokens = "{" + ",".join([str(token) for _, token in asked]) + "}"
+        with self._db.transaction() as conn:
+            if not conn.run("lock_worker", id=worker_id):
+                return None
+            [[_, refused]] = conn.run(
+                "record_started_tokens",
+                id=worker_id,
+                tokens="{" + ",".join(map(str, tokens)) + "}",
+                asked_ids=ids,
+                asked_tokens=asked_tokens,
+            )
+        return [int(token) for token in refused.split(",")] if refused else []
 
     def set_state(self, worker_id: str, state: WorkerState) -> Worker | None:
         """Changes a worker's state; ``None`` when the worker is unknown."""

@@ -15,17 +15,41 @@ UPDATE workers SET last_heartbeat_at = now(), free_slots = :free_slots
 WHERE id = :id AND state <> 'dead'
 RETURNING *
 
+-- name: lock_worker
+-- Taken first by a transaction that records a worker's starts or gives back its tasks, so the
+-- two never interleave: each next statement, with a snapshot taken after the lock, sees what
+-- the other committed (see record_started_tokens and dispatch.sql's release_tasks).
+SELECT 1 FROM workers WHERE id = :id AND state <> 'dead' FOR UPDATE
+
 -- name: record_started_tokens
--- Replaces the worker's started tokens (see migration 0006); no row when the worker is
--- unknown (declared dead: its tasks are recovered, so none may start). The row lock orders it
--- with the reaping DELETE, which reads the tokens. It commits without waiting for its WAL to
--- reach the disk (set_config, run once through the FROM): the change is visible to other
+-- Replaces the worker's started tokens (see migration 0006), after lock_worker, with those of
+-- :tokens not refused; returns the refused ones among the starts just asked (:asked_ids,
+-- :asked_tokens): a task no longer the worker's under that token (given back after a late
+-- assignment answer, recovered), which it must not start. It commits without waiting for its
+-- WAL to reach the disk (set_config, run once through the FROM): the change is visible to other
 -- sessions at once, so recovery never misses it, and only a crash of PostgreSQL itself can lose
 -- it, when the worker lives on (and sends the whole set again with its next starts).
-UPDATE workers SET started_tokens = CAST(:tokens AS bigint[])
-FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy_commit
-WHERE id = :id AND state <> 'dead'
-RETURNING 1
+WITH refused AS (
+    -- Each asked task looked up by primary key, the other conditions tested on the row found:
+    -- as a NOT EXISTS, the planner scanned every task in flight for the worker instead.
+    SELECT asked.token
+    FROM unnest(CAST(:asked_ids AS uuid[]), CAST(:asked_tokens AS bigint[])) AS asked(id, token)
+    LEFT JOIN tasks ON tasks.id = asked.id
+    WHERE tasks.id IS NULL OR tasks.claim_token IS DISTINCT FROM asked.token
+       OR tasks.worker_id IS DISTINCT FROM CAST(:id AS text)
+       OR tasks.status NOT IN ('dispatched', 'running')
+),
+recorded AS (
+    UPDATE workers SET started_tokens = ARRAY(
+        SELECT unnest(CAST(:tokens AS bigint[])) EXCEPT SELECT token FROM refused
+    )
+    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy_commit
+    WHERE id = :id
+    RETURNING 1
+)
+SELECT
+    (SELECT count(*) FROM recorded),
+    (SELECT coalesce(string_agg(CAST(token AS text), ','), '') FROM refused)
 
 -- name: set_worker_state
 UPDATE workers SET state = :state WHERE id = :id RETURNING *
