@@ -20,6 +20,13 @@ from taskmill.worker.reporter import Reporter
 LONE = bad_output_handlers.LONE_SURROGATE
 
 
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
@@ -30,6 +37,7 @@ LONE = bad_output_handlers.LONE_SURROGATE
         ([1, float("-inf")], "is not finite"),
         ({"x": float("nan")}, "is not finite"),
         ({1, 2}, "not JSON-serialisable: Object of type set"),
+        (_nested(100_000), "nested too deeply"),
     ],
 )
 def test_a_result_that_cannot_be_sent_or_stored_fails_naming_why(value, reason) -> None:

@@ -88,6 +88,10 @@ def encode_result(value: Any) -> Outcome:
         text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         return Outcome.failed(RESULT_NOT_SERIALIZABLE, _unencodable(value, exc))
+    except RecursionError:
+        return Outcome.failed(
+            RESULT_NOT_SERIALIZABLE, "the result is nested too deeply to encode as JSON"
+        )
     if text.isascii():  # most results: no surrogate, and one byte per character
         size = len(text)
     else:
