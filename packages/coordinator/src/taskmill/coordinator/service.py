@@ -282,8 +282,10 @@ class CoordinatorService:
 
     def deregister(self, worker_id: str) -> None:
         """Removes a worker that is stopping and recovers the tasks it still held."""
-        recovered = self._recovery.retire(worker_id)
+        # Out of the fleet first: a round planned after the recovery must not claim the tasks
+        # it put back for the worker that is leaving.
         self.fleet.remove(worker_id)
+        recovered = self._recovery.retire(worker_id)
         logger.info("worker %s deregistered (%d tasks recovered)", worker_id, len(recovered))
         if TaskStatus.SCHEDULED in recovered.values():
             self._wakers.work()
