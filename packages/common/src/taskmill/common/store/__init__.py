@@ -10,6 +10,7 @@ matches no row and changes nothing.
 - :mod:`.reports`: workers' status reports (``ReportStore``).
 - :mod:`.recovery`: the tasks of lost workers and expired leases (``RecoveryStore``).
 - :mod:`.workers`: the ``workers`` table (``WorkerStore``).
+- :mod:`.literals`: the array literals the queries take.
 """
 
 from taskmill.common.attempts import Held

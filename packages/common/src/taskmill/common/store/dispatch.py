@@ -13,6 +13,7 @@ from taskmill.common.attempts import Held
 from taskmill.common.db import Connection, Database
 from taskmill.common.jsontext import compact as _json
 from taskmill.common.models import TaskStatus
+from taskmill.common.store.literals import held_arrays
 
 
 class Share(NamedTuple):
@@ -22,13 +23,6 @@ class Share(NamedTuple):
     worker_id: str
     size: int
     started: int = 0
-
-
-def _arrays(held: Sequence[Held]) -> tuple[str, str]:
-    """The ids and tokens as array literals: uuids and integers need no quoting, and pg8000
-    would escape a list of strings character by character."""
-    ids = "{" + ",".join([task_id for task_id, _ in held]) + "}"
-    return ids, "{" + ",".join([str(token) for _, token in held]) + "}"
 
 
 class ClaimedTask(NamedTuple):
@@ -104,8 +98,8 @@ class DispatchStore:
         ``shares`` are the workers in round-robin order, each with how many tasks it takes:
         ``[("a", 1), ("b", 3), ("c", 2)]`` has the slots ``a, b, c, b, c, b``. The first
         ``started`` tasks of each worker's share are claimed ``running``: the claim records their
-        start. The tasks come in
-        slot order (the most urgent fills the first slot); a claim that finds fewer due tasks
+        start. The tasks come in slot order (the most urgent fills the first slot); a claim that
+        finds fewer due tasks
         than slots fills the first ones. The claim commits before it returns, so the caller
         sends the tasks outside any transaction. Each claimed task's attempt is incremented and
         its lease set. A claim for one worker runs a leaner statement with the same answer.
@@ -153,7 +147,7 @@ class DispatchStore:
         """
         if not given:
             return []
-        ids, tokens = _arrays(given)
+        ids, tokens = held_arrays(given)
         with self._db.transaction() as conn:
             conn.run("lock_worker", id=worker_id)  # see release_tasks
             rows = conn.run(
@@ -172,7 +166,7 @@ class DispatchStore:
         """
         if not held:
             return []
-        ids, tokens = _arrays(held)
+        ids, tokens = held_arrays(held)
         with self._db.connection() as conn:
             [[stale]] = conn.run(
                 "extend_held_leases",

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from taskmill.common.db import Connection, Database
 from taskmill.common.models import Backoff, TaskError, TaskStatus
+from taskmill.common.store.literals import int_array
 
 #: The error a task keeps when the worker running it was lost.
 WORKER_LOST = TaskError("worker_lost", "the worker running the task stopped responding")
@@ -74,7 +75,7 @@ class RecoveryStore:
         *,
         expired_leases: bool,
     ) -> dict[uuid.UUID, TaskStatus]:
-        started_array = "{" + ",".join(map(str, started)) + "}"
+        started_array = int_array(started)
         unstarted = conn.run(
             "requeue_lost_unstarted",
             worker_ids=list(dead_worker_ids),

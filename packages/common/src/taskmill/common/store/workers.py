@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from taskmill.common.db import Database
 from taskmill.common.models import Worker, WorkerState
+from taskmill.common.store.literals import held_arrays, int_array
 
 
 class WorkerStore:
@@ -54,15 +55,14 @@ class WorkerStore:
         """Replaces the tokens of the tasks the worker may have started whose rows do not show
         it (see ``record_started_tokens``), and returns the refused tokens among ``asked`` (no
         longer the worker's claim); ``None`` when the worker is unknown."""
-        ids = "{" + ",".join([task_id for task_id, _ in asked]) + "}"
-        asked_tokens = "{" + ",".join([str(token) for _, token in asked]) + "}"
+        ids, asked_tokens = held_arrays(asked)
         with self._db.transaction() as conn:
             if not conn.run("lock_worker", id=worker_id):
                 return None
             [[_, refused]] = conn.run(
                 "record_started_tokens",
                 id=worker_id,
-                tokens="{" + ",".join(map(str, tokens)) + "}",
+                tokens=int_array(tokens),
                 asked_ids=ids,
                 asked_tokens=asked_tokens,
             )
@@ -73,11 +73,6 @@ class WorkerStore:
         with self._db.connection() as conn:
             row = conn.row("set_worker_state", id=worker_id, state=str(state))
         return None if row is None else Worker.from_row(row)
-
-    def remove(self, worker_id: str) -> bool:
-        """Removes a worker; ``False`` when it was already gone."""
-        with self._db.connection() as conn:
-            return bool(conn.run("delete_worker", id=worker_id))
 
     def watch(self, dead_after: float, lapse: float) -> bool:
         """Records a liveness check and returns whether workers may be declared dead now.

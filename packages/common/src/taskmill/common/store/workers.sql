@@ -54,9 +54,6 @@ SELECT
 -- name: set_worker_state
 UPDATE workers SET state = :state WHERE id = :id RETURNING *
 
--- name: delete_worker
-DELETE FROM workers WHERE id = :id RETURNING id
-
 -- name: watch_workers
 -- Records a liveness check and answers whether workers may be declared dead now. A break of
 -- more than :lapse seconds since the last check of any coordinator means nobody had the
