@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from taskmill.v1 import common_pb2 as taskmill_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtaskmill/v1/coordinator.proto\x12\x0btaskmill.v1\x1a\x18taskmill/v1/common.proto\"\xec\x01\n\x15RegisterWorkerRequest\x12\x18\n\x07\x61\x64\x64ress\x18\x01 \x01(\tR\x07\x61\x64\x64ress\x12\x1a\n\x08\x63\x61pacity\x18\x02 \x01(\x05R\x08\x63\x61pacity\x12\x1a\n\x08hostname\x18\x03 \x01(\tR\x08hostname\x12\x18\n\x07version\x18\x04 \x01(\tR\x07version\x12\x1a\n\x08handlers\x18\x05 \x03(\tR\x08handlers\x12)\n\x04held\x18\x06 \x03(\x0b\x32\x15.taskmill.v1.HeldTaskR\x04held\x12 \n\x0b\x63oncurrency\x18\x07 \x01(\x05R\x0b\x63oncurrency\"\xbb\x01\n\x16RegisterWorkerResponse\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12<\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01R\x18heartbeatIntervalSeconds\x12#\n\rlease_seconds\x18\x03 \x01(\x01R\x0cleaseSeconds\x12!\n\x0cstale_tokens\x18\x04 \x03(\x03R\x0bstaleTokens\"\xa3\x01\n\x10HeartbeatRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x1d\n\nfree_slots\x18\x02 \x01(\x05R\tfreeSlots\x12(\n\x10running_task_ids\x18\x03 \x03(\tR\x0erunningTaskIds\x12)\n\x04held\x18\x04 \x03(\x0b\x32\x15.taskmill.v1.HeldTaskR\x04held\"^\n\x11HeartbeatResponse\x12&\n\x0f\x63\x61ncel_task_ids\x18\x01 \x03(\tR\rcancelTaskIds\x12!\n\x0cstale_tokens\x18\x02 \x03(\x03R\x0bstaleTokens\"m\n\x19ReportTaskStatusesRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x33\n\x07reports\x18\x02 \x03(\x0b\x32\x19.taskmill.v1.StatusReportR\x07reports\"]\n\x1aReportTaskStatusesResponse\x12\x18\n\x07\x61pplied\x18\x01 \x01(\x05R\x07\x61pplied\x12%\n\x0cstale_tokens\x18\x02 \x03(\x03\x42\x02\x18\x01R\x0bstaleTokens\"\x93\x01\n\x13RecordStartsRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x16\n\x06tokens\x18\x02 \x03(\x03R\x06tokens\x12$\n\x0e\x61sked_task_ids\x18\x03 \x03(\tR\x0c\x61skedTaskIds\x12!\n\x0c\x61sked_tokens\x18\x04 \x03(\x03R\x0b\x61skedTokens\"=\n\x14RecordStartsResponse\x12%\n\x0erefused_tokens\x18\x01 \x03(\x03R\rrefusedTokens\"6\n\x17\x44\x65registerWorkerRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\"\x1a\n\x18\x44\x65registerWorkerResponse2\xd8\x03\n\x12\x43oordinatorService\x12Y\n\x0eRegisterWorker\x12\".taskmill.v1.RegisterWorkerRequest\x1a#.taskmill.v1.RegisterWorkerResponse\x12J\n\tHeartbeat\x12\x1d.taskmill.v1.HeartbeatRequest\x1a\x1e.taskmill.v1.HeartbeatResponse\x12\x65\n\x12ReportTaskStatuses\x12&.taskmill.v1.ReportTaskStatusesRequest\x1a\'.taskmill.v1.ReportTaskStatusesResponse\x12S\n\x0cRecordStarts\x12 .taskmill.v1.RecordStartsRequest\x1a!.taskmill.v1.RecordStartsResponse\x12_\n\x10\x44\x65registerWorker\x12$.taskmill.v1.DeregisterWorkerRequest\x1a%.taskmill.v1.DeregisterWorkerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtaskmill/v1/coordinator.proto\x12\x0btaskmill.v1\x1a\x18taskmill/v1/common.proto\"\x9e\x02\n\x15RegisterWorkerRequest\x12\x18\n\x07\x61\x64\x64ress\x18\x01 \x01(\tR\x07\x61\x64\x64ress\x12\x1a\n\x08\x63\x61pacity\x18\x02 \x01(\x05R\x08\x63\x61pacity\x12\x1a\n\x08hostname\x18\x03 \x01(\tR\x08hostname\x12\x18\n\x07version\x18\x04 \x01(\tR\x07version\x12\x1a\n\x08handlers\x18\x05 \x03(\tR\x08handlers\x12)\n\x04held\x18\x06 \x03(\x0b\x32\x15.taskmill.v1.HeldTaskR\x04held\x12 \n\x0b\x63oncurrency\x18\x07 \x01(\x05R\x0b\x63oncurrency\x12\x30\n\x06queues\x18\x08 \x03(\x0b\x32\x18.taskmill.v1.ServedQueueR\x06queues\"9\n\x0bServedQueue\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n\x06weight\x18\x02 \x01(\x05R\x06weight\"\xbb\x01\n\x16RegisterWorkerResponse\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12<\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01R\x18heartbeatIntervalSeconds\x12#\n\rlease_seconds\x18\x03 \x01(\x01R\x0cleaseSeconds\x12!\n\x0cstale_tokens\x18\x04 \x03(\x03R\x0bstaleTokens\"\xa3\x01\n\x10HeartbeatRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x1d\n\nfree_slots\x18\x02 \x01(\x05R\tfreeSlots\x12(\n\x10running_task_ids\x18\x03 \x03(\tR\x0erunningTaskIds\x12)\n\x04held\x18\x04 \x03(\x0b\x32\x15.taskmill.v1.HeldTaskR\x04held\"^\n\x11HeartbeatResponse\x12&\n\x0f\x63\x61ncel_task_ids\x18\x01 \x03(\tR\rcancelTaskIds\x12!\n\x0cstale_tokens\x18\x02 \x03(\x03R\x0bstaleTokens\"m\n\x19ReportTaskStatusesRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x33\n\x07reports\x18\x02 \x03(\x0b\x32\x19.taskmill.v1.StatusReportR\x07reports\"]\n\x1aReportTaskStatusesResponse\x12\x18\n\x07\x61pplied\x18\x01 \x01(\x05R\x07\x61pplied\x12%\n\x0cstale_tokens\x18\x02 \x03(\x03\x42\x02\x18\x01R\x0bstaleTokens\"\x93\x01\n\x13RecordStartsRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x16\n\x06tokens\x18\x02 \x03(\x03R\x06tokens\x12$\n\x0e\x61sked_task_ids\x18\x03 \x03(\tR\x0c\x61skedTaskIds\x12!\n\x0c\x61sked_tokens\x18\x04 \x03(\x03R\x0b\x61skedTokens\"=\n\x14RecordStartsResponse\x12%\n\x0erefused_tokens\x18\x01 \x03(\x03R\rrefusedTokens\"6\n\x17\x44\x65registerWorkerRequest\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\"\x1a\n\x18\x44\x65registerWorkerResponse2\xd8\x03\n\x12\x43oordinatorService\x12Y\n\x0eRegisterWorker\x12\".taskmill.v1.RegisterWorkerRequest\x1a#.taskmill.v1.RegisterWorkerResponse\x12J\n\tHeartbeat\x12\x1d.taskmill.v1.HeartbeatRequest\x1a\x1e.taskmill.v1.HeartbeatResponse\x12\x65\n\x12ReportTaskStatuses\x12&.taskmill.v1.ReportTaskStatusesRequest\x1a\'.taskmill.v1.ReportTaskStatusesResponse\x12S\n\x0cRecordStarts\x12 .taskmill.v1.RecordStartsRequest\x1a!.taskmill.v1.RecordStartsResponse\x12_\n\x10\x44\x65registerWorker\x12$.taskmill.v1.DeregisterWorkerRequest\x1a%.taskmill.v1.DeregisterWorkerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,25 +35,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPORTTASKSTATUSESRESPONSE'].fields_by_name['stale_tokens']._loaded_options = None
   _globals['_REPORTTASKSTATUSESRESPONSE'].fields_by_name['stale_tokens']._serialized_options = b'\030\001'
   _globals['_REGISTERWORKERREQUEST']._serialized_start=73
-  _globals['_REGISTERWORKERREQUEST']._serialized_end=309
-  _globals['_REGISTERWORKERRESPONSE']._serialized_start=312
-  _globals['_REGISTERWORKERRESPONSE']._serialized_end=499
-  _globals['_HEARTBEATREQUEST']._serialized_start=502
-  _globals['_HEARTBEATREQUEST']._serialized_end=665
-  _globals['_HEARTBEATRESPONSE']._serialized_start=667
-  _globals['_HEARTBEATRESPONSE']._serialized_end=761
-  _globals['_REPORTTASKSTATUSESREQUEST']._serialized_start=763
-  _globals['_REPORTTASKSTATUSESREQUEST']._serialized_end=872
-  _globals['_REPORTTASKSTATUSESRESPONSE']._serialized_start=874
-  _globals['_REPORTTASKSTATUSESRESPONSE']._serialized_end=967
-  _globals['_RECORDSTARTSREQUEST']._serialized_start=970
-  _globals['_RECORDSTARTSREQUEST']._serialized_end=1117
-  _globals['_RECORDSTARTSRESPONSE']._serialized_start=1119
-  _globals['_RECORDSTARTSRESPONSE']._serialized_end=1180
-  _globals['_DEREGISTERWORKERREQUEST']._serialized_start=1182
-  _globals['_DEREGISTERWORKERREQUEST']._serialized_end=1236
-  _globals['_DEREGISTERWORKERRESPONSE']._serialized_start=1238
-  _globals['_DEREGISTERWORKERRESPONSE']._serialized_end=1264
-  _globals['_COORDINATORSERVICE']._serialized_start=1267
-  _globals['_COORDINATORSERVICE']._serialized_end=1739
+  _globals['_REGISTERWORKERREQUEST']._serialized_end=359
+  _globals['_SERVEDQUEUE']._serialized_start=361
+  _globals['_SERVEDQUEUE']._serialized_end=418
+  _globals['_REGISTERWORKERRESPONSE']._serialized_start=421
+  _globals['_REGISTERWORKERRESPONSE']._serialized_end=608
+  _globals['_HEARTBEATREQUEST']._serialized_start=611
+  _globals['_HEARTBEATREQUEST']._serialized_end=774
+  _globals['_HEARTBEATRESPONSE']._serialized_start=776
+  _globals['_HEARTBEATRESPONSE']._serialized_end=870
+  _globals['_REPORTTASKSTATUSESREQUEST']._serialized_start=872
+  _globals['_REPORTTASKSTATUSESREQUEST']._serialized_end=981
+  _globals['_REPORTTASKSTATUSESRESPONSE']._serialized_start=983
+  _globals['_REPORTTASKSTATUSESRESPONSE']._serialized_end=1076
+  _globals['_RECORDSTARTSREQUEST']._serialized_start=1079
+  _globals['_RECORDSTARTSREQUEST']._serialized_end=1226
+  _globals['_RECORDSTARTSRESPONSE']._serialized_start=1228
+  _globals['_RECORDSTARTSRESPONSE']._serialized_end=1289
+  _globals['_DEREGISTERWORKERREQUEST']._serialized_start=1291
+  _globals['_DEREGISTERWORKERREQUEST']._serialized_end=1345
+  _globals['_DEREGISTERWORKERRESPONSE']._serialized_start=1347
+  _globals['_DEREGISTERWORKERRESPONSE']._serialized_end=1373
+  _globals['_COORDINATORSERVICE']._serialized_start=1376
+  _globals['_COORDINATORSERVICE']._serialized_end=1848
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("address", "capacity", "hostname", "version", "handlers", "held", "concurrency")
+    __slots__ = ("address", "capacity", "hostname", "version", "handlers", "held", "concurrency", "queues")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class RegisterWorkerRequest(_message.Message):
     HANDLERS_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
     address: str
     capacity: int
     hostname: str
@@ -23,7 +24,16 @@ class RegisterWorkerRequest(_message.Message):
     handlers: _containers.RepeatedScalarFieldContainer[str]
     held: _containers.RepeatedCompositeFieldContainer[_common_pb2.HeldTask]
     concurrency: int
-    def __init__(self, address: _Optional[str] = ..., capacity: _Optional[int] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[_Union[_common_pb2.HeldTask, _Mapping]]] = ..., concurrency: _Optional[int] = ...) -> None: ...
+    queues: _containers.RepeatedCompositeFieldContainer[ServedQueue]
+    def __init__(self, address: _Optional[str] = ..., capacity: _Optional[int] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., handlers: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[_Union[_common_pb2.HeldTask, _Mapping]]] = ..., concurrency: _Optional[int] = ..., queues: _Optional[_Iterable[_Union[ServedQueue, _Mapping]]] = ...) -> None: ...
+
+class ServedQueue(_message.Message):
+    __slots__ = ("name", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weight: int
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[int] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
     __slots__ = ("worker_id", "heartbeat_interval_seconds", "lease_seconds", "stale_tokens")
