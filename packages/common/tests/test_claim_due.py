@@ -10,7 +10,7 @@ import pytest
 from taskmill.common.models import TaskStatus
 from taskmill.common.queries import query
 from taskmill.common.store import Share
-from taskmill.testing import NewTask, Stores
+from taskmill.testing import NewTask, Stores, every_route
 
 LEASE = 60.0
 
@@ -40,7 +40,7 @@ def test_claim_due_fills_slots_in_priority_order_and_skips_future_tasks(store: S
     _insert_by_urgency(store)
 
     claim = store.dispatch.claim_due(
-        [Share(w, 1) for w in ("w-a", "w-b", "w-c", "w-d", "w-e", "w-f")], LEASE
+        every_route(store), [Share(w, 1) for w in ("w-a", "w-b", "w-c", "w-d", "w-e", "w-f")], LEASE
     )
 
     assert [(t.command, t.worker_id) for t in claim.tasks] == [
@@ -51,7 +51,7 @@ def test_claim_due_fills_slots_in_priority_order_and_skips_future_tasks(store: S
     ]
     # The future task is what is due next: in an hour, by the database clock.
     assert claim.next_due_in == pytest.approx(3600, abs=60)
-    assert store.dispatch.claim_due([Share("w-a", 1)], LEASE).tasks == []
+    assert store.dispatch.claim_due(every_route(store), [Share("w-a", 1)], LEASE).tasks == []
 
 
 #: A claim for one worker runs the lean statement; a second worker with no room makes the same
@@ -76,7 +76,7 @@ def test_claim_due_returns_what_the_row_holds(store: Stores, idle: list[Share]) 
         ),
     )
 
-    (claimed,) = store.dispatch.claim_due([Share("w-1", 1), *idle], LEASE).tasks
+    (claimed,) = store.dispatch.claim_due(every_route(store), [Share("w-1", 1), *idle], LEASE).tasks
 
     task = store.get(claimed.id)
     assert task.status is TaskStatus.DISPATCHED
@@ -100,20 +100,26 @@ def test_claim_due_returns_what_the_row_holds(store: Stores, idle: list[Share]) 
 def test_claim_due_says_when_the_next_task_is_due(store: Stores, idle: list[Share]) -> None:
     _insert(store, NewTask("a"), NewTask("b"))
     # One slot for two due tasks: the one left is due already.
-    first = store.dispatch.claim_due([Share("w-1", 1), *idle], LEASE)
+    first = store.dispatch.claim_due(every_route(store), [Share("w-1", 1), *idle], LEASE)
     assert first.next_due_in is not None
     assert first.next_due_in <= 0
     # The claimed tasks do not count, though the statement still sees them scheduled.
-    assert store.dispatch.claim_due([Share("w-1", 5), *idle], LEASE).next_due_in is None
+    assert (
+        store.dispatch.claim_due(every_route(store), [Share("w-1", 5), *idle], LEASE).next_due_in
+        is None
+    )
 
 
 def test_claim_due_of_no_slots_is_refused(store: Stores) -> None:
     _insert(store, NewTask("a"))
     with pytest.raises(ValueError):
-        store.dispatch.claim_due([], LEASE)
+        store.dispatch.claim_due(every_route(store), [], LEASE)
     with pytest.raises(ValueError):
-        store.dispatch.claim_due([Share("w-1", 0)], LEASE)
-    assert store.dispatch.claim_due([Share("w-1", 1)], LEASE).tasks[0].command == "a"
+        store.dispatch.claim_due(every_route(store), [Share("w-1", 0)], LEASE)
+    assert (
+        store.dispatch.claim_due(every_route(store), [Share("w-1", 1)], LEASE).tasks[0].command
+        == "a"
+    )
 
 
 @pytest.mark.parametrize(
@@ -135,7 +141,9 @@ def test_claim_due_spreads_the_tasks_round_robin_over_the_shares(
         ),
     )
 
-    claim = store.dispatch.claim_due([Share("a", 1), Share("b", 3), Share("c", 2)], LEASE)
+    claim = store.dispatch.claim_due(
+        every_route(store), [Share("a", 1), Share("b", 3), Share("c", 2)], LEASE
+    )
 
     # The most urgent task fills the first slot, and so on.
     assert [(t.command, t.worker_id) for t in claim.tasks] == [
@@ -146,7 +154,7 @@ def test_claim_due_spreads_the_tasks_round_robin_over_the_shares(
 def test_claim_due_for_one_worker_takes_the_most_urgent_tasks_first(store: Stores) -> None:
     _insert_by_urgency(store, tie=True)
 
-    claim = store.dispatch.claim_due([Share("w-a", 4)], LEASE)
+    claim = store.dispatch.claim_due(every_route(store), [Share("w-a", 4)], LEASE)
 
     assert [(t.command, t.worker_id, t.attempt) for t in claim.tasks] == [
         ("b", "w-a", 1),
@@ -156,7 +164,7 @@ def test_claim_due_for_one_worker_takes_the_most_urgent_tasks_first(store: Store
     ]
     assert claim.next_due_in is not None
     assert claim.next_due_in <= 0  # e is still due
-    rest = store.dispatch.claim_due([Share("w-b", 4)], LEASE)
+    rest = store.dispatch.claim_due(every_route(store), [Share("w-b", 4)], LEASE)
     assert [(t.command, t.worker_id) for t in rest.tasks] == [("e", "w-b")]
     assert rest.next_due_in == pytest.approx(3600, abs=60)
 
@@ -168,11 +176,12 @@ def test_claim_due_skips_tasks_another_transaction_holds(store: Stores, idle: li
     _insert(store, NewTask("held", priority=5), NewTask("free"))
     with store.db.transaction() as other:
         other.execute("SELECT id FROM tasks WHERE command = 'held' FOR UPDATE")
-        claim = store.dispatch.claim_due([Share("w-1", 2), *idle], LEASE)
+        claim = store.dispatch.claim_due(every_route(store), [Share("w-1", 2), *idle], LEASE)
     assert [t.command for t in claim.tasks] == ["free"]
-    assert [t.command for t in store.dispatch.claim_due([Share("w-1", 2), *idle], LEASE).tasks] == [
-        "held"
-    ]
+    assert [
+        t.command
+        for t in store.dispatch.claim_due(every_route(store), [Share("w-1", 2), *idle], LEASE).tasks
+    ] == ["held"]
 
 
 def _scans(plan: dict[str, object]) -> list[tuple[object, object]]:
@@ -180,6 +189,17 @@ def _scans(plan: dict[str, object]) -> list[tuple[object, object]]:
     for child in plan.get("Plans", []):  # type: ignore[attr-defined]
         found += _scans(child)
     return found
+
+
+#: The parameters of a claim of 512 slots in the default queue for workers that run echo.
+_ECHO_LANES = {
+    "queues": "{default}",
+    "weights": "{1}",
+    "commands": "{echo}",
+    "slots": 512,
+    "lease_seconds": LEASE,
+    "locked": False,
+}
 
 
 def test_claim_due_finds_its_tasks_by_key_not_by_scanning_the_table(store: Stores) -> None:
@@ -191,8 +211,7 @@ def test_claim_due_finds_its_tasks_by_key_not_by_scanning_the_table(store: Store
         [[plan]] = conn.execute(
             "EXPLAIN (FORMAT JSON) " + query("claim_due_assignments"),
             shares=json.dumps([["w-1", 256], ["w-2", 256]]),
-            slots=512,
-            lease_seconds=LEASE,
+            **_ECHO_LANES,
         )
     scans = _scans(plan[0]["Plan"])
     assert ("Seq Scan", "tasks") not in scans, scans
@@ -205,9 +224,8 @@ def test_claim_due_for_one_worker_finds_its_tasks_by_key(store: Stores) -> None:
         [[plan]] = conn.execute(
             "EXPLAIN (FORMAT JSON) " + query("claim_due_for_worker"),
             worker_id="w-1",
-            slots=512,
             started=False,
-            lease_seconds=LEASE,
+            **_ECHO_LANES,
         )
     scans = _scans(plan[0]["Plan"])
     assert ("Seq Scan", "tasks") not in scans, scans

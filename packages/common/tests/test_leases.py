@@ -7,14 +7,14 @@ import threading
 import pytest
 
 from taskmill.common.store import Share
-from taskmill.testing import NewTask, Stores
+from taskmill.testing import NewTask, Stores, every_route
 
 
 def test_extending_leases_skips_rows_a_report_holds(store: Stores) -> None:
     db = store.db
     with db.transaction() as conn:
         store.insert(conn, [NewTask("a"), NewTask("b")])
-    locked, free = store.dispatch.claim_due([Share("w-1", 2)], 60.0).tasks
+    locked, free = store.dispatch.claim_due(every_route(store), [Share("w-1", 2)], 60.0).tasks
     done = threading.Event()
     with db.transaction() as conn:
         # Stands in for a report batch holding one of the worker's rows.

@@ -73,3 +73,17 @@ def test_parse_queries_rejects_a_duplicate_name() -> None:
 def test_unknown_query_name_is_a_key_error() -> None:
     with pytest.raises(KeyError):
         query("no_such_query")
+
+
+def test_an_include_line_stands_for_its_fragment() -> None:
+    text = (
+        "-- name: _part\nWITH x AS (SELECT 1 AS one)\n"
+        "-- name: first\n-- include: _part\nSELECT one FROM x\n"
+        "-- name: second\n-- include: _part\nSELECT one + 1 FROM x\n"
+    )
+    assert parse_queries(text) == {
+        "first": "WITH x AS (SELECT 1 AS one)\nSELECT one FROM x",
+        "second": "WITH x AS (SELECT 1 AS one)\nSELECT one + 1 FROM x",
+    }
+    with pytest.raises(KeyError):
+        parse_queries("-- name: lone\n-- include: _missing\nSELECT 1\n")

@@ -15,7 +15,7 @@ from taskmill.common.db import Connection
 from taskmill.common.models import Task, WorkerState
 from taskmill.common.models import TaskStatus as S
 from taskmill.common.store import ClaimedTask, Share
-from taskmill.testing import NewTask, Stores
+from taskmill.testing import NewTask, Stores, every_route
 
 from .task_harness import check_invariants
 
@@ -34,7 +34,7 @@ def _insert(store: Stores, count: int, *, max_attempts: int = 1) -> list[uuid.UU
 
 
 def _claim(store: Stores, *shares: Share) -> list[ClaimedTask]:
-    return store.dispatch.claim_due(list(shares), LEASE).tasks
+    return store.dispatch.claim_due(every_route(store), list(shares), LEASE).tasks
 
 
 def _slots(store: Stores, claimed: list[ClaimedTask]) -> list[tuple[Any, ...]]:

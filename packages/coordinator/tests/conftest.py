@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -61,8 +61,12 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         capacity: int,
         security: GrpcSecurity = NO_SECURITY,
         concurrency: int = 0,
+        handlers: Sequence[str] = ("echo", "sleep"),
+        queues: Sequence[str] = ("default",),
     ) -> None:
         self.capacity = capacity
+        self.handlers = list(handlers)
+        self.queues = [coordinator_pb2.ServedQueue(name=name) for name in queues]
         self.concurrency = concurrency  # registered slots; 0: unknown (nothing starts in a claim)
         self.refuse: grpc.StatusCode | None = None
         self.assignments: list[common_pb2.Assignment] = []
@@ -144,7 +148,8 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
                 capacity=self.capacity,
                 hostname="fake",
                 version="test",
-                handlers=["echo"],
+                handlers=self.handlers,
+                queues=self.queues,
                 held=self.held_tasks(),
                 concurrency=self.concurrency,
             )
@@ -251,8 +256,12 @@ class Harness:
         security: GrpcSecurity = NO_SECURITY,
         register: bool = True,
         concurrency: int = 0,
+        handlers: Sequence[str] = ("echo", "sleep"),
+        queues: Sequence[str] = ("default",),
     ) -> FakeWorker:
-        worker = FakeWorker(f"127.0.0.1:{coordinator.port}", capacity, security, concurrency)
+        worker = FakeWorker(
+            f"127.0.0.1:{coordinator.port}", capacity, security, concurrency, handlers, queues
+        )
         self.workers.append(worker)
         if register:
             worker.register()

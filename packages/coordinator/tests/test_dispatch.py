@@ -28,7 +28,8 @@ def test_register_records_the_worker(harness) -> None:
     assert row is not None
     assert (row["address"], row["capacity"], row["hostname"]) == (worker.address, 3, "fake")
     assert row["coordinator_id"] == coordinator.coordinator_id
-    assert list(row["handlers"]) == ["echo"]
+    assert list(row["handlers"]) == ["echo", "sleep"]
+    assert (list(row["queues"]), list(row["queue_weights"])) == (["default"], [1])
 
 
 def test_heartbeat_of_an_unknown_worker_is_not_found(harness) -> None:
@@ -203,7 +204,7 @@ def test_a_full_worker_gets_tasks_again_when_one_finishes(harness) -> None:
 
 def test_assignment_carries_the_task(harness) -> None:
     coordinator = harness.coordinator()
-    worker = harness.worker(coordinator)
+    worker = harness.worker(coordinator, queues=["slow"])
     [task_id] = harness.submit(
         1,
         command="sleep",
@@ -344,9 +345,9 @@ def test_a_submit_claims_only_as_many_slots_as_it_brought(harness, monkeypatch) 
     plans: list[list[Share]] = []
     claim_due = store.claim_due
 
-    def recording(shares, lease_seconds, conn=None):
+    def recording(route, shares, lease_seconds, conn=None, *, locked=False):
         plans.append(list(shares))
-        return claim_due(shares, lease_seconds, conn)
+        return claim_due(route, shares, lease_seconds, conn, locked=locked)
 
     monkeypatch.setattr(store, "claim_due", recording)
     harness.submit(1)

@@ -9,14 +9,25 @@ from datetime import UTC, datetime
 
 import pytest
 
-from taskmill.common.models import Worker, WorkerState
-from taskmill.common.store import Share
+from taskmill.common.models import ServedQueue, Worker, WorkerState
+from taskmill.common.store import Route, Share
 from taskmill.coordinator.fleet import Fleet
 
+#: The route of the workers _worker makes: the default queue, no handlers.
+ROUTE = Route((ServedQueue("default"),), ())
 
-def _worker(worker_id: str, capacity: int, concurrency: int | None = None) -> Worker:
+
+def _worker(
+    worker_id: str,
+    capacity: int,
+    concurrency: int | None = None,
+    *,
+    handlers: tuple[str, ...] = (),
+    queues: tuple[ServedQueue, ...] = ROUTE.queues,
+) -> Worker:
     now = datetime.now(UTC)
     return Worker(
+        queues=queues,
         concurrency=concurrency,
         id=worker_id,
         address="127.0.0.1:1",
@@ -24,7 +35,7 @@ def _worker(worker_id: str, capacity: int, concurrency: int | None = None) -> Wo
         version="v",
         capacity=capacity,
         free_slots=capacity,
-        handlers=(),
+        handlers=handlers,
         coordinator_id="c",
         state=WorkerState.ACTIVE,
         registered_at=now,
@@ -41,10 +52,10 @@ def test_plan_interleaves_workers_up_to_their_room(fleet: Fleet) -> None:
     fleet.add(_worker("a", 1))
     fleet.add(_worker("b", 3))
     fleet.add(_worker("c", 2))
-    assert _sizes(fleet.plan(100)) == [("a", 1), ("b", 3), ("c", 2)]  # a, b, c, b, c, b
-    assert _sizes(fleet.plan(4)) == [("a", 1), ("b", 2), ("c", 1)]  # a, b, c, b
-    assert _sizes(fleet.plan(5)) == [("a", 1), ("b", 2), ("c", 2)]  # a, b, c, b, c
-    assert _sizes(fleet.plan(2)) == [("a", 1), ("b", 1)]
+    assert _sizes(_shares(fleet, 100)) == [("a", 1), ("b", 3), ("c", 2)]  # a, b, c, b, c, b
+    assert _sizes(_shares(fleet, 4)) == [("a", 1), ("b", 2), ("c", 1)]  # a, b, c, b
+    assert _sizes(_shares(fleet, 5)) == [("a", 1), ("b", 2), ("c", 2)]  # a, b, c, b, c
+    assert _sizes(_shares(fleet, 2)) == [("a", 1), ("b", 1)]
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -57,7 +68,7 @@ def test_plan_shares_are_the_first_slots_of_the_round_robin(seed: int) -> None:
     fleet = Fleet()
     for worker_id, room in rooms.items():
         fleet.add(_worker(worker_id, room))
-    shares = fleet.plan(limit)
+    shares = _shares(fleet, limit)
     assert [(w, size) for w, size, _ in shares] == [
         (w, slots.count(w)) for w in rooms if w in slots
     ]
@@ -66,19 +77,19 @@ def test_plan_shares_are_the_first_slots_of_the_round_robin(seed: int) -> None:
 def test_plan_starts_after_the_worker_served_last(fleet: Fleet) -> None:
     for name in "abc":
         fleet.add(_worker(name, 2))
-    fleet.served("b")
-    assert _sizes(fleet.plan(4)) == [("c", 2), ("a", 1), ("b", 1)]  # c, a, b, c
-    fleet.served("c")
-    assert _sizes(fleet.plan(1)) == [("a", 1)]
+    fleet.served(ROUTE, "b")
+    assert _sizes(_shares(fleet, 4)) == [("c", 2), ("a", 1), ("b", 1)]  # c, a, b, c
+    fleet.served(ROUTE, "c")
+    assert _sizes(_shares(fleet, 1)) == [("a", 1)]
     fleet.remove("c")
-    assert _sizes(fleet.plan(3)) == [("a", 2), ("b", 1)]  # a, b, a
+    assert _sizes(_shares(fleet, 3)) == [("a", 2), ("b", 1)]  # a, b, a
 
 
 def test_reserved_slots_are_not_planned_again(fleet: Fleet) -> None:
     fleet.add(_worker("a", 2))
     fleet.add(_worker("b", 2))
     assert fleet.reserve("a", [uuid.uuid4(), uuid.uuid4()])
-    assert _sizes(fleet.plan(10)) == [("b", 2)]
+    assert _sizes(_shares(fleet, 10)) == [("b", 2)]
     assert not fleet.reserve("gone", [uuid.uuid4()])
 
 
@@ -87,7 +98,7 @@ def test_a_refusal_blocks_the_worker_until_its_heartbeat(fleet: Fleet) -> None:
     ids = [uuid.uuid4()]
     fleet.reserve("a", ids)
     fleet.refused("a", ids, full=False)
-    assert _sizes(fleet.plan(10)) == []
+    assert _sizes(_shares(fleet, 10)) == []
     assert not fleet.has_room()
     assert fleet.finished("a", [uuid.uuid4()]) == 0
     assert fleet.room("a") == 0
@@ -206,6 +217,11 @@ def test_joins_and_leaves_open_and_close_the_connections() -> None:
     assert fleet.ids() == ["b"]
 
 
+def _shares(fleet: Fleet, limit: int) -> list[Share]:
+    """The round's shares of every route, for a fleet of one route."""
+    return [share for plan in fleet.plan(limit) for share in plan.shares]
+
+
 def _sizes(shares: list[Share]) -> list[tuple[str, int]]:
     return [(worker_id, size) for worker_id, size, _ in shares]
 
@@ -213,10 +229,37 @@ def _sizes(shares: list[Share]) -> list[tuple[str, int]]:
 def test_plan_starts_in_the_claim_only_the_tasks_that_fill_idle_slots(fleet: Fleet) -> None:
     fleet.add(_worker("a", 6, concurrency=2))  # two slots, a queue of four
     fleet.add(_worker("old", 6))  # named no slots: none is known to be idle
-    assert fleet.plan(2) == [Share("a", 1, 1), Share("old", 1, 0)]
+    assert _shares(fleet, 2) == [Share("a", 1, 1), Share("old", 1, 0)]
     assert fleet.reserve("a", ["t1"])
-    assert fleet.plan(12) == [Share("a", 5, 1), Share("old", 6, 0)]
+    assert _shares(fleet, 12) == [Share("a", 5, 1), Share("old", 6, 0)]
     assert fleet.reserve("a", ["t2"])
-    assert fleet.plan(12)[0] == Share("a", 4, 0)  # both slots taken: the rest queue
+    assert _shares(fleet, 12)[0] == Share("a", 4, 0)  # both slots taken: the rest queue
     fleet.finished("a", ["t1"])
-    assert fleet.plan(12)[0] == Share("a", 5, 1)
+    assert _shares(fleet, 12)[0] == Share("a", 5, 1)
+
+
+def test_workers_that_run_different_tasks_are_planned_apart(fleet: Fleet) -> None:
+    mail = (ServedQueue("mail", 3), ServedQueue("default"))
+    fleet.add(_worker("a", 2, handlers=("echo", "send")))
+    fleet.add(_worker("b", 2, handlers=("send", "echo", "echo"), queues=mail))
+    fleet.add(_worker("c", 2, handlers=("echo",)))
+    fleet.add(_worker("d", 1, handlers=("echo", "send"), queues=mail))
+    plans = fleet.plan(3)
+    assert [(plan.route, _sizes(plan.shares)) for plan in plans] == [
+        (Route(ROUTE.queues, ("echo", "send")), [("a", 2)]),
+        (Route(mail, ("echo", "send")), [("b", 2), ("d", 1)]),
+        (Route(ROUTE.queues, ("echo",)), [("c", 2)]),
+    ]
+    assert [plan.turn for plan in plans] == [0, 0, 0]
+    fleet.served(Route(mail, ("echo", "send")), "b")
+    again = fleet.plan(3)
+    assert [plan.turn for plan in again] == [1, 1, 1]
+    assert _sizes(again[1].shares) == [("d", 1), ("b", 2)]  # the route's rotation, its own
+
+
+def test_a_route_rotates_its_queues_each_turn() -> None:
+    route = Route((ServedQueue("a"), ServedQueue("b", 3), ServedQueue("c")), ("echo",))
+    assert [q.name for q in route.rotated(0).queues] == ["a", "b", "c"]
+    assert [q.name for q in route.rotated(1).queues] == ["b", "c", "a"]
+    assert [q.name for q in route.rotated(5).queues] == ["c", "a", "b"]
+    assert route.rotated(1).queues[2] == ServedQueue("a", 1)

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class TaskStatus(StrEnum):
@@ -153,6 +153,19 @@ class Task:
         )
 
 
+#: The queue a task goes to when its submitter names none, and the one a worker serves unless
+#: told otherwise.
+DEFAULT_QUEUE = "default"
+
+
+class ServedQueue(NamedTuple):
+    """A queue a worker takes tasks from, and its weight in the worker's share of a claim: with
+    weights ``a=3, b=1``, three tasks of ``a`` for each of ``b`` while both have tasks due."""
+
+    name: str
+    weight: int = 1
+
+
 @dataclass(frozen=True)
 class Worker:
     """One worker as stored in the ``workers`` table."""
@@ -169,6 +182,7 @@ class Worker:
     registered_at: datetime
     last_heartbeat_at: datetime
     concurrency: int | None = None  # its slots; the rest of capacity is queue (None: unknown)
+    queues: tuple[ServedQueue, ...] = (ServedQueue(DEFAULT_QUEUE),)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Worker:
@@ -186,6 +200,14 @@ class Worker:
             state=WorkerState(row["state"]),
             registered_at=row["registered_at"],
             last_heartbeat_at=row["last_heartbeat_at"],
+            queues=tuple(
+                ServedQueue(name, weight)
+                for name, weight in zip(
+                    row.get("queues") or (DEFAULT_QUEUE,),
+                    row.get("queue_weights") or (1,),
+                    strict=False,
+                )
+            ),
         )
 
 

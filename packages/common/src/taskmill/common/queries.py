@@ -3,7 +3,9 @@
 Each store in :mod:`taskmill.common.store` has its queries in the ``.sql`` file beside it, and
 the migration runner in ``migrate.sql``. A file holds blocks that each start with a
 ``-- name: <query_name>`` line; the block's text up to the next name line is the query.
-Parameters use pg8000's ``:name`` style.
+Parameters use pg8000's ``:name`` style. A block whose name starts with ``_`` is a fragment,
+not a query: a line ``-- include: _fragment`` in another block stands for its text, so two
+queries that share a part (the claims' lanes) say it once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_INCLUDE_LINE = re.compile(r"^--\s*include:\s*(_\w+)\s*$", re.MULTILINE)
 
 
 def parse_queries(text: str) -> dict[str, str]:
@@ -30,7 +33,21 @@ def parse_queries(text: str) -> dict[str, str]:
         if name in queries:
             raise ValueError(f"query {name!r} is defined twice")
         queries[name] = text[match.end() : end].strip()
-    return queries
+    return _included(queries)
+
+
+def _included(blocks: dict[str, str]) -> dict[str, str]:
+    """The queries of a file with their include lines replaced by the fragments' text.
+
+    Raises:
+        KeyError: An include names no fragment of the file.
+    """
+    fragments = {name: sql for name, sql in blocks.items() if name.startswith("_")}
+    return {
+        name: _INCLUDE_LINE.sub(lambda line: fragments[line.group(1)], sql)
+        for name, sql in blocks.items()
+        if not name.startswith("_")
+    }
 
 
 def query_files() -> list[Traversable]:

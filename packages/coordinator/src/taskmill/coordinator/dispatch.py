@@ -26,7 +26,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from taskmill.common.db import Connection
 from taskmill.common.errors import TaskmillError
-from taskmill.common.store import ClaimedTask, DispatchStore, Held
+from taskmill.common.store import Claim, ClaimedTask, DispatchStore, Held, Route
 from taskmill.common.telemetry import (
     QUEUE,
     TASK_ATTEMPT,
@@ -38,7 +38,7 @@ from taskmill.common.telemetry import (
     traceparent_of,
 )
 from taskmill.coordinator.calls import AssignRefused, WorkerCalls
-from taskmill.coordinator.fleet import Fleet
+from taskmill.coordinator.fleet import Fleet, Plan
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -98,6 +98,8 @@ class Dispatcher:
         self._round = threading.Lock()
         # Whether the last claim filled every slot, so more tasks may be waiting for room.
         self._backlog = True
+        # The routes with a limited queue, whose claims take its lock first.
+        self._limited: set[Route] = set()
 
     def wake(self) -> None:
         """Asks for a round now (tasks were submitted or given back, or a worker has room)."""
@@ -176,34 +178,53 @@ class Dispatcher:
                 self._timer.notify()
 
     def _claim(self, wanted: int | None, conn: Connection | None) -> tuple[float, list[Batch]]:
-        """Claims due tasks for the workers with room and reserves their slots.
+        """Claims due tasks for the workers with room, route by route, and reserves their slots.
 
         Returns how long the loop may sleep before the next round, and each worker's batch.
         """
         limit = self._batch_size if wanted is None else max(1, min(wanted, self._batch_size))
-        shares = self._fleet.plan(limit)
-        if not shares:
+        plans = self._fleet.plan(limit)
+        if not plans:
             # Nobody has room: tasks may be waiting for the next slot that frees.
             self._backlog = True
             return self._poll_interval, []
-        claim = self._tasks.claim_due(shares, self._lease_seconds, conn)
-        claimed = claim.tasks
-        slots = sum(share.size for share in shares)
-        # Every slot filled: more may be waiting. A submit's round that got as many slots as it
-        # asked for leaves the flag as it was (anything else still due shows in next_due_in).
-        full = len(claimed) == slots
-        self._backlog = full and (wanted is None or slots < wanted or self._backlog)
-        batches: list[Batch] = []
-        if claimed:
-            self._fleet.served(claimed[-1].worker_id)
-            batches = self._reserve(claimed)
-        if self._backlog:
-            return 0.0, batches
+        backlog, sleep, batches = False, self._poll_interval, []
+        for plan in plans:
+            claim = self._claim_route(plan, conn)
+            slots = sum(share.size for share in plan.shares)
+            # Every slot filled: more may be waiting. A submit's round that got as many slots as
+            # it asked for leaves the flag as it was (anything else still due shows in
+            # next_due_in). A full limited queue waits for a task of it to finish.
+            full = len(claim.tasks) == slots
+            backlog |= claim.capped or (
+                full and (wanted is None or slots < wanted or self._backlog)
+            )
+            sleep = min(sleep, self._sleep_after(claim))
+            if claim.tasks:
+                self._fleet.served(plan.route, claim.tasks[-1].worker_id)
+                batches += self._reserve(claim.tasks)
+        self._backlog = backlog
+        return (0.0 if backlog else sleep), batches
+
+    def _claim_route(self, plan: Plan, conn: Connection | None) -> Claim:
+        """Claims for one route, under the locks of its limited queues when it has any (learnt
+        from a claim's answer: a claim without them takes nothing from a limited queue)."""
+        route = plan.route.rotated(plan.turn)
+        locked = plan.route in self._limited
+        claim = self._tasks.claim_due(route, plan.shares, self._lease_seconds, conn, locked=locked)
+        if claim.limited and not locked:
+            self._limited.add(plan.route)
+            claim = self._tasks.claim_due(route, plan.shares, self._lease_seconds, locked=True)
+        elif locked and not claim.limited:
+            self._limited.discard(plan.route)
+        return claim
+
+    def _sleep_after(self, claim: Claim) -> float:
         if claim.next_due_in is None:
-            return self._poll_interval, batches
+            return self._poll_interval
         if claim.next_due_in <= 0:
-            return MIN_SLEEP, batches
-        return min(self._poll_interval, claim.next_due_in + DUE_MARGIN), batches
+            return MIN_SLEEP
+        return min(self._poll_interval, claim.next_due_in + DUE_MARGIN)
 
     def _reserve(self, claimed: Sequence[ClaimedTask]) -> list[Batch]:
         by_worker: dict[str, list[ClaimedTask]] = {}

@@ -24,15 +24,25 @@ import logging
 import threading
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from taskmill.common.models import Worker
-from taskmill.common.store import Share
+from taskmill.common.store import Route, Share
 
 logger = logging.getLogger(__name__)
 
 #: Heartbeats an outstanding task may be missing from before it counts as gone (its report lost).
 _MAX_MISSES = 3
+
+
+class Plan(NamedTuple):
+    """One route's part of a round: the workers that share it, with their shares, and how
+    many rounds the route has had (its queues' order turns by one each round, so no queue
+    always comes first in a tie: see ``Route.rotated``)."""
+
+    route: Route
+    shares: list[Share]
+    turn: int
 
 
 class Connections(Protocol):
@@ -56,6 +66,7 @@ class _Entry:
     address: str
     capacity: int
     free: int
+    route: Route
     concurrency: int = 0  # its slots (0: unknown, so none is known to be idle)
     blocked: bool = False
     #: Tasks sent (or being sent) and not yet reported finished, with how many heartbeats in a
@@ -88,7 +99,10 @@ class Fleet:
         self._connections = connections
         self._lock = threading.Lock()
         self._workers: dict[str, _Entry] = {}
-        self._last_served: str | None = None
+        # Per route: the worker a round gave a task to last, and how many rounds it has had
+        # (its queues' order turns by one each round).
+        self._last_served: dict[Route, str] = {}
+        self._rounds: dict[Route, int] = {}
 
     # -- membership --------------------------------------------------------------------------
 
@@ -101,6 +115,7 @@ class Fleet:
             address=worker.address,
             capacity=worker.capacity,
             free=worker.capacity if free_slots is None else free_slots,
+            route=Route(worker.queues, tuple(sorted(set(worker.handlers)))),
             concurrency=worker.concurrency or 0,
         )
         with self._lock:
@@ -140,31 +155,42 @@ class Fleet:
 
     # -- planning ----------------------------------------------------------------------------
 
-    def plan(self, limit: int) -> list[Share]:
-        """The next round's shares: the workers with room in round-robin order, each with how
-        many of the first ``limit`` slots of the round robin it gets, and how many of those fill
-        its idle slots (their start is recorded in the claim).
+    def plan(self, limit: int) -> list[Plan]:
+        """The next round, route by route: the workers of each route with room, in round-robin
+        order, each with how many of the first ``limit`` slots of its route's round robin it
+        gets, and how many of those fill its idle slots (their start is recorded in the claim).
 
-        The rotation starts after the worker served last, and each worker gets at most its free
-        slots: rooms ``a: 1, b: 3, c: 2`` make the slots ``a, b, c, b, c, b``, and a limit of 4
-        keeps ``a, b, c, b``, the shares ``[("a", 1), ("b", 2), ("c", 1)]``.
+        Each route's rotation starts after the worker it served last, and each worker gets at
+        most its free slots: rooms ``a: 1, b: 3, c: 2`` make the slots ``a, b, c, b, c, b``, and
+        a limit of 4 keeps ``a, b, c, b``, the shares ``[("a", 1), ("b", 2), ("c", 1)]``.
         """
         with self._lock:
-            order = list(self._workers.values())
-            if self._last_served in self._workers:
-                start = [entry.id for entry in order].index(self._last_served) + 1
-                order = order[start:] + order[:start]
-            rooms = [(entry.id, entry.room) for entry in order if entry.room > 0]
-            idle = {entry.id: entry.idle for entry in order}
-        return [
-            Share(worker_id, count, min(count, idle[worker_id]))
-            for worker_id, count in _round_robin(rooms, limit)
-        ]
+            routes: dict[Route, list[_Entry]] = {}
+            for entry in self._workers.values():
+                if entry.room > 0:
+                    routes.setdefault(entry.route, []).append(entry)
+            plans = []
+            for route, entries in routes.items():
+                ids = [entry.id for entry in entries]
+                last = self._last_served.get(route)
+                start = ids.index(last) + 1 if last in ids else 0
+                order = entries[start:] + entries[:start]
+                turn = self._rounds.get(route, 0)
+                self._rounds[route] = turn + 1
+                rooms = [(entry.id, entry.room) for entry in order]
+                idle = {entry.id: entry.idle for entry in order}
+                shares = [
+                    Share(worker_id, count, min(count, idle[worker_id]))
+                    for worker_id, count in _round_robin(rooms, limit)
+                ]
+                plans.append(Plan(route, shares, turn))
+        return plans
 
-    def served(self, worker_id: str) -> None:
-        """Records the last worker a round gave a task to; the next round starts after it."""
+    def served(self, route: Route, worker_id: str) -> None:
+        """Records the last worker a round gave a task of a route; the route's next round
+        starts after it."""
         with self._lock:
-            self._last_served = worker_id
+            self._last_served[route] = worker_id
 
     # -- accounting --------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from taskmill.common.attempts import Report, ReportStatus
 from taskmill.common.errors import TaskmillError
-from taskmill.common.models import TaskError, TaskStatus, Worker
+from taskmill.common.models import DEFAULT_QUEUE, ServedQueue, TaskError, TaskStatus, Worker
 from taskmill.common.store import (
     Applied,
     DispatchStore,
@@ -37,6 +37,8 @@ REPORT_REFUSED = "report_refused"
 _UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 #: Task ids as a worker sends them, joined by commas: one match for a call's hundreds of ids.
 _UUIDS = re.compile(f"(?:{_UUID}(?:,{_UUID})*)?")
+#: A queue's name, as the scheduler accepts it for a task.
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
 
 
 class UnknownWorker(TaskmillError):
@@ -114,11 +116,15 @@ class CoordinatorService:
         version: str = "",
         handlers: Sequence[str] = (),
         concurrency: int | None = None,
+        queues: Sequence[ServedQueue] = (),
     ) -> Worker:
         """Records a new worker under a fresh id and starts dispatching to it.
 
+        ``queues`` are those it serves with their weights (none: ``default``).
+
         Raises:
-            InvalidRequest: The address is empty or the capacity negative.
+            InvalidRequest: The address is empty, the capacity negative, or a queue unnamed,
+                named twice or weighted below 1.
         """
         if not address.strip():
             raise InvalidRequest("address must be host:port of the worker's WorkerService")
@@ -128,7 +134,9 @@ class CoordinatorService:
             raise InvalidRequest(
                 f"concurrency must be 0 to capacity {capacity} (got {concurrency})"
             )
+        served = _served(queues)
         worker = self._workers.register(
+            queues=served,
             address=address,
             capacity=capacity,
             concurrency=concurrency,
@@ -313,3 +321,21 @@ class CoordinatorService:
             return False
         logger.info("cancel of %s forwarded to worker %s", task_id, worker_id)
         return found
+
+
+def _served(queues: Sequence[ServedQueue]) -> tuple[ServedQueue, ...]:
+    """The queues a worker registers, checked; none means ``default`` (a worker older than
+    queues). A weight of 0 is the wire's unset field, so it counts as 1."""
+    if not queues:
+        return (ServedQueue(DEFAULT_QUEUE),)
+    served = tuple(ServedQueue(name, weight or 1) for name, weight in queues)
+    for name, weight in served:
+        if not _QUEUE_NAME.fullmatch(name):
+            raise InvalidRequest(
+                f"queue {name!r} must be 1 to 100 letters, digits, '_', '.', ':' or '-'"
+            )
+        if weight < 1:
+            raise InvalidRequest(f"queue {name!r} has weight {weight}; it must be at least 1")
+    if len({name for name, _ in served}) < len(served):
+        raise InvalidRequest("a queue is named twice")
+    return served

@@ -10,6 +10,7 @@ import grpc
 
 from taskmill.common.attempts import Report, task_id_text
 from taskmill.common.errors import DatabaseUnavailable, InvalidTransition, TaskmillError
+from taskmill.common.models import ServedQueue
 from taskmill.common.store import Held
 from taskmill.coordinator.service import CoordinatorService, InvalidRequest, UnknownWorker
 from taskmill.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
@@ -99,6 +100,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 version=request.version,
                 handlers=list(request.handlers),
                 concurrency=request.concurrency or None,  # 0: a worker older than the field
+                queues=[ServedQueue(queue.name, queue.weight) for queue in request.queues],
             ),
         )
         held = _held(request.held, ())

@@ -9,7 +9,7 @@ helpers from here. A dev-only member: no service image installs it.
 from taskmill.testing.databases import admin_connection, throwaway_server
 from taskmill.testing.pki import PKI_NAMED_HOST, tls_env
 from taskmill.testing.serving import serve_in_thread
-from taskmill.testing.stores import NewTask, Reported, Stores, claim
+from taskmill.testing.stores import NewTask, Reported, Stores, claim, every_route
 
 __all__ = [
     "PKI_NAMED_HOST",
@@ -18,6 +18,7 @@ __all__ = [
     "Stores",
     "admin_connection",
     "claim",
+    "every_route",
     "serve_in_thread",
     "throwaway_server",
     "tls_env",

@@ -19,11 +19,12 @@ from taskmill.common.attempts import Held, Report, ReportStatus
 from taskmill.common.db import Connection, Database
 from taskmill.common.errors import TaskNotFound
 from taskmill.common.jsontext import compact as _json
-from taskmill.common.models import Backoff, Task, TaskError, TaskStatus
+from taskmill.common.models import Backoff, ServedQueue, Task, TaskError, TaskStatus
 from taskmill.common.store import (
     DispatchStore,
     RecoveryStore,
     ReportStore,
+    Route,
     Share,
     SubmitRow,
     SubmitStore,
@@ -223,5 +224,16 @@ def claim(stores: Stores, slots: Sequence[str], lease_seconds: float = 60.0) -> 
     shares = [Share(worker_id, size) for worker_id, size in Counter(slots).items()]
     if not shares:
         return []
-    claimed = stores.dispatch.claim_due(shares, lease_seconds).tasks
+    claimed = stores.dispatch.claim_due(every_route(stores), shares, lease_seconds).tasks
     return [stores.tasks.get(task.id) for task in claimed]
+
+
+def every_route(stores: Stores) -> Route:
+    """The route of a worker that serves every queue and has every handler the scheduled tasks
+    name: for tests whose workers may take any task."""
+    with stores.db.connection() as conn:
+        [[queues, commands]] = conn.execute(
+            "SELECT coalesce(array_agg(DISTINCT queue), '{default}'),"
+            " coalesce(array_agg(DISTINCT command), '{}') FROM tasks WHERE status = 'scheduled'"
+        )
+    return Route(tuple(ServedQueue(name) for name in sorted(queues)), tuple(sorted(commands)))

@@ -10,11 +10,14 @@ matches no row and changes nothing.
 - :mod:`.reports`: workers' status reports (``ReportStore``).
 - :mod:`.recovery`: the tasks of lost workers and expired leases (``RecoveryStore``).
 - :mod:`.workers`: the ``workers`` table (``WorkerStore``).
+- :mod:`.queues`: queues as the HTTP API shows and steers them, and why a task waits
+  (``QueueStore``).
 - :mod:`.literals`: the array literals the queries take.
 """
 
 from taskmill.common.attempts import Held
-from taskmill.common.store.dispatch import Claim, ClaimedTask, DispatchStore, Share
+from taskmill.common.store.dispatch import Claim, ClaimedTask, DispatchStore, Route, Share
+from taskmill.common.store.queues import QueueStats, QueueStore, Waiting, WaitingReason
 from taskmill.common.store.recovery import RecoveryStore
 from taskmill.common.store.reports import Applied, ReportStore
 from taskmill.common.store.submit import Decided, SubmitRow, SubmitStore
@@ -28,11 +31,16 @@ __all__ = [
     "Decided",
     "DispatchStore",
     "Held",
+    "QueueStats",
+    "QueueStore",
     "RecoveryStore",
     "ReportStore",
+    "Route",
     "Share",
     "SubmitRow",
     "SubmitStore",
     "TaskStore",
+    "Waiting",
+    "WaitingReason",
     "WorkerStore",
 ]

@@ -5,15 +5,34 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from taskmill.common.attempts import Held
 from taskmill.common.db import Connection, Database
 from taskmill.common.jsontext import compact as _json
-from taskmill.common.models import TaskStatus
-from taskmill.common.store.literals import held_arrays
+from taskmill.common.models import ServedQueue, TaskStatus
+from taskmill.common.store.literals import held_arrays, int_array, text_array
+
+
+class Route(NamedTuple):
+    """What a claim may give a group of workers: tasks in one of their queues whose command
+    they all have a handler for. Workers with the same route share a claim's round robin.
+
+    Attributes:
+        queues: The queues, with their weights, in the order this round visits them.
+        commands: The handler names, sorted.
+    """
+
+    queues: tuple[ServedQueue, ...]
+    commands: tuple[str, ...]
+
+    def rotated(self, by: int) -> Route:
+        """The same route with its queues' order turned ``by`` places, so no queue always
+        comes first in a tie."""
+        turn = by % len(self.queues) if self.queues else 0
+        return self._replace(queues=self.queues[turn:] + self.queues[:turn])
 
 
 class Share(NamedTuple):
@@ -70,13 +89,19 @@ class Claim:
 
     Attributes:
         tasks: The claimed tasks, in slot order.
-        next_due_in: Seconds until the earliest task still scheduled is due, by the database
-            clock: negative when one is due already (another coordinator holds it), ``None``
-            when none is scheduled.
+        next_due_in: Seconds until the earliest task still scheduled that the route can run
+            now is due, by the database clock: negative when one is due already (another
+            coordinator holds it), ``None`` when none is scheduled. Paused queues and full
+            limited ones are left out.
+        limited: Whether one of the route's queues has a ``max_concurrency``: its claims must
+            be ``locked`` (a claim without the lock takes nothing from it).
+        capped: Whether a limited queue is full, so a task finishing may let another start.
     """
 
     tasks: list[ClaimedTask]
     next_due_in: float | None
+    limited: bool = False
+    capped: bool = False
 
 
 class DispatchStore:
@@ -88,23 +113,27 @@ class DispatchStore:
 
     def claim_due(
         self,
+        route: Route,
         shares: Sequence[Share],
         lease_seconds: float,
         conn: Connection | None = None,
+        *,
+        locked: bool = False,
     ) -> Claim:
-        """Claims due tasks for workers, returning only what an assignment needs, and when the
-        next task still scheduled is due.
+        """Claims due tasks for workers of one route, returning only what an assignment needs,
+        and when the next task still scheduled is due.
 
         ``shares`` are the workers in round-robin order, each with how many tasks it takes:
         ``[("a", 1), ("b", 3), ("c", 2)]`` has the slots ``a, b, c, b, c, b``. The first
         ``started`` tasks of each worker's share are claimed ``running``: the claim records their
-        start. The tasks come in slot order (the most urgent fills the first slot); a claim that
-        finds fewer due tasks
-        than slots fills the first ones. The claim commits before it returns, so the caller
-        sends the tasks outside any transaction. Each claimed task's attempt is incremented and
-        its lease set. A claim for one worker runs a leaner statement with the same answer.
-        ``conn``, when given, is a connection outside any transaction to run the claim on
-        instead of a pooled one.
+        start. The tasks come in slot order: the route's queues take turns by weight, and within
+        a queue the most urgent comes first; a claim that finds fewer due tasks than slots fills
+        the first ones. Paused queues give nothing; limited ones give only when ``locked``,
+        which takes their rows' locks first (see ``lock_limited_queues``). The claim commits
+        before it returns, so the caller sends the tasks outside any transaction. Each claimed
+        task's attempt is incremented and its lease set. A claim for one worker runs a leaner
+        statement with the same answer. ``conn``, when given, is a connection outside any
+        transaction to run an unlocked claim on instead of a pooled one.
 
         Raises:
             ValueError: The shares have no slot.
@@ -112,26 +141,38 @@ class DispatchStore:
         slots = sum(share.size for share in shares)
         if slots <= 0:
             raise ValueError("a claim needs at least one slot")
-        lent = nullcontext(conn) if conn is not None else self._db.connection()
+        queues = text_array([queue.name for queue in route.queues])
+        lanes = {
+            "queues": queues,
+            "weights": int_array([queue.weight for queue in route.queues]),
+            "commands": text_array(route.commands),
+            "slots": slots,
+            "lease_seconds": lease_seconds,
+            "locked": locked,
+        }
+        lent: AbstractContextManager[Connection]
+        if locked:
+            lent = self._db.transaction()
+        else:
+            lent = nullcontext(conn) if conn is not None else self._db.connection()
         with lent as claiming:
+            if locked:
+                claiming.run("lock_limited_queues", queues=queues)
             if len(shares) == 1 and shares[0].started in (0, slots):
-                [[claimed, next_due_in]] = claiming.run(
+                [row] = claiming.run(
                     "claim_due_for_worker",
                     worker_id=shares[0].worker_id,
-                    slots=slots,
                     started=bool(shares[0].started),
-                    lease_seconds=lease_seconds,
+                    **lanes,
                 )
             else:
-                [[claimed, next_due_in]] = claiming.run(
-                    "claim_due_assignments",
-                    shares=_json(list(shares)),
-                    slots=slots,
-                    lease_seconds=lease_seconds,
-                )
+                [row] = claiming.run("claim_due_assignments", shares=_json(list(shares)), **lanes)
+        claimed, next_due_in, limited, capped = row
         return Claim(
             list(map(ClaimedTask._make, claimed or ())),
             None if next_due_in is None else float(next_due_in),
+            limited,
+            capped,
         )
 
     def release(

@@ -1,6 +1,100 @@
 -- The coordinator's dispatch: claiming due tasks for workers, giving back tasks a worker never
 -- received, and the leases and cancellations of what a worker holds.
 
+-- name: _claim_lanes
+-- The tasks a claim takes, for workers that serve the same queues with the same handlers (one
+-- route: see Route). Each queue is a lane: its weight, its place in this round's order (the
+-- coordinator rotates it), and how many tasks it may still take: none while paused, its
+-- max_concurrency less its tasks in flight when limited, else the whole claim. A limited
+-- queue's room is counted only under its row's lock (:locked, taken by lock_limited_queues
+-- before this statement, whose snapshot then sees every claim committed before): without it, a
+-- limited lane takes nothing and the answer says the lock is needed.
+WITH lane AS (
+    SELECT
+        l.name, l.weight, l.ord, q.max_concurrency IS NOT NULL AS limited,
+        CASE
+            WHEN q.paused THEN 0
+            WHEN q.max_concurrency IS NULL THEN CAST(:slots AS integer)
+            WHEN NOT CAST(:locked AS boolean) THEN 0
+            ELSE greatest(0, q.max_concurrency - (
+                SELECT count(*) FROM tasks AS f
+                WHERE f.queue = l.name AND f.status IN ('dispatched', 'running')
+            ))
+        END AS room
+    FROM unnest(CAST(:queues AS text[]), CAST(:weights AS integer[]))
+        WITH ORDINALITY AS l(name, weight, ord)
+    LEFT JOIN queues AS q ON q.name = l.name
+),
+candidate AS (
+    -- Each (queue, command) pair the route can run is one range of tasks_claim_idx, in claim
+    -- order: tasks no worker of the route can run are never walked past.
+    SELECT c.id, c.priority, c.scheduled_at, c.seq, lane.name AS lane, lane.weight, lane.ord,
+        lane.room
+    FROM lane
+    CROSS JOIN unnest(CAST(:commands AS text[])) AS handler(command)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, scheduled_at, seq FROM tasks
+        WHERE status = 'scheduled' AND queue = lane.name AND command = handler.command
+          AND scheduled_at <= now()
+        ORDER BY priority DESC, scheduled_at, seq
+        LIMIT lane.room
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    WHERE lane.room > 0
+),
+due AS (
+    -- Fair between queues: the k-th task of a queue of weight w comes in turn ceil(k / w),
+    -- and within a turn the lanes go in the round's order; within a queue, priority then due
+    -- time.
+    SELECT id, lane, row_number() OVER (
+        ORDER BY ceil(rank / CAST(weight AS numeric)), ord, rank
+    ) AS n
+    FROM (
+        SELECT *, row_number() OVER (
+            PARTITION BY lane ORDER BY priority DESC, scheduled_at, seq
+        ) AS rank
+        FROM candidate
+    ) AS ranked
+    WHERE rank <= room
+    ORDER BY n
+    LIMIT :slots
+)
+
+-- name: _claim_answer
+-- The fields of ClaimedTask, in its order, in slot order; then the seconds until the earliest
+-- task still scheduled that the route can run is due, by the database clock (as next_due_in,
+-- so the loop needs no second query), leaving out the lanes that cannot take more now (paused,
+-- or limited and full); then whether a lane is limited (so it needs the lock), and whether a
+-- limited lane is full (so a finished task is worth a round).
+SELECT
+    json_agg(json_build_array(
+        id, worker_id, command, CAST(payload AS text), attempt, max_attempts, timeout_seconds,
+        queue, trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at),
+        claim_token, status = 'running'
+    ) ORDER BY due.n),
+    (
+        -- The statement's snapshot still shows the claimed tasks scheduled.
+        SELECT CAST(extract(epoch FROM min(next.scheduled_at) - clock_timestamp()) AS float8)
+        FROM lane
+        CROSS JOIN unnest(CAST(:commands AS text[])) AS handler(command)
+        CROSS JOIN LATERAL (
+            SELECT t.scheduled_at FROM tasks AS t
+            WHERE t.status = 'scheduled' AND t.queue = lane.name
+              AND t.command = handler.command AND t.id NOT IN (SELECT id FROM due)
+            ORDER BY t.scheduled_at
+            LIMIT 1
+        ) AS next
+        WHERE NOT lane.limited AND lane.room > 0
+           OR lane.room > (SELECT count(*) FROM due WHERE due.lane = lane.name)
+    ),
+    (SELECT coalesce(bool_or(limited), false) FROM lane),
+    (
+        SELECT coalesce(bool_or(room <= (SELECT count(*) FROM due WHERE due.lane = lane.name)),
+            false)
+        FROM lane WHERE limited
+    )
+FROM claimed JOIN due USING (id)
+
 -- name: claim_due_assignments
 -- The coordinator's claim, made cheap for pg8000 at both ends, which cost the coordinator more
 -- CPU than the rest of its dispatch. The workers come as one JSON array of [worker id, tasks it
@@ -13,16 +107,8 @@
 -- tasks go to idle slots: the claim records their start (status running), so the worker starts
 -- them at once, with nothing more to ask (see the worker's starts.py); the first turns of each
 -- worker are those, as the worker's slots take its tasks in the order sent.
-WITH due AS (
-    SELECT id, row_number() OVER (ORDER BY priority DESC, scheduled_at, seq) AS n
-    FROM (
-        SELECT id, priority, scheduled_at, seq FROM tasks
-        WHERE status = 'scheduled' AND scheduled_at <= now()
-        ORDER BY priority DESC, scheduled_at, seq
-        LIMIT :slots
-        FOR UPDATE SKIP LOCKED
-    ) AS locked
-),
+-- include: _claim_lanes
+,
 round AS (
     -- The round robin as arrays, slot n's worker, whether the claim starts it, and the task
     -- that fills it: the first turn of every worker in order, then the second, and so on, no
@@ -57,21 +143,7 @@ claimed AS (
     WHERE tasks.id = slot.id
     RETURNING tasks.*
 )
--- The fields of ClaimedTask, in its order; then the seconds until the earliest task still
--- scheduled is due, by the database clock (as next_due_in, so the loop needs no second query).
-SELECT
-    json_agg(json_build_array(
-        id, worker_id, command, CAST(payload AS text), attempt, max_attempts, timeout_seconds,
-        queue, trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at),
-        claim_token, status = 'running'
-    ) ORDER BY due.n),
-    (
-        -- The statement's snapshot still shows the claimed tasks scheduled.
-        SELECT CAST(extract(epoch FROM min(t.scheduled_at) - clock_timestamp()) AS float8)
-        FROM tasks AS t
-        WHERE t.status = 'scheduled' AND t.id NOT IN (SELECT id FROM due)
-    )
-FROM claimed JOIN due USING (id)
+-- include: _claim_answer
 
 -- name: claim_due_for_worker
 -- claim_due_assignments for a round with one worker: an idle cluster's submit of one task, or
@@ -80,7 +152,9 @@ FROM claimed JOIN due USING (id)
 -- collected into an array first, so the UPDATE finds them by primary key. :started records the
 -- start of all of them (all go to idle slots) or none; a share of some is claimed by
 -- claim_due_assignments.
-WITH claimed AS (
+-- include: _claim_lanes
+,
+claimed AS (
     UPDATE tasks SET
         status = CASE WHEN CAST(:started AS boolean) THEN 'running' ELSE 'dispatched' END,
         worker_id = :worker_id,
@@ -89,27 +163,19 @@ WITH claimed AS (
         started_at = CASE WHEN CAST(:started AS boolean) THEN now() END,
         lease_expires_at = now() + make_interval(secs => :lease_seconds),
         claim_token = nextval('taskmill_claim_tokens')
-    WHERE tasks.id = ANY(ARRAY(
-        SELECT id FROM tasks
-        WHERE status = 'scheduled' AND scheduled_at <= now()
-        ORDER BY priority DESC, scheduled_at, seq
-        LIMIT :slots
-        FOR UPDATE SKIP LOCKED
-    ))
+    WHERE tasks.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING tasks.*
 )
-SELECT
-    json_agg(json_build_array(
-        id, worker_id, command, CAST(payload AS text), attempt, max_attempts, timeout_seconds,
-        queue, trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at),
-        claim_token, status = 'running'
-    ) ORDER BY priority DESC, scheduled_at, seq),
-    (
-        SELECT CAST(extract(epoch FROM min(t.scheduled_at) - clock_timestamp()) AS float8)
-        FROM tasks AS t
-        WHERE t.status = 'scheduled' AND t.id NOT IN (SELECT id FROM claimed)
-    )
-FROM claimed
+-- include: _claim_answer
+
+-- name: lock_limited_queues
+-- Taken before a claim that takes from limited queues, in the same transaction: claims of any
+-- number of coordinators from a limited queue run one after the other, each counting what the
+-- one before committed (see _claim_lanes). Locked in name order, so two never deadlock.
+SELECT name FROM queues
+WHERE name = ANY(CAST(:queues AS text[])) AND max_concurrency IS NOT NULL
+ORDER BY name
+FOR UPDATE
 
 -- name: release_tasks
 -- Gives back tasks a worker never received: assignment failures do not use up an attempt.

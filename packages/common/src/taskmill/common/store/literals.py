@@ -11,6 +11,13 @@ def int_array(values: Iterable[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
+def text_array(values: Iterable[str]) -> str:
+    """A ``text[]`` literal, every element quoted (names the caller did not check may hold
+    commas, braces or quotes)."""
+    quoted = (value.replace("\\", "\\\\").replace('"', '\\"') for value in values)
+    return "{" + ",".join(f'"{value}"' for value in quoted) + "}"
+
+
 def held_arrays(held: Sequence[tuple[str, int]]) -> tuple[str, str]:
     """The task ids and tokens of held tasks as two array literals, in the same order."""
     ids = "{" + ",".join([task_id for task_id, _ in held]) + "}"

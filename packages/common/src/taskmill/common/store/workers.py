@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 
 from taskmill.common.db import Database
-from taskmill.common.models import Worker, WorkerState
+from taskmill.common.models import DEFAULT_QUEUE, ServedQueue, Worker, WorkerState
 from taskmill.common.store.literals import held_arrays, int_array
 
 
@@ -26,6 +26,7 @@ class WorkerStore:
         hostname: str = "",
         version: str = "",
         handlers: Sequence[str] = (),
+        queues: Sequence[ServedQueue] = (ServedQueue(DEFAULT_QUEUE),),
     ) -> Worker:
         """Records a new worker under a fresh unique id."""
         with self._db.connection() as conn:
@@ -39,6 +40,8 @@ class WorkerStore:
                 concurrency=concurrency,
                 handlers=list(handlers),
                 coordinator_id=coordinator_id,
+                queues=[queue.name for queue in queues],
+                queue_weights=[queue.weight for queue in queues],
             )
         assert row is not None  # an INSERT ... RETURNING always returns its row
         return Worker.from_row(row)

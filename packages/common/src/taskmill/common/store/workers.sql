@@ -2,11 +2,13 @@
 
 -- name: register_worker
 INSERT INTO workers (
-    id, address, hostname, version, capacity, concurrency, free_slots, handlers, coordinator_id
+    id, address, hostname, version, capacity, concurrency, free_slots, handlers, coordinator_id,
+    queues, queue_weights
 )
 VALUES (
     :id, :address, :hostname, :version, :capacity, :concurrency, :capacity,
-    CAST(:handlers AS text[]), :coordinator_id
+    CAST(:handlers AS text[]), :coordinator_id, CAST(:queues AS text[]),
+    CAST(:queue_weights AS integer[])
 )
 RETURNING *
 

@@ -1,0 +1,76 @@
+"""Routing through real coordinators and fake workers: each worker gets only tasks of its queues
+that it has a handler for, a task nobody can run waits for a worker that can, and a queue's
+max_concurrency holds across two coordinators."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from taskmill.common.models import TaskStatus
+
+
+def _commands(worker) -> list[tuple[str, str]]:
+    return sorted((a.queue, a.command) for a in worker.assignments)
+
+
+def test_each_worker_gets_only_what_it_serves_and_can_run(harness) -> None:
+    coordinator = harness.coordinator()
+    plain = harness.worker(coordinator, capacity=10, handlers=["echo"])
+    mail = harness.worker(coordinator, capacity=10, handlers=["send", "echo"], queues=["mail"])
+    harness.submit(3, command="echo")
+    harness.submit(2, command="send", queue="mail")
+    harness.submit(1, command="echo", queue="mail")
+    harness.wait_until(lambda: len(plain.assignments) + len(mail.assignments) == 6)
+    assert _commands(plain) == [("default", "echo")] * 3
+    assert _commands(mail) == [("mail", "echo"), ("mail", "send"), ("mail", "send")]
+
+
+def test_a_task_nobody_can_run_waits_for_a_worker_that_can(harness) -> None:
+    coordinator = harness.coordinator(poll_interval=0.2)
+    plain = harness.worker(coordinator, capacity=10, handlers=["echo"])
+    [waiting] = harness.submit(1, command="resize")
+    [ran] = harness.submit(1, command="echo")
+    harness.wait_until(lambda: len(plain.assignments) == 1)
+    assert plain.assignments[0].task_id == str(ran)
+    # The worker with room is not given it, and it is not failed: it stays scheduled.
+    assert harness.tasks.get(waiting).status is TaskStatus.SCHEDULED
+    images = harness.worker(coordinator, capacity=2, handlers=["resize"])
+    harness.wait_until(lambda: len(images.assignments) == 1, what="the resize task")
+    assert images.assignments[0].task_id == str(waiting)
+    assert [a.command for a in plain.assignments] == ["echo"]
+
+
+def test_max_concurrency_holds_across_two_coordinators(harness) -> None:
+    coordinators = [harness.coordinator(poll_interval=0.2) for _ in range(2)]
+    workers = [harness.worker(c, capacity=10) for c in coordinators for _ in range(2)]
+    with harness.db.connection() as conn:
+        conn.execute("INSERT INTO queues (name, max_concurrency) VALUES ('default', 3)")
+    harness.submit(30)
+
+    def held() -> int:
+        return sum(len(w.held) for w in workers)
+
+    for finished in range(30):
+        expected = min(3, 30 - finished)
+        harness.wait_until(lambda expected=expected: held() == expected, what="the queue full")
+        worker = next(w for w in workers if w.held)
+        worker.report(next(iter(worker.held)), TaskStatus.SUCCEEDED, result={})
+    assert sum(len(w.assignments) for w in workers) == 30
+    assert len({w.worker_id for w in workers if w.assignments}) >= 2
+
+
+def test_a_registration_naming_a_bad_queue_is_refused(harness) -> None:
+    coordinator = harness.coordinator()
+    for queues in (["mail", "mail"], ["no spaces"], [""]):
+        worker = harness.worker(coordinator, register=False, queues=queues)
+        with pytest.raises(grpc.RpcError) as refused:
+            worker.register()
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    weighted = harness.worker(coordinator, register=False, queues=["a", "b"])
+    weighted.queues[0].weight = 3
+    weighted.register()
+    with harness.db.connection() as conn:
+        row = conn.row("get_worker", id=weighted.worker_id)
+    assert row is not None
+    assert (list(row["queues"]), list(row["queue_weights"])) == (["a", "b"], [3, 1])
