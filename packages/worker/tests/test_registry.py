@@ -175,6 +175,7 @@ def test_flag_defaults(monkeypatch):
     assert settings.concurrency == 5
     assert settings.queue_room == 5
     assert settings.handler_modules == ()
+    assert settings.queues == (("default", 1),)
     assert not settings.enable_shell
     assert settings.grace_period == 30.0
     assert settings.security.cluster_token is None
@@ -196,6 +197,7 @@ _OPTIONS = [
     ("concurrency", "--concurrency", "CONCURRENCY", ("7", 7), ("3", 3)),
     ("queue_size", "--queue-size", "QUEUE_SIZE", ("11", 11), ("0", 0)),
     ("handlers", "--handlers", "HANDLERS", ("a.b, c",) * 2, ("d",) * 2),
+    ("queues", "--queues", "QUEUES", ("a=3,b",) * 2, ("c",) * 2),
     ("grace_period", "--grace-period", "GRACE_PERIOD", ("2.5", 2.5), ("0", 0.0)),
     ("log_level", "--log-level", "LOG_LEVEL", ("DEBUG",) * 2, ("WARNING",) * 2),
 ]

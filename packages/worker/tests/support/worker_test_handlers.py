@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -66,6 +67,17 @@ def note(payload: Any, context: TaskContext) -> str:
     """Notes that it ran."""
     NOTED.append(context.task_id)
     return context.task_id
+
+
+#: What each ``test.wait_for_release`` task waits on, by task id: the test puts one here first.
+RELEASES: dict[str, threading.Event] = {}
+
+
+@task("test.wait_for_release")
+def wait_for_release(payload: Any, context: TaskContext) -> None:
+    """Notes that it ran, then keeps its slot until the test releases it."""
+    NOTED.append(context.task_id)
+    RELEASES[context.task_id].wait(30)
 
 
 @task("test.payload_only")

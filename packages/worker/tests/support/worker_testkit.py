@@ -229,6 +229,13 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         with self.lock:
             return self.registrations[count - 1][0]
 
+    def served(self, count: int = 1) -> list[tuple[str, int]]:
+        """The queues, with their weights, that the ``count``-th registration named."""
+        self.wait_registered(count)
+        with self.lock:
+            request = self.registrations[count - 1][1]
+        return [(queue.name, queue.weight) for queue in request.queues]
+
     def reports_of(self, task_id: str) -> list[common_pb2.StatusReport]:
         """The task's reports, in the order they were applied."""
         with self.lock:
@@ -298,6 +305,7 @@ def assignment(
     traceparent: str = "",
     token: int | None = None,
     start_recorded: bool = False,
+    queue: str = "default",
 ) -> common_pb2.Assignment:
     """An assignment as a coordinator sends it, with a fencing token no other one has."""
     return common_pb2.Assignment(
@@ -307,7 +315,7 @@ def assignment(
         attempt=attempt,
         max_attempts=max_attempts,
         timeout_seconds=timeout,
-        queue="default",
+        queue=queue,
         traceparent=traceparent,
         token=next(_tokens) if token is None else token,
         start_recorded=start_recorded,

@@ -19,7 +19,7 @@ from taskmill.common.probe import SERVER_NAME_VARIABLE
 from taskmill.common.runtime import tune_gc
 from taskmill.common.settings import parse_bool
 from taskmill.common.telemetry import setup_logging, setup_tracing, shutdown_tracing
-from taskmill.worker.settings import WorkerSettings, default_concurrency
+from taskmill.worker.settings import WorkerSettings, default_concurrency, parse_queues
 
 if TYPE_CHECKING:
     from taskmill.worker.app import Worker
@@ -87,6 +87,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="comma-separated modules with @task handlers to import",
     )
     add(
+        "--queues",
+        default=_env(env, "QUEUES", str, "default"),
+        help="comma-separated task queues to serve, each with an optional weight, its share of "
+        "the slots: a,b or a=3,b=1 (default %(default)s)",
+    )
+    add(
         "--enable-shell",
         action=argparse.BooleanOptionalAction,
         default=_env(
@@ -135,6 +141,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> WorkerSet
         concurrency=args.concurrency,
         queue_size=args.queue_size,
         handler_modules=modules,
+        queues=parse_queues(args.queues),
         enable_shell=args.enable_shell,
         record_starts=args.record_starts,
         grace_period=args.grace_period,

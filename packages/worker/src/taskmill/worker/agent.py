@@ -41,6 +41,7 @@ class Registration:
     version: str
     handlers: tuple[str, ...]
     concurrency: int = 0  # its slots; 0 tells an older coordinator's protocol: unknown
+    queues: tuple[tuple[str, int], ...] = ()  # (name, weight); none tells "default"
 
 
 class Agent:
@@ -159,6 +160,7 @@ class Agent:
             handlers=list(info.handlers),
             held=self._held(),
             concurrency=info.concurrency,
+            queues=[coordinator_pb2.ServedQueue(name=n, weight=w) for n, w in info.queues],
         )
         response = self._stub.RegisterWorker(request, timeout=self._rpc_timeout)
         interval = response.heartbeat_interval_seconds

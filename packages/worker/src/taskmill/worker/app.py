@@ -101,6 +101,7 @@ class Worker:
             tracer=TaskTracer(tracer_provider, lambda: self.membership.worker_id),
             fence=self.fence,
             ask=self.asker.ask if settings.record_starts else None,
+            queues=settings.queues,
         )
         self.asker.on_answer(
             self.executor.started, lambda: [*self.executor.asked(), *self.reporter.started()]
@@ -144,10 +145,11 @@ class Worker:
             self.asker.start()
         self._agent.start()
         logger.info(
-            "worker serving on port %d, advertised as %s; coordinator %s; handlers: %s",
+            "worker serving on port %d, advertised as %s; coordinator %s; queues: %s; handlers: %s",
             self.port,
             self.address,
             self.settings.coordinator,
+            ", ".join(f"{name}={weight}" for name, weight in self.settings.queues),
             ", ".join(self.executor.handler_names),
         )
 
@@ -159,6 +161,7 @@ class Worker:
             version=package_version(),
             handlers=tuple(self.executor.handler_names),
             concurrency=self.executor.concurrency,
+            queues=self.settings.queues,
         )
 
     def drain(self, grace: float | None = None) -> None:

@@ -1,7 +1,8 @@
 """The bounded queue and the executor slots that run handlers.
 
 Room: a worker holds at most ``concurrency + queue_size`` tasks; ``concurrency`` slot threads take
-them from the queue in order. A batch that does not fit is refused whole, never waited for.
+them from the queue (``lanes.py``: in order, or by turns between task queues). A batch that does
+not fit is refused whole, never waited for.
 
 Timeouts of thread handlers (see ``runner.py``): when a retry may follow, the
 failure is reported only once the function has returned, the task staying ``running`` (held,
@@ -31,7 +32,8 @@ from taskmill.common.errors import TaskmillError
 from taskmill.worker.emitter import Emitter
 from taskmill.worker.execution import TIMEOUT, UNKNOWN_COMMAND, WORKER_SHUTDOWN
 from taskmill.worker.fence import Fence
-from taskmill.worker.job import Job, JobState, sort_out
+from taskmill.worker.job import Job, JobState, sort_out, unstarted
+from taskmill.worker.lanes import job_queue
 from taskmill.worker.registry import Handler
 from taskmill.worker.runner import WAIT_STEP, Runner
 from taskmill.worker.starts import StartRecords
@@ -71,6 +73,7 @@ class Executor:
             open).
         ask: Sends a ``running`` report that records a start before the handler runs, for the
             tasks that may run at most once (``starts.py``); ``None`` starts every task at once.
+        queues: The task queues served, with their weights: two or more share the slots.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class Executor:
         tracer: TaskTracer | None = None,
         fence: Fence | None = None,
         ask: Callable[[list[Held]], None] | None = None,
+        queues: Sequence[tuple[str, int]] = (),
     ) -> None:
         self._handlers = dict(handlers)
         self._fence = fence or Fence()
@@ -99,7 +103,7 @@ class Executor:
         self._busy = 0  # slot threads inside a handler, including ones whose task timed out
         self._children = 0  # slot threads supervising a child process
         self._draining = False
-        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._queue = job_queue(queues)
         self._watchdog: Watchdog[Job] = Watchdog(self._time_out)
         self._runner = Runner(
             tracer,
@@ -269,7 +273,7 @@ class Executor:
         with self._lock:
             self._draining = True
             self._waiting = True  # never cleared: a stopped executor runs nothing hot
-            for job in [job for job in self._jobs.values() if _unstarted(job)]:
+            for job in [job for job in self._jobs.values() if unstarted(job)]:
                 if job.state is JobState.QUEUED:
                     self._queued -= 1
                 self._settle(job, Outcome.rejected())  # never ran: given back, attempt unused
@@ -429,10 +433,3 @@ class Executor:
                 job.assignment.task_id,
                 job.assignment.attempt,
             )
-
-
-def _unstarted(job: Job) -> bool:
-    """Whether a held job has not begun: queued, or in a slot still waiting for its start."""
-    return job.state is JobState.QUEUED or (
-        job.state is JobState.RUNNING and job.gated and job.started_at is None
-    )

@@ -49,6 +49,13 @@ class Job:
     started_at: float | None = None  # when its handler started, for a final report to carry
 
 
+def unstarted(job: Job) -> bool:
+    """Whether a held job has not begun: queued, or in a slot still waiting for its start."""
+    return job.state is JobState.QUEUED or (
+        job.state is JobState.RUNNING and job.gated and job.started_at is None
+    )
+
+
 def sort_out(
     held: Mapping[str, Job], assignments: Sequence[Assignment]
 ) -> tuple[list[Assignment], list[Job]]:
