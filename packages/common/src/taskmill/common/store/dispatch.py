@@ -158,15 +158,19 @@ class DispatchStore:
         with lent as claiming:
             if locked:
                 claiming.run("lock_limited_queues", queues=queues)
+            # A route of several queues takes them in turns (see _claim_turns).
+            turns = "_in_turns" if len(route.queues) > 1 else ""
             if len(shares) == 1 and shares[0].started in (0, slots):
                 [row] = claiming.run(
-                    "claim_due_for_worker",
+                    "claim_due_for_worker" + turns,
                     worker_id=shares[0].worker_id,
                     started=bool(shares[0].started),
                     **lanes,
                 )
             else:
-                [row] = claiming.run("claim_due_assignments", shares=_json(list(shares)), **lanes)
+                [row] = claiming.run(
+                    "claim_due_assignments" + turns, shares=_json(list(shares)), **lanes
+                )
         claimed, next_due_in, limited, capped = row
         return Claim(
             list(map(ClaimedTask._make, claimed or ())),

@@ -24,12 +24,15 @@ WITH lane AS (
     FROM unnest(CAST(:queues AS text[]), CAST(:weights AS integer[]))
         WITH ORDINALITY AS l(name, weight, ord)
     LEFT JOIN queues AS q ON q.name = l.name
-),
+)
+
+-- name: _claim_one_lane
+-- The due tasks of a route with one queue, most urgent first: each command's range of
+-- tasks_claim_idx locked as it is read (SKIP LOCKED: another coordinator's claim takes others),
+-- then the first :slots of them all.
+,
 candidate AS (
-    -- Each (queue, command) pair the route can run is one range of tasks_claim_idx, in claim
-    -- order: tasks no worker of the route can run are never walked past.
-    SELECT c.id, c.priority, c.scheduled_at, c.seq, lane.name AS lane, lane.weight, lane.ord,
-        lane.room
+    SELECT c.id, c.priority, c.scheduled_at, c.seq, lane.name AS lane
     FROM lane
     CROSS JOIN unnest(CAST(:commands AS text[])) AS handler(command)
     CROSS JOIN LATERAL (
@@ -43,21 +46,112 @@ candidate AS (
     WHERE lane.room > 0
 ),
 due AS (
-    -- Fair between queues: the k-th task of a queue of weight w comes in turn ceil(k / w),
-    -- and within a turn the lanes go in the round's order; within a queue, priority then due
-    -- time.
-    SELECT id, lane, row_number() OVER (
-        ORDER BY ceil(rank / CAST(weight AS numeric)), ord, rank
-    ) AS n
+    SELECT id, lane, row_number() OVER (ORDER BY priority DESC, scheduled_at, seq) AS n
+    FROM candidate
+    ORDER BY n
+    LIMIT :slots
+)
+
+-- name: _claim_turns
+-- The due tasks of a route with several queues, fair between them: the k-th task of a queue of
+-- weight w comes in turn (k - 1) / w, and within a turn the queues go in the round's order;
+-- within a queue, priority then due time. Each (queue, command) range of tasks_claim_idx is
+-- read without locks, and only the tasks chosen are locked, in turn order, skipping those
+-- another coordinator's claim holds: locked as they were read, every queue's range would be
+-- locked for a claim that takes a share of each (a lock is a write). Queues are told apart by
+-- their place in the round (ord), an integer, cheaper to sort by than their names.
+,
+candidate AS (
+    SELECT c.id, c.priority, c.scheduled_at, c.seq, lane.ord, lane.weight, lane.room
+    FROM lane
+    CROSS JOIN unnest(CAST(:commands AS text[])) AS handler(command)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, scheduled_at, seq FROM tasks
+        WHERE status = 'scheduled' AND queue = lane.name AND command = handler.command
+          AND scheduled_at <= now()
+        ORDER BY priority DESC, scheduled_at, seq
+        LIMIT lane.room
+    ) AS c
+    WHERE lane.room > 0
+),
+turn AS (
+    SELECT id, ord, (rank - 1) / weight AS turn, rank
     FROM (
-        SELECT *, row_number() OVER (
-            PARTITION BY lane ORDER BY priority DESC, scheduled_at, seq
+        SELECT id, ord, weight, room, row_number() OVER (
+            PARTITION BY ord ORDER BY priority DESC, scheduled_at, seq
         ) AS rank
         FROM candidate
     ) AS ranked
     WHERE rank <= room
-    ORDER BY n
+    ORDER BY turn, ord, rank
+    -- Twice the slots: spares for the tasks another claim holds.
+    LIMIT 2 * CAST(:slots AS integer)
+),
+locked AS (
+    SELECT tasks.id, turn.ord, turn.turn, turn.rank
+    FROM turn JOIN tasks ON tasks.id = turn.id
+    WHERE tasks.status = 'scheduled'
+    ORDER BY turn.turn, turn.ord, turn.rank
     LIMIT :slots
+    FOR UPDATE OF tasks SKIP LOCKED
+),
+due AS (
+    SELECT locked.id, lane.name AS lane, row_number() OVER (
+        ORDER BY locked.turn, locked.ord, locked.rank
+    ) AS n
+    FROM locked JOIN lane USING (ord)
+)
+
+-- name: _claim_round_robin
+,
+round AS (
+    -- The round robin as arrays, slot n's worker, whether the claim starts it, and the task
+    -- that fills it: the first turn of every worker in order, then the second, and so on, no
+    -- worker taking more turns than there are due tasks.
+    SELECT
+        array_agg(s.worker ->> 0 ORDER BY turn, s.ord) AS worker_ids,
+        array_agg(turn <= CAST(s.worker ->> 2 AS integer) ORDER BY turn, s.ord) AS started,
+        (SELECT array_agg(id ORDER BY n) FROM due) AS task_ids
+    FROM
+        jsonb_array_elements(CAST(:shares AS jsonb)) WITH ORDINALITY AS s(worker, ord),
+        generate_series(
+            1, least(CAST(s.worker ->> 1 AS integer), (SELECT count(*) FROM due))
+        ) AS turn
+),
+claimed AS (
+    -- The due tasks are found by primary key, each paired with its slot's worker by unnesting
+    -- the two arrays side by side: the planner takes the unnested pairs for a few rows and
+    -- looks each task up in the index. (Joined with a set of slots instead, it guessed far too
+    -- many rows and hashed the whole table for every claim, a cost that grew with the finished
+    -- history; array_position instead of the pairing grew with the square of the batch.)
+    UPDATE tasks SET
+        status = CASE WHEN slot.started THEN 'running' ELSE 'dispatched' END,
+        worker_id = slot.worker_id,
+        attempt = tasks.attempt + 1,
+        dispatched_at = now(),
+        started_at = CASE WHEN slot.started THEN now() END,
+        lease_expires_at = now() + make_interval(secs => :lease_seconds),
+        claim_token = nextval('taskmill_claim_tokens')
+    FROM unnest(
+        (SELECT task_ids FROM round), (SELECT worker_ids FROM round), (SELECT started FROM round)
+    ) AS slot(id, worker_id, started)
+    WHERE tasks.id = slot.id
+    RETURNING tasks.*
+)
+
+-- name: _claim_for_worker
+,
+claimed AS (
+    UPDATE tasks SET
+        status = CASE WHEN CAST(:started AS boolean) THEN 'running' ELSE 'dispatched' END,
+        worker_id = :worker_id,
+        attempt = tasks.attempt + 1,
+        dispatched_at = now(),
+        started_at = CASE WHEN CAST(:started AS boolean) THEN now() END,
+        lease_expires_at = now() + make_interval(secs => :lease_seconds),
+        claim_token = nextval('taskmill_claim_tokens')
+    WHERE tasks.id = ANY(ARRAY(SELECT id FROM due))
+    RETURNING tasks.*
 )
 
 -- name: _claim_answer
@@ -108,41 +202,8 @@ FROM claimed JOIN due USING (id)
 -- them at once, with nothing more to ask (see the worker's starts.py); the first turns of each
 -- worker are those, as the worker's slots take its tasks in the order sent.
 -- include: _claim_lanes
-,
-round AS (
-    -- The round robin as arrays, slot n's worker, whether the claim starts it, and the task
-    -- that fills it: the first turn of every worker in order, then the second, and so on, no
-    -- worker taking more turns than there are due tasks.
-    SELECT
-        array_agg(s.worker ->> 0 ORDER BY turn, s.ord) AS worker_ids,
-        array_agg(turn <= CAST(s.worker ->> 2 AS integer) ORDER BY turn, s.ord) AS started,
-        (SELECT array_agg(id ORDER BY n) FROM due) AS task_ids
-    FROM
-        jsonb_array_elements(CAST(:shares AS jsonb)) WITH ORDINALITY AS s(worker, ord),
-        generate_series(
-            1, least(CAST(s.worker ->> 1 AS integer), (SELECT count(*) FROM due))
-        ) AS turn
-),
-claimed AS (
-    -- The due tasks are found by primary key, each paired with its slot's worker by unnesting
-    -- the two arrays side by side: the planner takes the unnested pairs for a few rows and
-    -- looks each task up in the index. (Joined with a set of slots instead, it guessed far too
-    -- many rows and hashed the whole table for every claim, a cost that grew with the finished
-    -- history; array_position instead of the pairing grew with the square of the batch.)
-    UPDATE tasks SET
-        status = CASE WHEN slot.started THEN 'running' ELSE 'dispatched' END,
-        worker_id = slot.worker_id,
-        attempt = tasks.attempt + 1,
-        dispatched_at = now(),
-        started_at = CASE WHEN slot.started THEN now() END,
-        lease_expires_at = now() + make_interval(secs => :lease_seconds),
-        claim_token = nextval('taskmill_claim_tokens')
-    FROM unnest(
-        (SELECT task_ids FROM round), (SELECT worker_ids FROM round), (SELECT started FROM round)
-    ) AS slot(id, worker_id, started)
-    WHERE tasks.id = slot.id
-    RETURNING tasks.*
-)
+-- include: _claim_one_lane
+-- include: _claim_round_robin
 -- include: _claim_answer
 
 -- name: claim_due_for_worker
@@ -153,19 +214,22 @@ claimed AS (
 -- start of all of them (all go to idle slots) or none; a share of some is claimed by
 -- claim_due_assignments.
 -- include: _claim_lanes
-,
-claimed AS (
-    UPDATE tasks SET
-        status = CASE WHEN CAST(:started AS boolean) THEN 'running' ELSE 'dispatched' END,
-        worker_id = :worker_id,
-        attempt = tasks.attempt + 1,
-        dispatched_at = now(),
-        started_at = CASE WHEN CAST(:started AS boolean) THEN now() END,
-        lease_expires_at = now() + make_interval(secs => :lease_seconds),
-        claim_token = nextval('taskmill_claim_tokens')
-    WHERE tasks.id = ANY(ARRAY(SELECT id FROM due))
-    RETURNING tasks.*
-)
+-- include: _claim_one_lane
+-- include: _claim_for_worker
+-- include: _claim_answer
+
+-- name: claim_due_assignments_in_turns
+-- claim_due_assignments for a route with several queues.
+-- include: _claim_lanes
+-- include: _claim_turns
+-- include: _claim_round_robin
+-- include: _claim_answer
+
+-- name: claim_due_for_worker_in_turns
+-- claim_due_for_worker for a route with several queues.
+-- include: _claim_lanes
+-- include: _claim_turns
+-- include: _claim_for_worker
 -- include: _claim_answer
 
 -- name: lock_limited_queues
