@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from taskmill.common.attempts import Held
 from taskmill.common.db import Connection, Database
@@ -141,9 +141,8 @@ class DispatchStore:
         slots = sum(share.size for share in shares)
         if slots <= 0:
             raise ValueError("a claim needs at least one slot")
-        queues = text_array([queue.name for queue in route.queues])
         lanes = {
-            "queues": queues,
+            "queues": text_array([queue.name for queue in route.queues]),
             "weights": int_array([queue.weight for queue in route.queues]),
             "commands": text_array(route.commands),
             "slots": slots,
@@ -157,21 +156,10 @@ class DispatchStore:
             lent = nullcontext(conn) if conn is not None else self._db.connection()
         with lent as claiming:
             if locked:
-                claiming.run("lock_limited_queues", queues=queues)
-            # A route of several queues takes them in turns (see _claim_turns).
-            turns = "_in_turns" if len(route.queues) > 1 else ""
-            if len(shares) == 1 and shares[0].started in (0, slots):
-                [row] = claiming.run(
-                    "claim_due_for_worker" + turns,
-                    worker_id=shares[0].worker_id,
-                    started=bool(shares[0].started),
-                    **lanes,
-                )
-            else:
-                [row] = claiming.run(
-                    "claim_due_assignments" + turns, shares=_json(list(shares)), **lanes
-                )
-        claimed, next_due_in, limited, capped = row
+                claiming.run("lock_limited_queues", queues=lanes["queues"])
+            [[claimed, next_due_in, limited, capped]] = _run_claim(
+                claiming, len(route.queues) > 1, shares, lanes
+            )
         return Claim(
             list(map(ClaimedTask._make, claimed or ())),
             None if next_due_in is None else float(next_due_in),
@@ -236,3 +224,20 @@ class DispatchStore:
         """Tasks held by a worker whose cancellation was requested."""
         with self._db.connection() as conn:
             return [row[0] for row in conn.run("cancel_requested_for_worker", worker_id=worker_id)]
+
+
+def _run_claim(
+    conn: Connection, in_turns: bool, shares: Sequence[Share], lanes: dict[str, Any]
+) -> list[list[Any]]:
+    """Runs the claim statement that fits: a route of several queues takes them in turns (see
+    _claim_turns), and a claim for one worker whose tasks all start, or none, is the lean one."""
+    turns = "_in_turns" if in_turns else ""
+    slots = lanes["slots"]
+    if len(shares) == 1 and shares[0].started in (0, slots):
+        return conn.run(
+            "claim_due_for_worker" + turns,
+            worker_id=shares[0].worker_id,
+            started=bool(shares[0].started),
+            **lanes,
+        )
+    return conn.run("claim_due_assignments" + turns, shares=_json(list(shares)), **lanes)
