@@ -74,3 +74,20 @@ def test_a_registration_naming_a_bad_queue_is_refused(harness) -> None:
         row = conn.row("get_worker", id=weighted.worker_id)
     assert row is not None
     assert (list(row["queues"]), list(row["queue_weights"])) == (["a", "b"], [3, 1])
+
+
+def test_a_route_that_learns_of_a_limit_sends_every_task_it_claims(harness) -> None:
+    # The first claim, without the limited queue's lock, takes the worker's room from the
+    # unlimited queue; those tasks must be sent, and the claim under the lock must not take
+    # that room a second time.
+    coordinator = harness.coordinator()
+    with harness.db.connection() as conn:
+        conn.execute("INSERT INTO queues (name, max_concurrency) VALUES ('few', 1)")
+    ids = harness.submit(10, command="echo") + harness.submit(3, command="echo", queue="few")
+    worker = harness.worker(coordinator, capacity=4, queues=["default", "few"])
+    for done in range(13):
+        harness.wait_until(lambda done=done: len(worker.assignments) > done, what="a task")
+        assert len(worker.held) <= 4
+        worker.report(worker.assignments[done].task_id, TaskStatus.SUCCEEDED, result={})
+    assert sorted(a.task_id for a in worker.assignments) == sorted(map(str, ids))
+    assert worker.overfilled == 0

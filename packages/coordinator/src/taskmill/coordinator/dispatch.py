@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from dataclasses import replace
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -214,8 +215,11 @@ class Dispatcher:
         claim = self._tasks.claim_due(route, plan.shares, self._lease_seconds, conn, locked=locked)
         if claim.limited and not locked:
             self._limited.add(plan.route)
-            claim = self._tasks.claim_due(route, plan.shares, self._lease_seconds, locked=True)
-        elif locked and not claim.limited:
+            if not claim.tasks:
+                return self._tasks.claim_due(route, plan.shares, self._lease_seconds, locked=True)
+            # The shares are spent on what it took: the next round, at once, takes the rest.
+            return replace(claim, capped=True)
+        if locked and not claim.limited:
             self._limited.discard(plan.route)
         return claim
 
