@@ -182,6 +182,12 @@ def scheduler(database_url: str) -> Iterator[Scheduler]:
 
 
 @pytest.fixture
+def client(scheduler: Scheduler, make_client: Callable[..., Client]) -> Client:
+    """A client of the real scheduler, with its token."""
+    return make_client(scheduler.url, token=scheduler.token)
+
+
+@pytest.fixture
 def unused_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     with socket.socket() as sock:

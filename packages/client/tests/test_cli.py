@@ -21,8 +21,6 @@ from taskmill.common.models import TaskError as StoredError
 
 from .conftest import Scheduler  # type: ignore[import-not-found]
 
-MakeClient = Callable[..., Client]
-
 
 def taskmill(
     scheduler: Scheduler | None, *args: str, stdin: str | None = None, **popen: Any
@@ -41,11 +39,6 @@ def taskmill(
         timeout=60,
         check=False,
     )
-
-
-@pytest.fixture
-def client(scheduler: Scheduler, make_client: MakeClient) -> Client:
-    return make_client(scheduler.url, token=scheduler.token)
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:

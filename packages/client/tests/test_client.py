@@ -29,11 +29,6 @@ from .conftest import Scheduler  # type: ignore[import-not-found]
 MakeClient = Callable[..., Client]
 
 
-@pytest.fixture
-def client(scheduler: Scheduler, make_client: MakeClient) -> Client:
-    return make_client(scheduler.url, token=scheduler.token)
-
-
 def test_submit_and_get_mirror_the_task(client: Client) -> None:
     at = datetime(2031, 5, 17, 9, 30, tzinfo=UTC)
     task = client.submit(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from taskmill.client import Task, TaskError
+from taskmill.client import Queue, Task, TaskError, Waiting
 from taskmill.client._render import (
     compact_json,
     outcome_line,
@@ -16,6 +16,9 @@ from taskmill.client._render import (
     parse_when,
     print_json,
     progress_bar,
+    queue_detail,
+    queues_table,
+    show_age,
     task_detail,
     tasks_table,
 )
@@ -152,3 +155,61 @@ def test_tasks_tolerate_unknown_fields_and_statuses() -> None:
     assert not failed.succeeded
     assert failed.error == TaskError("ValueError", "bad size", "Traceback...\n")
     assert failed.scheduled_at == datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (None, "-"),
+        (0.04, "0.0s"),
+        (42.46, "42.5s"),
+        (60, "1m00s"),
+        (187.9, "3m07s"),
+        (7500, "2h05m"),
+        (86400 * 3 + 3600 * 4 + 59, "3d04h"),
+    ],
+)
+def test_ages_read_as_durations(seconds: float | None, shown: str) -> None:
+    assert show_age(seconds) == shown
+
+
+def test_queues_table_and_detail_show_every_field() -> None:
+    busy = Queue("mail", 5, 3, 2, 187.9, 4, True, 10)
+    idle = Queue("default")
+
+    lines = queues_table([busy, idle]).splitlines()
+
+    assert lines[0].split() == [
+        "NAME", "PAUSED", "LIMIT", "SCHEDULED", "DUE", "RUNNING", "OLDEST", "DUE", "WORKERS",
+    ]  # fmt: skip
+    assert lines[1].split() == ["mail", "yes", "10", "5", "3", "2", "3m07s", "4"]
+    assert lines[2].split() == ["default", "no", "-", "0", "0", "0", "-", "0"]
+    assert queue_detail(busy) == (
+        "queue:     mail\n"
+        "paused:    yes\n"
+        "limit:     10 dispatched or running at once\n"
+        "scheduled: 5\n"
+        "due:       3, the oldest for 3m07s\n"
+        "running:   2\n"
+        "workers:   4\n"
+    )
+    assert "limit:     none\n" in queue_detail(idle) and "due:       0\n" in queue_detail(idle)
+
+
+def test_detail_says_why_a_task_waits() -> None:
+    waiting = {"reason": "queue_paused", "message": "queue 'mail' is paused"}
+    task = _task(status="scheduled", error=None, waiting=waiting)
+
+    assert task.waiting == Waiting("queue_paused", "queue 'mail' is paused")
+    assert "waiting:   queue_paused: queue 'mail' is paused\n" in task_detail(task)
+    assert "waiting" not in task_detail(_task())
+
+
+def test_queues_and_waiting_parse_leniently() -> None:
+    queue = Queue.from_json({"name": "q", "max_concurrency": 3, "novel": True})
+    assert queue == Queue("q", max_concurrency=3)
+    assert queue.raw["novel"] is True
+    task = Task.from_json(
+        {"id": "x", "command": "c", "status": "scheduled", "waiting": {"reason": "new"}}
+    )
+    assert task.waiting == Waiting("new", "")

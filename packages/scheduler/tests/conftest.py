@@ -97,6 +97,42 @@ class Api:
         task: dict[str, Any] = result.json
         return task
 
+    def put(self, path: str, body: Any, **kwargs: Any) -> falcon.testing.Result:
+        """PUTs ``body`` encoded as JSON."""
+        headers = {**JSON, **kwargs.pop("headers", {})}
+        return self.client.simulate_put(path, body=json.dumps(body), headers=headers, **kwargs)
+
+    def sql(self, text: str, **params: Any) -> list[list[Any]]:
+        """Runs SQL on the app's database: to put tasks and workers in states no request
+        makes."""
+        with self.db.connection() as conn:
+            return conn.execute(text, **params)
+
+    def move(self, task: dict[str, Any], status: str) -> None:
+        """Moves a submitted task to ``status`` as a claim or a report would."""
+        self.sql(
+            "UPDATE tasks SET status = :status, worker_id = 'w-test', dispatched_at = now(),"
+            " finished_at = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled')"
+            " THEN now() END WHERE id = CAST(:id AS uuid)",
+            status=status,
+            id=task["id"],
+        )
+
+    def worker(self, queues: Sequence[str], handlers: Sequence[str], state: str = "active") -> str:
+        """Adds a worker row that serves ``queues`` with ``handlers``; returns its id."""
+        [[count]] = self.sql("SELECT count(*) FROM workers")
+        worker_id = f"w-{count + 1}"
+        self.sql(
+            "INSERT INTO workers (id, address, capacity, coordinator_id, handlers, queues, state)"
+            " VALUES (:id, '127.0.0.1:1', 4, 'c-test', CAST(:handlers AS text[]),"
+            " CAST(:queues AS text[]), :state)",
+            id=worker_id,
+            handlers=list(handlers),
+            queues=list(queues),
+            state=state,
+        )
+        return worker_id
+
     def count_tasks(self) -> int:
         """How many tasks the database holds (or the offline app tried to store)."""
         if self.spy is not None:

@@ -66,7 +66,8 @@ def test_every_route_is_checked_before_anything_else(secured) -> None:
     # Bad bodies, unknown routes and wrong methods all get 401 first: nothing leaks.
     requests = [("POST", "/v1/tasks"), ("GET", "/v1/tasks/x"), ("GET", "/nowhere"),
                 ("DELETE", "/v1/workers"), ("POST", "/schedule"),
-                ("GET", "/v1/workers")]  # fmt: skip
+                ("GET", "/v1/workers"), ("GET", "/v1/queues"), ("PUT", "/v1/queues/q"),
+                ("POST", "/v1/queues/q/pause")]  # fmt: skip
     for method, path in requests:
         result = secured.simulate_request(method, path, remote_addr=REMOTE)
         assert result.status_code == 401, (method, path)
@@ -106,6 +107,6 @@ def test_a_token_holder_can_submit_and_read_from_anywhere(database_url: str) -> 
         )
         assert created.status_code == 201
         location = created.headers["Location"]
-        assert client.simulate_get(location, headers=headers, remote_addr=REMOTE).json == (
-            created.json
-        )
+        got = client.simulate_get(location, headers=headers, remote_addr=REMOTE).json
+        assert got.pop("waiting")["reason"] == "no_worker"
+        assert got == created.json

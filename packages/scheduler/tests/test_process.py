@@ -109,7 +109,9 @@ def test_the_real_process_serves_http_and_stops_cleanly_on_sigterm(database_url:
     with scheduler([], _env(database_url)) as (process, port):
         status, headers, task = _request(port, "POST", "/v1/tasks", {"command": "echo"})
         assert status == 201
-        assert _request(port, "GET", headers["Location"])[2] == task
+        read = _request(port, "GET", headers["Location"])[2]
+        assert read.pop("waiting")["reason"] == "no_worker"
+        assert read == task
         assert _request(port, "GET", "/readyz")[0] == 200
         assert _request(port, "GET", "/v1/tasks/nope")[0] == 404
 

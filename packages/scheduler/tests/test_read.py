@@ -36,10 +36,11 @@ def test_get_returns_every_field_of_a_finished_task(api, store) -> None:
     assert got["error"] == {"type": "ValueError", "message": "bad n", "traceback": "Traceback ..."}
     for name in ("dispatched_at", "started_at", "finished_at"):
         assert got[name].endswith("Z")
+    assert got["waiting"] is None
     assert set(got) == {
         "id", "command", "payload", "status", "queue", "priority", "attempt", "max_attempts",
         "timeout_seconds", "scheduled_at", "created_at", "dispatched_at", "started_at",
-        "finished_at", "worker_id", "result", "error", "trace_id", "cancel_requested",
+        "finished_at", "worker_id", "result", "error", "trace_id", "cancel_requested", "waiting",
     }  # fmt: skip
 
 

@@ -37,8 +37,8 @@ def test_submit_stores_the_task_and_returns_it_with_its_location(api) -> None:
     for name in ("dispatched_at", "started_at", "finished_at", "worker_id", "result", "error"):
         assert task[name] is None
     assert task["cancel_requested"] is False
-    # What GET returns is what POST returned.
-    assert api.get(result.headers["Location"]).json == task
+    # What GET returns is what POST returned, and that a task not yet due waits for nothing.
+    assert api.get(result.headers["Location"]).json == task | {"waiting": None}
 
 
 def test_defaults_are_an_empty_payload_now_priority_0_one_attempt_default_queue(api) -> None:

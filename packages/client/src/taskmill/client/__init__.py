@@ -13,6 +13,8 @@ from taskmill.client._errors import (
     AuthError,
     Conflict,
     FieldProblem,
+    NotFound,
+    QueueNotFound,
     ServerError,
     TaskFailed,
     TaskmillClientError,
@@ -23,10 +25,12 @@ from taskmill.client._errors import (
 )
 from taskmill.client._models import (
     FINAL_STATUSES,
+    Queue,
     SubmitSpec,
     Task,
     TaskError,
     TaskStatus,
+    Waiting,
     Worker,
 )
 
@@ -38,6 +42,9 @@ __all__ = [
     "Client",
     "Conflict",
     "FieldProblem",
+    "NotFound",
+    "Queue",
+    "QueueNotFound",
     "ServerError",
     "SubmitSpec",
     "Task",
@@ -49,5 +56,6 @@ __all__ = [
     "Unavailable",
     "ValidationError",
     "WaitTimeout",
+    "Waiting",
     "Worker",
 ]

@@ -12,12 +12,13 @@ from typing import Any, TextIO
 from taskmill.client._client import Client
 from taskmill.client._errors import (
     Conflict,
+    NotFound,
     TaskmillClientError,
-    TaskNotFound,
     ValidationError,
     WaitTimeout,
 )
 from taskmill.client._models import Task, TaskStatus
+from taskmill.client._queue_cli import add_queue_commands, queue_command, queues_command
 from taskmill.client._render import (
     outcome_line,
     parse_duration,
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="taskmill",
         description="Submit tasks to a taskmill scheduler and follow them.",
         epilog="Exit status: 0 ok, 1 task failed/cancelled/not finished in time, 2 usage, "
-        "3 not found, 4 server, auth or network error.",
+        "3 no such task or queue, 4 server, auth or network error.",
     )
     parser.add_argument(
         "--url", help="scheduler URL (default: $TASKMILL_URL, else http://127.0.0.1:8081)"
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("task_id", metavar="ID")
 
     commands.add_parser("workers", parents=[common], help="list the live workers")
+    add_queue_commands(commands, common)
     return parser
 
 
@@ -153,7 +155,7 @@ def run(argv: Sequence[str] | None, stdin: TextIO, stdout: TextIO, stderr: TextI
         return _fail(stderr, str(exc), EXIT_USAGE)
     except ValidationError as exc:
         return _fail(stderr, exc.message, EXIT_USAGE)
-    except TaskNotFound as exc:
+    except NotFound as exc:
         return _fail(stderr, exc.message, EXIT_NOT_FOUND)
     except (Conflict, WaitTimeout) as exc:
         return _fail(stderr, exc.message, EXIT_TASK_FAILED)
@@ -314,6 +316,8 @@ _HANDLERS: dict[str, _Handler] = {
     "list": _list,
     "cancel": _cancel,
     "workers": _workers,
+    "queues": queues_command,
+    "queue": queue_command,
 }
 
 

@@ -9,17 +9,22 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
-from taskmill.client._errors import ServerError, TaskFailed, TaskNotFound, WaitTimeout
-from taskmill.client._models import SubmitSpec, Task, Worker
+from taskmill.client._errors import NotFound, ServerError, TaskFailed, WaitTimeout
+from taskmill.client._models import Queue, SubmitSpec, Task, Worker
 from taskmill.client._retry import Caller, RetryPolicy
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 
 #: How many tasks one batch request may carry (the scheduler's limit).
 BATCH_LIMIT = 1000
+
+_Item = TypeVar("_Item")
+
+#: What names one of a collection's items, and how an error says it is missing.
+_NAMED_BY = {"tasks": ("a task id", "task with id"), "queues": ("a queue name", "queue named")}
 
 _FIRST_POLL = 0.05
 _POLL_GROWTH = 1.5
@@ -224,20 +229,74 @@ class Client:
             AuthError: The token was refused.
             Unavailable: The scheduler could not be reached, after retries.
         """
-        data = self._caller.call("GET", "/v1/workers", safe=True)
-        return [Worker.from_json(item) for item in _items(data, "workers")]
+        return self._every("workers", Worker.from_json)
+
+    def queues(self) -> builtins.list[Queue]:
+        """Returns every queue with a setting, an unfinished task or an active worker, by name.
+
+        Raises:
+            AuthError: The token was refused.
+            Unavailable: The scheduler could not be reached, after retries.
+        """
+        return self._every("queues", Queue.from_json)
+
+    def _every(self, collection: str, parse: Callable[[Any], _Item]) -> builtins.list[_Item]:
+        """Reads a collection listed whole in one answer, as ``{collection: [...]}``."""
+        data = self._caller.call("GET", f"/v1/{collection}", safe=True)
+        return [parse(item) for item in _items(data, collection)]
+
+    def queue(self, name: str) -> Queue:
+        """Returns one queue.
+
+        Raises:
+            QueueNotFound: Nothing names the queue.
+            ValidationError: The name is not one a task's queue may have.
+        """
+        return Queue.from_json(self._one("GET", "queues", name, ""))
+
+    def pause_queue(self, name: str) -> Queue:
+        """Pauses a queue, even one nothing names yet: its tasks stay scheduled, and those
+        dispatched or running finish. Returns the queue.
+
+        Raises:
+            ValidationError: The name is not one a task's queue may have.
+        """
+        return Queue.from_json(self._one("POST", "queues", name, "/pause"))
+
+    def resume_queue(self, name: str) -> Queue:
+        """Resumes a paused queue; returns it.
+
+        Raises:
+            ValidationError: The name is not one a task's queue may have.
+        """
+        return Queue.from_json(self._one("POST", "queues", name, "/resume"))
+
+    def set_queue_limit(self, name: str, max_concurrency: int | None) -> Queue:
+        """Caps a queue's tasks dispatched or running at once, over the whole cluster
+        (``None`` removes the cap); returns the queue.
+
+        Raises:
+            ValidationError: The name, or ``max_concurrency`` (below 1), was refused.
+        """
+        body = {"max_concurrency": max_concurrency}
+        return Queue.from_json(self._one("PUT", "queues", name, "", body))
 
     def _task_call(self, method: str, task_id: str | uuid.UUID, suffix: str) -> Task:
-        text = str(task_id)
-        if not text:
-            raise ValueError("a task id must not be empty")
-        path = "/v1/tasks/" + quote(text, safe="") + suffix
+        return Task.from_json(self._one(method, "tasks", str(task_id), suffix))
+
+    def _one(self, method: str, collection: str, key: str, suffix: str, body: Any = None) -> Any:
+        """Calls a route of one task or queue (``collection`` is ``tasks`` or ``queues``);
+        every such call is safe to repeat."""
+        key_name, missing = _NAMED_BY[collection]
+        if not key:
+            raise ValueError(f"{key_name} must not be empty")
+        path = f"/v1/{collection}/" + quote(key, safe="") + suffix
         try:
-            return Task.from_json(self._caller.call(method, path, safe=True))
-        except TaskNotFound as exc:
-            # For a malformed id the server's detail names a route; say what was asked instead.
-            raise TaskNotFound(
-                f"no task with id {text!r}", status=exc.status, problem=exc.problem
+            return self._caller.call(method, path, body, safe=True)
+        except NotFound as exc:
+            # For a malformed key the server's detail names a route; say what was asked instead.
+            raise type(exc)(
+                f"no {missing} {key!r}", status=exc.status, problem=exc.problem
             ) from None
 
     def wait(

@@ -63,8 +63,17 @@ class AuthError(TaskmillClientError):
     """The server refused the credentials (``401`` or ``403``): check ``TASKMILL_TOKEN``."""
 
 
-class TaskNotFound(TaskmillClientError):
+class NotFound(TaskmillClientError):
+    """What the request names does not exist (``404``): a task or a queue."""
+
+
+class TaskNotFound(NotFound):
     """No task has this id (``404``)."""
+
+
+class QueueNotFound(NotFound):
+    """No queue has this name (``404``): it has no settings, no unfinished task and no active
+    worker."""
 
 
 class Conflict(TaskmillClientError):

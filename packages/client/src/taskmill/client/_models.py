@@ -107,6 +107,29 @@ class TaskError:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """Why a scheduled task whose time has come is not claimed yet.
+
+    Attributes:
+        reason: ``queue_paused``, ``queue_at_limit`` (its queue has ``max_concurrency`` tasks
+            dispatched or running), ``no_worker`` (no active worker serves its queue with a
+            handler for its command) or ``waiting_for_slot``; the first that holds, in this
+            order. A plain string, so a reason this client does not know still reads.
+        message: The reason in words.
+    """
+
+    reason: str
+    message: str = ""
+
+    @classmethod
+    def from_json(cls, value: Any) -> Waiting | None:
+        """Reads the ``waiting`` field of a task; ``None`` stays ``None``."""
+        if not isinstance(value, dict):
+            return None
+        return cls(reason=str(value.get("reason") or ""), message=str(value.get("message") or ""))
+
+
+@dataclass(frozen=True)
 class Task:
     """A task as the scheduler reports it.
 
@@ -130,6 +153,8 @@ class Task:
         error: Why the last attempt failed, or ``None``.
         trace_id: The OpenTelemetry trace id that follows the task.
         cancel_requested: Whether a cancel was asked for while it was dispatched or running.
+        waiting: Why it is not claimed yet, for a scheduled task whose time has come, as
+            ``Client.get`` returns it; ``None`` otherwise (and in lists).
         raw: The JSON object the server sent, including fields this client does not know.
     """
 
@@ -152,6 +177,7 @@ class Task:
     error: TaskError | None = None
     trace_id: str | None = None
     cancel_requested: bool = False
+    waiting: Waiting | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -193,6 +219,7 @@ class Task:
             error=TaskError.from_json(data.get("error")),
             trace_id=data.get("trace_id"),
             cancel_requested=bool(data.get("cancel_requested")),
+            waiting=Waiting.from_json(data.get("waiting")),
             raw=data,
         )
 
@@ -241,6 +268,57 @@ class Worker:
             last_heartbeat_at=parse_time(data.get("last_heartbeat_at")),
             hostname=str(data.get("hostname") or ""),
             version=str(data.get("version") or ""),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A queue: its tasks, the workers that serve it, and what an operator set.
+
+    Attributes:
+        name: The queue name.
+        scheduled: Its tasks waiting to be claimed, due or not.
+        due: Those of them whose time has come.
+        running: Its tasks dispatched or running.
+        oldest_due_age_seconds: How long its longest-waiting due task has been due, or
+            ``None`` when none is due.
+        workers: The active workers that serve it.
+        paused: Whether its tasks are held (they stay scheduled; running ones finish).
+        max_concurrency: The most of its tasks dispatched or running at once, over the whole
+            cluster, or ``None`` for no limit.
+        raw: The JSON object the server sent, including fields this client does not know.
+    """
+
+    name: str
+    scheduled: int = 0
+    due: int = 0
+    running: int = 0
+    oldest_due_age_seconds: float | None = None
+    workers: int = 0
+    paused: bool = False
+    max_concurrency: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Queue:
+        """Builds a queue from the API's JSON object.
+
+        Raises:
+            ServerError: ``data`` is not a queue object.
+        """
+        if not isinstance(data, dict):
+            raise ServerError("the server sent a queue that is not a JSON object")
+        age, limit = data.get("oldest_due_age_seconds"), data.get("max_concurrency")
+        return cls(
+            name=str(_require(data, "name", "queue")),
+            scheduled=int(data.get("scheduled") or 0),
+            due=int(data.get("due") or 0),
+            running=int(data.get("running") or 0),
+            oldest_due_age_seconds=None if age is None else float(age),
+            workers=int(data.get("workers") or 0),
+            paused=bool(data.get("paused")),
+            max_concurrency=None if limit is None else int(limit),
             raw=data,
         )
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from taskmill.client._models import Task, Worker
+from taskmill.client._models import Queue, Task, Worker
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)")
@@ -162,10 +162,66 @@ def task_detail(task: Task) -> str:
         fields.append(("result", compact_json(task.result, 1000)))
     if task.error is not None:
         fields.append(("error", f"{task.error.type}: {task.error.message}"))
-    text = "".join(f"{name + ':':<11}{value}\n" for name, value in fields)
+    if task.waiting is not None:
+        fields.append(("waiting", f"{task.waiting.reason}: {task.waiting.message}"))
+    text = _fields(fields)
     if task.error is not None and task.error.traceback:
         text += task.error.traceback.rstrip("\n") + "\n"
     return text
+
+
+def _fields(fields: Iterable[tuple[str, str]]) -> str:
+    return "".join(f"{name + ':':<11}{value}\n" for name, value in fields)
+
+
+def show_age(seconds: float | None) -> str:
+    """A duration for people, to the second past a minute (``42.5s``, ``3m07s``, ``2h05m``,
+    ``3d04h``); ``-`` when absent."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    for unit, size, smaller, small_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if whole >= size:
+            return f"{whole // size}{unit}{whole % size // small_size:02d}{smaller}"
+    return f"{whole // 60}m{whole % 60:02d}s"
+
+
+def queues_table(queues: Iterable[Queue]) -> str:
+    """The ``taskmill queues`` table."""
+    headers = ("NAME", "PAUSED", "LIMIT", "SCHEDULED", "DUE", "RUNNING", "OLDEST DUE", "WORKERS")
+    rows = (
+        (
+            q.name,
+            "yes" if q.paused else "no",
+            "-" if q.max_concurrency is None else str(q.max_concurrency),
+            str(q.scheduled),
+            str(q.due),
+            str(q.running),
+            show_age(q.oldest_due_age_seconds),
+            str(q.workers),
+        )
+        for q in queues
+    )
+    return table(headers, rows)
+
+
+def queue_detail(queue: Queue) -> str:
+    """The ``taskmill queue show`` view (and what ``pause``, ``resume`` and ``limit`` print)."""
+    limit = queue.max_concurrency
+    age = queue.oldest_due_age_seconds
+    return _fields(
+        [
+            ("queue", queue.name),
+            ("paused", "yes" if queue.paused else "no"),
+            ("limit", "none" if limit is None else f"{limit} dispatched or running at once"),
+            ("scheduled", str(queue.scheduled)),
+            ("due", str(queue.due) + ("" if age is None else f", the oldest for {show_age(age)}")),
+            ("running", str(queue.running)),
+            ("workers", str(queue.workers)),
+        ]
+    )
 
 
 def outcome_line(task: Task) -> str:

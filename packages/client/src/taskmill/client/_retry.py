@@ -21,6 +21,7 @@ from taskmill.client._errors import (
     AuthError,
     Conflict,
     FieldProblem,
+    QueueNotFound,
     ServerError,
     TaskmillClientError,
     TaskNotFound,
@@ -153,6 +154,8 @@ def _error(response: Response, url: str, path: str) -> TaskmillClientError:
         return AuthError(f"not authorized: {text}", status=status, problem=problem)
     if status == 404 and path.startswith("/v1/tasks/"):
         return TaskNotFound(f"not found: {text}", status=status, problem=problem)
+    if status == 404 and path.startswith("/v1/queues/"):
+        return QueueNotFound(f"not found: {text}", status=status, problem=problem)
     if status == 404:
         # Not a task: the URL does not lead to the API (a wrong --url path, another server).
         return ServerError(

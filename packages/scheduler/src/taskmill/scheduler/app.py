@@ -7,10 +7,11 @@ from typing import Any
 import falcon
 
 from taskmill.common.db import Database
-from taskmill.common.store import SubmitStore, TaskStore, WorkerStore
+from taskmill.common.store import QueueStore, SubmitStore, TaskStore, WorkerStore
 from taskmill.scheduler import openapi, problems
 from taskmill.scheduler.auth import AuthMiddleware
 from taskmill.scheduler.batcher import SubmitBatcher
+from taskmill.scheduler.queues import QueueResource, QueueService, QueuesResource, SteerResource
 from taskmill.scheduler.resources import (
     BatchResource,
     CancelResource,
@@ -29,7 +30,7 @@ from taskmill.scheduler.settings import SchedulerSettings
 from taskmill.scheduler.version import VERSION
 
 
-def routes(service: TaskService, limits: Limits) -> list[tuple[str, Any]]:
+def routes(service: TaskService, queues: QueueService, limits: Limits) -> list[tuple[str, Any]]:
     """Every route of the API and the resource serving it."""
     status = StatusResource(service)
     return [
@@ -38,6 +39,10 @@ def routes(service: TaskService, limits: Limits) -> list[tuple[str, Any]]:
         ("/v1/tasks/{task_id:uuid}", TaskResource(service)),
         ("/v1/tasks/{task_id:uuid}/cancel", CancelResource(service)),
         ("/v1/workers", WorkersResource(service)),
+        ("/v1/queues", QueuesResource(queues)),
+        ("/v1/queues/{name}", QueueResource(queues)),
+        ("/v1/queues/{name}/pause", SteerResource(queues, paused=True)),
+        ("/v1/queues/{name}/resume", SteerResource(queues, paused=False)),
         ("/healthz", HealthResource(VERSION)),
         ("/readyz", ReadyResource(service)),
         ("/openapi.json", OpenApiResource(openapi.document(VERSION))),
@@ -59,8 +64,14 @@ def create_app(
             ``SubmitBatcher``, so concurrent submits share commits.
     """
     submits = SubmitStore(db)
+    queues = QueueStore(db)
     service = TaskService(
-        db, TaskStore(db), submits, WorkerStore(db), submit or SubmitBatcher(submits.submit)
+        db,
+        TaskStore(db),
+        submits,
+        WorkerStore(db),
+        queues,
+        submit or SubmitBatcher(submits.submit),
     )
     limits = Limits(
         payload_bytes=settings.max_payload_bytes,
@@ -70,7 +81,7 @@ def create_app(
     app: falcon.App[falcon.Request, falcon.Response] = falcon.App(
         middleware=[AuthMiddleware(settings.api_tokens)]
     )
-    for path, resource in routes(service, limits):
+    for path, resource in routes(service, QueueService(queues), limits):
         app.add_route(path, resource)
     problems.install(app, settings.retry_after_seconds)
     return app

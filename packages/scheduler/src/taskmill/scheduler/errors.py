@@ -60,5 +60,9 @@ class IdempotencyKeyReused(TaskmillError):
     """This Idempotency-Key was already used with a different request."""
 
 
+class QueueNotFound(TaskmillError):
+    """No queue has this name: it has no settings, no unfinished task and no active worker."""
+
+
 class Unauthorized(TaskmillError):
     """A valid bearer token is required: send Authorization: Bearer <token>."""

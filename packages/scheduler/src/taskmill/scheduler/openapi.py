@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskmill.scheduler.openapi_schemas import NAME, SCHEMAS, STATUS, TASK_LIST, ref
+from taskmill.scheduler.openapi_schemas import (
+    NAME,
+    QUEUE_LIST,
+    QUEUE_NAME,
+    SCHEMAS,
+    STATUS,
+    TASK_LIST,
+    ref,
+)
+from taskmill.scheduler.validation import INT32_MAX
 
 _TASK_ID = {
     "name": "task_id",
@@ -41,7 +50,7 @@ def _problems(*statuses: int) -> dict[str, Any]:
     descriptions = {
         400: "The request is invalid; `errors` lists every problem.",
         401: "A valid bearer token is required.",
-        404: "No such task.",
+        404: "No such task or queue, or no route for the path.",
         409: "The request conflicts with the task's state or an earlier request.",
         413: "The body or a payload is too large.",
         415: "The body is not JSON.",
@@ -169,6 +178,60 @@ def _task_paths() -> dict[str, Any]:
     }
 
 
+def _queue_operation(summary: str, operation: str, *statuses: int, **more: Any) -> dict[str, Any]:
+    """An operation on one queue, answering the queue: its problems are ``statuses``'."""
+    return {
+        "summary": summary,
+        "operationId": operation,
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": QUEUE_NAME}],
+        "responses": {"200": _json(ref("Queue"), "The queue."), **_problems(*statuses)},
+        **more,
+    }
+
+
+def _queue_paths() -> dict[str, Any]:
+    limit = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["max_concurrency"],
+        "properties": {
+            "max_concurrency": {"type": ["integer", "null"], "minimum": 1, "maximum": INT32_MAX}
+        },
+    }
+    # Steering a queue that nothing names yet makes it, so only GET answers 404 for the queue
+    # itself; every route of one queue answers 404 for a path that leads to no route.
+    return {
+        "/v1/queues": {
+            "get": {
+                "summary": "Every queue: with a setting, an unfinished task or an active worker",
+                "operationId": "listQueues",
+                "responses": {"200": _json(QUEUE_LIST, "The queues, by name."), **_problems()},
+            }
+        },
+        "/v1/queues/{name}": {
+            "get": _queue_operation("One queue", "getQueue", 400, 404),
+            "put": _queue_operation(
+                "Set or remove the queue's max_concurrency",
+                "setQueueLimit",
+                *(400, 404, 413, 415),
+                description="max_concurrency caps the queue's tasks dispatched or running at "
+                "once, over every coordinator; null removes the cap.",
+                requestBody=_body(limit),
+            ),
+        },
+        "/v1/queues/{name}/pause": {
+            "post": _queue_operation(
+                "Pause a queue: its tasks stay scheduled, those running finish",
+                "pauseQueue",
+                *(400, 404),
+            )
+        },
+        "/v1/queues/{name}/resume": {
+            "post": _queue_operation("Resume a queue", "resumeQueue", 400, 404)
+        },
+    }
+
+
 def _operational_paths() -> dict[str, Any]:
     status = {"type": "object", "properties": {"status": {"type": "string"}}}
     return {
@@ -286,6 +349,7 @@ def document(version: str) -> dict[str, Any]:
         "paths": {
             **_submit_paths(),
             **_task_paths(),
+            **_queue_paths(),
             **_operational_paths(),
             **_legacy_paths(),
         },

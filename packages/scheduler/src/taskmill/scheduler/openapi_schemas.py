@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskmill.common.store import WaitingReason
 from taskmill.scheduler.jsonbody import MAX_DEPTH
 from taskmill.scheduler.validation import (
     INT32_MAX,
     INT32_MIN,
     MAX_ATTEMPTS,
     MAX_DELAY_SECONDS,
+    MAX_QUEUE_LENGTH,
     MAX_TIMEOUT_SECONDS,
 )
 
@@ -25,6 +27,7 @@ def ref(name: str) -> dict[str, str]:
 TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"}
+QUEUE_NAME = {"type": "string", "pattern": f"^[A-Za-z0-9_.:-]{{1,{MAX_QUEUE_LENGTH}}}$"}
 
 #: A field left out and a field sent as null mean the same: its default.
 SUBMISSION = {
@@ -67,11 +70,7 @@ SUBMISSION = {
             "exclusiveMinimum": 0,
             "maximum": MAX_TIMEOUT_SECONDS,
         },
-        "queue": {
-            "type": ["string", "null"],
-            "pattern": "^[A-Za-z0-9_.:-]{1,100}$",
-            "default": "default",
-        },
+        "queue": {**QUEUE_NAME, "type": ["string", "null"], "default": "default"},
     },
 }
 
@@ -114,6 +113,27 @@ TASK = {
         },
         "trace_id": {"type": ["string", "null"]},
         "cancel_requested": {"type": "boolean"},
+        "waiting": {
+            "description": "Only in GET /v1/tasks/{task_id}: why a scheduled task whose time "
+            "has come is not claimed yet, the first reason that holds in this order: its queue "
+            "is paused; its queue has max_concurrency tasks dispatched or running; no active "
+            "worker serves its queue with a handler for its command; it waits for a free slot. "
+            "null for every other task.",
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": ["reason", "message"],
+                    "properties": {
+                        "reason": {
+                            "type": "string",
+                            "enum": [reason.value for reason in WaitingReason],
+                        },
+                        "message": {"type": "string"},
+                    },
+                },
+            ],
+        },
     },
 }
 
@@ -166,6 +186,43 @@ LEGACY_STATUS = {
     },
 }
 
+QUEUE = {
+    "type": "object",
+    "required": [
+        "name",
+        "scheduled",
+        "due",
+        "running",
+        "oldest_due_age_seconds",
+        "workers",
+        "paused",
+        "max_concurrency",
+    ],
+    "properties": {
+        "name": {"type": "string"},
+        "scheduled": {"type": "integer", "description": "Its tasks scheduled, due or not."},
+        "due": {"type": "integer", "description": "Its scheduled tasks whose time has come."},
+        "running": {"type": "integer", "description": "Its tasks dispatched or running."},
+        "oldest_due_age_seconds": {
+            "type": ["number", "null"],
+            "description": "How long its longest-waiting due task has been due; null when "
+            "none is due.",
+        },
+        "workers": {"type": "integer", "description": "The active workers that serve it."},
+        "paused": {"type": "boolean"},
+        "max_concurrency": {
+            "type": ["integer", "null"],
+            "description": "The most of its tasks dispatched or running at once, cluster-wide; "
+            "null for no limit.",
+        },
+    },
+}
+
+QUEUE_LIST = {
+    "type": "object",
+    "properties": {"queues": {"type": "array", "items": ref("Queue")}},
+}
+
 TASK_LIST = {
     "type": "object",
     "properties": {
@@ -180,6 +237,7 @@ SCHEMAS: dict[str, Any] = {
     "TaskSubmission": SUBMISSION,
     "Task": TASK,
     "Worker": WORKER,
+    "Queue": QUEUE,
     "Problem": PROBLEM,
     "LegacyStatus": LEGACY_STATUS,
 }

@@ -26,6 +26,7 @@ from taskmill.scheduler.errors import (
     ContentTooLarge,
     IdempotencyKeyReused,
     InvalidRequest,
+    QueueNotFound,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -41,6 +42,7 @@ STATUSES: dict[type[TaskmillError], tuple[int, str]] = {
     InvalidRequest: (400, "invalid-request"),
     Unauthorized: (401, "unauthorized"),
     TaskNotFound: (404, "task-not-found"),
+    QueueNotFound: (404, "queue-not-found"),
     InvalidTransition: (409, "invalid-transition"),
     IdempotencyKeyReused: (409, "idempotency-key-reused"),
     ContentTooLarge: (413, "content-too-large"),

@@ -1,4 +1,4 @@
-"""How tasks and workers look in JSON responses.
+"""How tasks, workers and queues look in JSON responses.
 
 Times are RFC 3339 in UTC with a ``Z`` suffix and microseconds, always in the same shape so
 they sort as strings.
@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from taskmill.common.models import Task, Worker
+from taskmill.common.store import QueueStats, Waiting
 from taskmill.common.traceparent import trace_id_field
 from taskmill.scheduler.service import StoredTask
 
@@ -139,6 +140,17 @@ def _encode_stored(task: StoredTask) -> str:
     )
 
 
+def encode_waiting_task(task: Task, waiting: Waiting | None) -> str:
+    """A task as ``GET /v1/tasks/{id}`` returns it: with ``waiting``, why a scheduled, due task
+    has not been claimed (``null`` for every other task)."""
+    shown = (
+        "null"
+        if waiting is None
+        else _dumps({"reason": str(waiting.reason), "message": waiting.message})
+    )
+    return f'{encode_task(task)[:-1]}, "waiting": {shown}}}'
+
+
 def encode_tasks(tasks: Iterable[Task | StoredTask]) -> str:
     """A JSON array of tasks."""
     return "[" + ", ".join(map(encode_task, tasks)) + "]"
@@ -158,4 +170,18 @@ def worker_json(worker: Worker) -> dict[str, Any]:
         "version": worker.version,
         "handlers": list(worker.handlers),
         "coordinator_id": worker.coordinator_id,
+    }
+
+
+def queue_json(queue: QueueStats) -> dict[str, Any]:
+    """A queue as ``GET /v1/queues`` and the routes of one queue return it."""
+    return {
+        "name": queue.name,
+        "scheduled": queue.scheduled,
+        "due": queue.due,
+        "running": queue.running,
+        "oldest_due_age_seconds": queue.oldest_due_age_seconds,
+        "workers": queue.workers,
+        "paused": queue.paused,
+        "max_concurrency": queue.max_concurrency,
     }

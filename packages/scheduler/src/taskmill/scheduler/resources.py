@@ -24,7 +24,12 @@ from taskmill.scheduler.errors import (
 )
 from taskmill.scheduler.jsonbody import parse_json
 from taskmill.scheduler.listing import parse_list_query
-from taskmill.scheduler.representation import encode_task, encode_tasks, worker_json
+from taskmill.scheduler.representation import (
+    encode_task,
+    encode_tasks,
+    encode_waiting_task,
+    worker_json,
+)
 from taskmill.scheduler.service import TaskService
 from taskmill.scheduler.tracing import request_traceparent
 from taskmill.scheduler.validation import parse_batch, parse_submission
@@ -164,8 +169,8 @@ class TaskResource:
         self._service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: uuid.UUID) -> None:
-        """Returns the task."""
-        send_encoded(resp, encode_task(self._service.get(task_id)))
+        """Returns the task, and why it waits when it is scheduled and due."""
+        send_encoded(resp, encode_waiting_task(*self._service.get_waiting(task_id)))
 
 
 class CancelResource:

@@ -17,7 +17,15 @@ from taskmill.common.db import Database
 from taskmill.common.errors import InvalidTransition, TaskmillError
 from taskmill.common.migrate import check_schema
 from taskmill.common.models import Task, Worker
-from taskmill.common.store import Decided, SubmitRow, SubmitStore, TaskStore, WorkerStore
+from taskmill.common.store import (
+    Decided,
+    QueueStore,
+    SubmitRow,
+    SubmitStore,
+    TaskStore,
+    Waiting,
+    WorkerStore,
+)
 from taskmill.scheduler.errors import IdempotencyKeyReused
 from taskmill.scheduler.listing import ListQuery, encode_cursor
 from taskmill.scheduler.randomness import random_bytes
@@ -85,6 +93,7 @@ class TaskService:
         store: The tasks' reads and cancellation.
         submits: The submit path, for idempotency lookups (and inserts, without ``submit``).
         workers: The workers table.
+        queues: The queues, for why a task waits.
         submit: How new tasks are inserted; defaults to ``submits.submit``.
     """
 
@@ -94,12 +103,14 @@ class TaskService:
         store: TaskStore,
         submits: SubmitStore,
         workers: WorkerStore,
+        queues: QueueStore,
         submit: Submit | None = None,
     ) -> None:
         self._db = db
         self._store = store
         self._submits = submits
         self._workers = workers
+        self._queues = queues
         self._submit = submit or submits.submit
 
     def submit(
@@ -175,6 +186,14 @@ class TaskService:
             TaskNotFound: No task has this id.
         """
         return self._store.get(task_id)
+
+    def get_waiting(self, task_id: uuid.UUID) -> tuple[Task, Waiting | None]:
+        """Returns one task, and why it waits when it is scheduled and due, in one statement.
+
+        Raises:
+            TaskNotFound: No task has this id.
+        """
+        return self._queues.task_with_waiting(task_id)
 
     def list_tasks(self, query: ListQuery) -> Page:
         """Lists tasks newest first, one page at a time."""

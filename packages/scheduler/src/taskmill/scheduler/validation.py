@@ -238,10 +238,10 @@ def _with_settings(
         queue = check_name(queue, "queue", MAX_QUEUE_LENGTH, errors, prefix)
     priority = get("priority")
     if priority is not None:
-        priority = _integer(priority, prefix, "priority", errors, INT32_MIN, INT32_MAX)
+        priority = check_integer(priority, prefix, "priority", errors, INT32_MIN, INT32_MAX)
     attempts = get("max_attempts")
     if attempts is not None:
-        attempts = _integer(attempts, prefix, "max_attempts", errors, 1, MAX_ATTEMPTS)
+        attempts = check_integer(attempts, prefix, "max_attempts", errors, 1, MAX_ATTEMPTS)
     timeout = get("timeout_seconds")
     if timeout is not None:
         timeout = _number(
@@ -360,9 +360,10 @@ def check_time_range(value: datetime, path: str, errors: list[FieldError]) -> da
     return utc
 
 
-def _integer(
+def check_integer(
     value: Any, prefix: str, name: str, errors: list[FieldError], low: int, high: int
 ) -> int | None:
+    """Checks an integer from ``low`` to ``high``; ``None`` (left out, or null) stays ``None``."""
     if type(value) is int and low <= value <= high:
         return value
     if value is None:
