@@ -98,7 +98,7 @@ def test_global_url_and_token_flags_go_before_the_command(scheduler: Scheduler) 
     assert json.loads(result.stdout) == {"workers": []}
     table = taskmill(None, "--url", scheduler.url, "--token", scheduler.token, "workers")
     assert table.stdout.split() == [
-        "ID", "ADDRESS", "STATE", "FREE/CAP", "LAST", "HEARTBEAT", "HOSTNAME", "VERSION",
+        "ID", "ADDRESS", "STATE", "FREE/CAP", "QUEUES", "LAST", "HEARTBEAT", "HOSTNAME", "VERSION",
     ]  # fmt: skip
 
 

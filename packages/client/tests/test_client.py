@@ -22,6 +22,8 @@ from taskmill.client import (
     ValidationError,
     WaitTimeout,
 )
+from taskmill.client._render import workers_table
+from taskmill.common.models import ServedQueue
 from taskmill.common.models import TaskError as StoredError
 
 from .conftest import Scheduler  # type: ignore[import-not-found]
@@ -249,3 +251,16 @@ def test_workers_lists_the_fleet(scheduler: Scheduler, client: Client) -> None:
     )  # fmt: skip
     assert worker.state == "active"
     assert worker.last_heartbeat_at is not None and worker.last_heartbeat_at.tzinfo is not None
+
+
+def test_workers_show_their_queues_and_handlers(scheduler: Scheduler, client: Client) -> None:
+    scheduler.workers.register(
+        address="10.0.0.6:50051",
+        capacity=4,
+        coordinator_id="c-1",
+        handlers=["send", "echo"],
+        queues=[ServedQueue("mail", 3), ServedQueue("default")],
+    )
+    (worker,) = client.workers()
+    assert (worker.handlers, worker.queues) == (("send", "echo"), {"mail": 3, "default": 1})
+    assert "mail=3,default" in workers_table([worker])

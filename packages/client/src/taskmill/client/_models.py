@@ -237,6 +237,8 @@ class Worker:
         last_heartbeat_at: When it was last heard from.
         hostname: The machine it runs on.
         version: Its taskmill version.
+        handlers: The commands it can run.
+        queues: The queues it takes tasks from, each with its weight.
         raw: The JSON object the server sent, including fields this client does not know.
     """
 
@@ -248,6 +250,8 @@ class Worker:
     last_heartbeat_at: datetime | None = None
     hostname: str = ""
     version: str = ""
+    handlers: tuple[str, ...] = ()
+    queues: dict[str, int] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -268,6 +272,12 @@ class Worker:
             last_heartbeat_at=parse_time(data.get("last_heartbeat_at")),
             hostname=str(data.get("hostname") or ""),
             version=str(data.get("version") or ""),
+            handlers=tuple(str(name) for name in data.get("handlers") or ()),
+            queues={
+                str(queue.get("name")): int(queue.get("weight") or 1)
+                for queue in data.get("queues") or ()
+                if isinstance(queue, dict)
+            },
             raw=data,
         )
 

@@ -122,13 +122,19 @@ def tasks_table(tasks: Iterable[Task]) -> str:
 
 def workers_table(workers: Iterable[Worker]) -> str:
     """The ``taskmill workers`` table."""
-    headers = ("ID", "ADDRESS", "STATE", "FREE/CAP", "LAST HEARTBEAT", "HOSTNAME", "VERSION")
+    headers = (
+        "ID", "ADDRESS", "STATE", "FREE/CAP", "QUEUES", "LAST HEARTBEAT", "HOSTNAME", "VERSION"
+    )  # fmt: skip
     rows = (
         (
             w.id,
             w.address,
             w.state,
             f"{w.free_slots}/{w.capacity}",
+            ",".join(
+                name if weight == 1 else f"{name}={weight}" for name, weight in w.queues.items()
+            )
+            or "-",
             show_time(w.last_heartbeat_at),
             w.hostname,
             w.version,

@@ -150,6 +150,15 @@ WORKER = {
         "hostname": {"type": "string"},
         "version": {"type": "string"},
         "handlers": {"type": "array", "items": {"type": "string"}},
+        "queues": {
+            "type": "array",
+            "description": "The queues it takes tasks from, with their weights.",
+            "items": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "weight": {"type": "integer"}},
+            },
+        },
+        "concurrency": {"type": ["integer", "null"], "description": "Its slots."},
         "coordinator_id": {"type": "string"},
     },
 }

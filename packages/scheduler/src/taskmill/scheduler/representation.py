@@ -169,6 +169,8 @@ def worker_json(worker: Worker) -> dict[str, Any]:
         "hostname": worker.hostname,
         "version": worker.version,
         "handlers": list(worker.handlers),
+        "queues": [{"name": name, "weight": weight} for name, weight in worker.queues],
+        "concurrency": worker.concurrency,
         "coordinator_id": worker.coordinator_id,
     }
 
