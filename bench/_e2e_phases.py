@@ -59,10 +59,15 @@ def batch_bodies(tasks: int, chunk: int) -> list[bytes]:
 
 
 def throughput(
-    api: Api, sql: pg8000.native.Connection, services: Sequence[Service], args: argparse.Namespace
+    api: Api,
+    sql: pg8000.native.Connection,
+    services: Sequence[Service],
+    args: argparse.Namespace,
+    bodies: Sequence[bytes] | None = None,
 ) -> dict[str, Any]:
-    """Phase 1: the batch route to the last task succeeded."""
-    bodies = batch_bodies(args.tasks, args.chunk)
+    """Phase 1: the batch route to the last task succeeded. ``bodies`` are the requests, built
+    before the clock starts (``--tasks`` tasks in all); by default ``batch_bodies``' echoes."""
+    bodies = bodies or batch_bodies(args.tasks, args.chunk)
     first_seq = int(sql.run("SELECT coalesce(max(seq), 0) FROM tasks")[0][0])
     succeeded = "SELECT count(*) FROM tasks WHERE status = 'succeeded' AND seq > :seq"
 
@@ -141,9 +146,12 @@ def _one_at_a_time(
     return ids, round_trips, False
 
 
-def latency(api: Api, sql: pg8000.native.Connection, args: argparse.Namespace) -> dict[str, Any]:
-    """Phase 2: single tasks on the idle cluster."""
-    body = json.dumps({"command": "echo", "payload": {"n": 0}}).encode()
+def latency(
+    api: Api, sql: pg8000.native.Connection, args: argparse.Namespace, body: bytes | None = None
+) -> dict[str, Any]:
+    """Phase 2: single tasks on the idle cluster; each is ``body`` (by default an ``echo`` in
+    the default queue)."""
+    body = body or json.dumps({"command": "echo", "payload": {"n": 0}}).encode()
     ids, round_trips, timed_out = _one_at_a_time(api, sql, args, lambda: body)
     rows = sql.run(
         "SELECT extract(epoch FROM started_at - created_at) * 1000, "
