@@ -10,24 +10,31 @@ can be traced to the worker that ran it, whatever the cluster recorded.
 
 from __future__ import annotations
 
-import http.client
 import os
-import random
 import signal
-import threading
 import time
-import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 
 from taskmill.dev.harness import Cluster, Service, wait_for
 from taskmill.dev.pgserver import PostgresServer
+
+from .support.chaos import (
+    Run,
+    Submitter,
+    answers,
+    epoch,
+    held_by,
+    list_tasks,
+    noted_runs,
+    unfinished,
+    worker_ids,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -47,9 +54,6 @@ WORKER_FLAGS = ("--concurrency", "4", "--queue-size", "4")
 #: others run while it is paused (and it must not, once back): its fence is closed, and its
 #: registration again answers their tokens stale.
 PAUSED_FLAGS = ("--concurrency", "1", "--queue-size", "4")
-BATCH, MIN_BATCHES, MAX_BATCHES, PACE = 100, 20, 40, 0.5
-SLOW, RETRIED, DELAYED = 0.02, 0.1, 0.1
-UNFINISHED = ("scheduled", "dispatched", "running")
 #: ``time.time()`` is noted to the microsecond; ``scheduled_at`` is stored to it.
 CLOCK_SLACK = 0.001
 
@@ -58,78 +62,6 @@ CLOCK_SLACK = 0.001
 def database_url(own_database_url: str) -> str:
     """The ``cluster`` fixture's database: a server of the test's own, which it restarts."""
     return own_database_url
-
-
-def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def _task(rng: random.Random) -> dict[str, Any]:
-    """Mostly instant, ``max_attempts = 1`` and due now; some slow, retried or delayed."""
-    seconds = round(rng.uniform(1, 3), 2) if rng.random() < SLOW else 0
-    task: dict[str, Any] = {"command": "chaos.run", "payload": {"seconds": seconds}}
-    task["max_attempts"] = 3 if rng.random() < RETRIED else 1
-    if rng.random() < DELAYED:
-        due = datetime.now(UTC) + timedelta(seconds=rng.uniform(1, 5))
-        task["scheduled_at"] = due.isoformat()
-    return task
-
-
-class Submitter:
-    """Submits batches from a thread, every ``PACE`` seconds, while its ``with`` block runs (and
-    at least ``MIN_BATCHES``, unless the block failed).
-
-    A batch the scheduler did not answer (killed, or its database away) is sent again, the same
-    body under the same ``Idempotency-Key``: stored once whether or not the first one was.
-    """
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.tasks: dict[str, dict[str, Any]] = {}
-        self._over = threading.Event()
-        self._failed = False
-        self._error: BaseException | None = None
-        self._rng = random.Random(16)
-        self._thread = threading.Thread(target=self._run, name="chaos-submitter", daemon=True)
-
-    def __enter__(self) -> Submitter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, failed: type[BaseException] | None, *_: object) -> None:
-        self._failed = failed is not None
-        self._over.set()
-        self._thread.join(120)
-        assert not self._thread.is_alive(), "the submitter is stuck"
-        if self._error is not None and not failed:
-            raise self._error
-
-    def _run(self) -> None:
-        try:
-            for n in range(MAX_BATCHES):
-                if self._over.is_set() and (n >= MIN_BATCHES or self._failed):
-                    return
-                batch = [_task(self._rng) for _ in range(BATCH)]
-                for task in self._send(batch, f"chaos-batch-{n}"):
-                    self.tasks[task["id"]] = task
-                self._over.wait(PACE)
-        except BaseException as exc:  # noqa: BLE001 - raised again by __exit__
-            self._error = exc
-
-    def _send(self, batch: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                status, body = self.cluster.request(
-                    "POST", "/v1/tasks/batch", {"tasks": batch}, {"Idempotency-Key": key}
-                )
-            except (OSError, ValueError, http.client.HTTPException):
-                status, body = 0, None  # no answer, or half of one: it may be stored
-            if status in (200, 201):
-                return list(body["tasks"])
-            assert status in (0, 503), f"{key}: {status} {body}"
-            assert time.monotonic() < deadline and not self._failed, f"{key} not accepted"
-            time.sleep(0.2)
 
 
 @dataclass
@@ -168,7 +100,7 @@ class Chaos:
         # while this one registers, and the count never grows.
         handlers = ("--handlers", "chaos_test_handlers")
         service = self.cluster.start_worker(coordinator, *flags, *handlers, wait=False)
-        wait_for(lambda: _ids(self.cluster, service.address), 60, "worker registered")
+        wait_for(lambda: worker_ids(self.cluster, service.address), 60, "worker registered")
         self.workers.append(Worker(service, runs))
         return self.workers[-1]
 
@@ -188,39 +120,6 @@ def _start(cluster: Cluster) -> Chaos:
     return chaos
 
 
-def _list(cluster: Cluster, **query: str) -> list[dict[str, Any]]:
-    """Every task ``GET /v1/tasks`` lists with this query, page after page."""
-    tasks: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page = {"limit": "1000", **query, **({"cursor": cursor} if cursor else {})}
-        status, body = cluster.request("GET", f"/v1/tasks?{urllib.parse.urlencode(page)}")
-        assert status == 200, body
-        tasks += body["tasks"]
-        cursor = body["next_cursor"]
-        if not cursor:
-            return tasks
-
-
-def _unfinished(cluster: Cluster) -> bool:
-    for status in UNFINISHED:
-        code, body = cluster.request("GET", f"/v1/tasks?status={status}&limit=1")
-        assert code == 200, body
-        if body["tasks"]:
-            return True
-    return False
-
-
-def _ids(cluster: Cluster, address: str) -> set[str]:
-    return {w["id"] for w in cluster.workers() if w["address"] == address}
-
-
-def _held(cluster: Cluster, ids: set[str]) -> list[dict[str, Any]]:
-    """The tasks these worker ids hold (dispatched or running)."""
-    held = _list(cluster, status="running") + _list(cluster, status="dispatched")
-    return [task for task in held if task["worker_id"] in ids]
-
-
 def _busy(held: list[dict[str, Any]]) -> bool:
     """Running a task, and holding another it may not have started."""
     return {task["status"] for task in held} == {"running", "dispatched"}
@@ -232,7 +131,7 @@ def _queued_behind_slow(held: list[dict[str, Any]]) -> bool:
     def slow(task: dict[str, Any]) -> bool:
         if task["status"] != "running" or not task["started_at"]:
             return False
-        ends = _epoch(task["started_at"]) + float(task["payload"]["seconds"])
+        ends = epoch(task["started_at"]) + float(task["payload"]["seconds"])
         return ends > time.time() + 0.5
 
     return any(map(slow, held)) and any(task["status"] == "dispatched" for task in held)
@@ -240,10 +139,10 @@ def _queued_behind_slow(held: list[dict[str, Any]]) -> bool:
 
 def _victim(chaos: Chaos, worker: Worker, how: str, ready: Callable[..., bool]) -> Victim:
     """Waits until ``worker``'s tasks are ``ready`` for the chaos, then names it a victim: now."""
-    ids = _ids(chaos.cluster, worker.service.address)
+    ids = worker_ids(chaos.cluster, worker.service.address)
 
     def holding() -> list[dict[str, Any]]:
-        held = _held(chaos.cluster, ids)
+        held = held_by(chaos.cluster, ids)
         return held if ready(held) else []
 
     held = wait_for(holding, 60, f"the worker to {how} to hold tasks ({ready.__name__})")
@@ -252,23 +151,16 @@ def _victim(chaos: Chaos, worker: Worker, how: str, ready: Callable[..., bool]) 
     return chaos.victims[-1]
 
 
-def _answers(cluster: Cluster) -> bool:
-    try:
-        return cluster.request("GET", "/readyz")[0] == 200
-    except (OSError, ValueError, http.client.HTTPException):
-        return False
-
-
 def _settled(chaos: Chaos, since: float, what: str) -> None:
     """Waits until the scheduler answers and every live worker heartbeated after ``since``."""
 
     def heartbeating() -> bool:
-        if not _answers(chaos.cluster):
+        if not answers(chaos.cluster):
             return False
         latest: dict[str, float] = defaultdict(float)
         for worker in chaos.cluster.workers():
             address = worker["address"]
-            latest[address] = max(latest[address], _epoch(worker["last_heartbeat_at"]))
+            latest[address] = max(latest[address], epoch(worker["last_heartbeat_at"]))
         return all(latest[address] > since for address in chaos.alive())
 
     wait_for(heartbeating, 60, f"every worker heartbeating again after {what}")
@@ -281,7 +173,7 @@ def _pause_worker(chaos: Chaos) -> None:
     os.kill(pid, signal.SIGSTOP)
     try:
         wait_for(
-            lambda: not _held(chaos.cluster, victim.ids), 60, "the paused worker's tasks taken"
+            lambda: not held_by(chaos.cluster, victim.ids), 60, "the paused worker's tasks taken"
         )
         time.sleep(1)  # paces: the requeued tasks are dispatched to the others meanwhile
     finally:
@@ -327,26 +219,8 @@ def _restart_database(chaos: Chaos, server: PostgresServer) -> None:
 
 def _all_final(cluster: Cluster) -> list[dict[str, Any]]:
     """Every task, once none is unfinished (none stuck)."""
-    wait_for(lambda: not _unfinished(cluster), 90, "every task final")
-    return _list(cluster)
-
-
-class Run(NamedTuple):
-    """One run of a task's handler, as it noted it."""
-
-    attempt: int
-    at: float  # epoch seconds
-    runs: Path  # the file: which worker ran it
-
-
-def _runs(workers: list[Worker]) -> dict[str, list[Run]]:
-    """Each task's runs, in the order they started."""
-    runs: dict[str, list[Run]] = defaultdict(list)
-    for worker in workers:
-        lines = worker.runs.read_text().splitlines() if worker.runs.exists() else []
-        for task_id, attempt, at in (line.split() for line in lines):
-            runs[task_id].append(Run(int(attempt), float(at), worker.runs))
-    return {task_id: sorted(ran, key=lambda run: run.at) for task_id, ran in runs.items()}
+    wait_for(lambda: not unfinished(cluster), 90, "every task final")
+    return list_tasks(cluster)
 
 
 def _lost_on_a_victim(task: dict[str, Any], ran: list[Run], victims: list[Victim]) -> bool:
@@ -372,7 +246,7 @@ def _violations(
     found["lost"] = sorted(submitted.keys() - final.keys())
     found["not submitted (stored twice?)"] = sorted(final.keys() - submitted.keys())
     for task_id, task in final.items():
-        ran, due = runs.get(task_id, []), _epoch(submitted.get(task_id, task)["scheduled_at"])
+        ran, due = runs.get(task_id, []), epoch(submitted.get(task_id, task)["scheduled_at"])
         error = (task["error"] or {}).get("type")
         checks = {
             "not succeeded or failed": task["status"] not in ("succeeded", "failed"),
@@ -416,7 +290,7 @@ def test_chaos_loses_nothing_and_runs_nothing_twice(
         _restart_database(chaos, server)
     final = {task["id"]: task for task in _all_final(cluster)}
     cluster.stop_all()  # no handler runs after this: every run is noted
-    runs = _runs(chaos.workers)
+    runs = noted_runs(worker.runs for worker in chaos.workers)
     print(_summary(final, runs, chaos.victims))
     violations = _violations(submitter.tasks, final, runs, chaos.victims)
     for name, found in violations.items():

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from taskmill.common.attempts import Report, ReportStatus
-from taskmill.common.db import QueryError
+from taskmill.common.dberrors import QueryError
 from taskmill.common.models import TaskError, TaskStatus
 from taskmill.testing import NewTask, Reported, Stores, claim
 

@@ -11,7 +11,14 @@ import uuid
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from taskmill.common.attempts import Assignment, Outcome, Report, ReportStatus, task_id_text
+from taskmill.common.attempts import (
+    Assignment,
+    Held,
+    Outcome,
+    Report,
+    ReportStatus,
+    task_id_text,
+)
 from taskmill.common.models import TaskError
 from taskmill.v1 import common_pb2, coordinator_pb2, worker_pb2
 
@@ -215,6 +222,39 @@ def test_a_report_is_one_json_object_for_the_report_queries(
     report: Report, expected: dict[str, object]
 ) -> None:
     assert json.loads(report.to_json_text()) == expected
+
+
+def test_a_held_task_goes_to_its_message_and_back() -> None:
+    held = Held(TASK_ID, 42)
+    message = held.to_proto()
+
+    assert isinstance(message, common_pb2.HeldTask)
+    assert (message.task_id, message.token) == (TASK_ID, 42)
+    assert Held.from_proto(message) == held
+    assert Held.from_proto(common_pb2.HeldTask(task_id=TASK_ID)) == Held(TASK_ID, 0)
+
+
+def test_a_held_task_is_read_in_canonical_form() -> None:
+    message = common_pb2.HeldTask(task_id=TASK_ID.upper().replace("-", ""), token=7)
+
+    assert Held.from_proto(message) == Held(TASK_ID, 7)
+    with pytest.raises(ValueError):
+        Held.from_proto(common_pb2.HeldTask(task_id="not-a-uuid", token=7))
+
+
+def test_held_tasks_go_as_two_lists_and_are_paired_again() -> None:
+    other = str(uuid.uuid4())
+    held = [Held(TASK_ID, 3), Held(other, 5)]
+    request = coordinator_pb2.RecordStartsRequest(worker_id="w-1")
+    ids, tokens = Held.to_columns(held)
+    request.asked_task_ids.extend(ids)
+    request.asked_tokens.extend(tokens)
+
+    assert (ids, tokens) == ([TASK_ID, other], [3, 5])
+    assert Held.from_columns(request.asked_task_ids, request.asked_tokens) == held
+    assert Held.to_columns([]) == ([], [])
+    with pytest.raises(ValueError):
+        Held.from_columns([TASK_ID, other], [3])
 
 
 def test_importing_the_types_loads_no_protobuf() -> None:

@@ -95,7 +95,7 @@ def test_a_lost_workers_running_tasks_wait_their_backoff(db: Database, store: St
     assert len(claim(store, [WORKER] * TASKS)) == TASKS
     store.apply([Reported(i, 1, TaskStatus.RUNNING, datetime.now(UTC)) for i in ids])
     before = _db_now(db)
-    recovered = store.recovery.recover_lost([WORKER])
+    recovered = store.recover_lost([WORKER])
     after = _db_now(db)
     assert recovered == {i: TaskStatus.SCHEDULED for i in ids}
     waits = _waits(db, ids, before, after)

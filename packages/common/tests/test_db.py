@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from taskmill.common import db as db_module
-from taskmill.common.db import Connection, Database, QueryError
+from taskmill.common.db import Connection, Database
+from taskmill.common.dberrors import QueryError
 from taskmill.common.errors import DatabaseUnavailable
 from taskmill.common.settings import DatabaseSettings
 from taskmill.testing import admin_connection

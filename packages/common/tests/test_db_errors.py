@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from taskmill.common.db import Database, DriverError, QueryError, StatementCancelled
+from taskmill.common.db import Database
+from taskmill.common.dberrors import DriverError, QueryError, StatementCancelled
 from taskmill.common.settings import DatabaseSettings
 from taskmill.testing import NewTask, Stores
 

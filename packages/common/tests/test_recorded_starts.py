@@ -15,7 +15,7 @@ from taskmill.common.db import Connection
 from taskmill.common.models import Task, WorkerState
 from taskmill.common.models import TaskStatus as S
 from taskmill.common.store import ClaimedTask, Share
-from taskmill.testing import NewTask, Stores, every_route
+from taskmill.testing import NewTask, Stores, every_route, set_worker_state
 
 from .task_harness import check_invariants
 
@@ -142,7 +142,7 @@ def test_record_started_replaces_the_workers_tokens(store: Stores) -> None:
 def test_record_started_for_an_unknown_worker_says_so(store: Stores) -> None:
     assert store.workers.record_started("w-nobody", [1]) is None
     declared_dead = _worker(store)
-    assert store.workers.set_state(declared_dead, WorkerState.DEAD) is not None
+    assert set_worker_state(store.db, declared_dead, WorkerState.DEAD) is not None
     assert store.workers.record_started(declared_dead, [1]) is None
     assert _started_tokens(store, declared_dead) == []
     worker_id = _worker(store)
@@ -195,7 +195,7 @@ def test_an_expired_lease_under_a_live_workers_recorded_start_fails(store: Store
     started_id, unstarted_id = uuid.UUID(started.id), uuid.UUID(unstarted.id)
     _expire_leases(store, started_id, unstarted_id)
 
-    recovered = store.recovery.recover_lost([], expired_leases=True)
+    recovered = store.recover_lost([], expired_leases=True)
 
     assert recovered == {started_id: S.FAILED, unstarted_id: S.SCHEDULED}
     ran = _checked(store, started_id)
@@ -209,7 +209,7 @@ def test_started_tokens_passed_to_recover_lost_fail_a_dispatched_task(store: Sto
     # The tokens of workers already removed, as reap_and_recover passes them.
     _insert(store, 2)
     started, unstarted = _claim(store, Share("w-gone", 2))
-    recovered = store.recovery.recover_lost(["w-gone"], started=[started.token])
+    recovered = store.recover_lost(["w-gone"], started=[started.token])
     assert recovered == {uuid.UUID(started.id): S.FAILED, uuid.UUID(unstarted.id): S.SCHEDULED}
 
 
@@ -287,7 +287,7 @@ def test_a_claim_started_task_its_live_worker_never_listed_goes_back_at_its_leas
                 ago=ago,
                 id=str(task_id),
             )
-    recovered = store.recovery.recover_lost([], expired_leases=True)
+    recovered = store.recover_lost([], expired_leases=True)
     assert recovered[never_sent] is S.SCHEDULED
     task = store.get(never_sent)
     assert (task.attempt, task.started_at, task.worker_id) == (0, None, None)

@@ -100,7 +100,7 @@ def test_expired_lease_is_recovered_without_a_dead_worker(h: Harness) -> None:
     claim(h.store, [WORKER], lease_seconds=0.001)
 
     deadline = datetime.now(UTC) + timedelta(seconds=30)
-    while not (recovered := h.store.recovery.recover_lost([])):
+    while not (recovered := h.store.recover_lost([])):
         assert datetime.now(UTC) < deadline, "the expired lease was never recovered"
         time.sleep(0.01)
 

@@ -44,7 +44,7 @@ def _release(h: Harness, task_id: uuid.UUID) -> Row:
 
 def _worker_lost(h: Harness, task_id: uuid.UUID) -> Row:
     status = h.row(task_id)["status"]
-    recovered = h.store.recovery.recover_lost([WORKER])
+    recovered = h.store.recover_lost([WORKER])
     assert task_id in recovered
     if status == S.DISPATCHED:
         return {"attempt": 0}  # it never started: the attempt does not count
@@ -134,7 +134,7 @@ def _try_cancel(h: Harness, task_id: uuid.UUID) -> bool:
 
 
 def _try_recover(h: Harness, task_id: uuid.UUID) -> bool:
-    return bool(h.store.recovery.recover_lost([WORKER]))
+    return bool(h.store.recover_lost([WORKER]))
 
 
 def _try_extend(h: Harness, task_id: uuid.UUID) -> bool:
@@ -218,7 +218,7 @@ def test_release_by_another_worker_changes_nothing(h: Harness) -> None:
     before = h.row(task_id)
 
     assert h.store.dispatch.release("w-2", h.store.held(task_id)) == []
-    assert h.store.recovery.recover_lost(["w-2"]) == {}
+    assert h.store.recover_lost(["w-2"]) == {}
 
     assert h.row(task_id) == before
 

@@ -30,7 +30,7 @@ def _speaks_grpc(name: str) -> bool:
     return top == "grpc" or top.startswith("grpc_") or name.startswith("taskmill.v1")
 
 
-RULES = ["dispatch.py", "service.py", "fleet.py", "calls.py"]
+RULES = ["dispatch.py", "service.py", "fleet.py", "calls.py", "liveness.py", "listener.py"]
 
 
 @pytest.mark.parametrize("module", RULES)

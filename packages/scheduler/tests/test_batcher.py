@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from taskmill.common.db import QueryError
+from taskmill.common.dberrors import QueryError
 from taskmill.common.errors import DatabaseUnavailable
 from taskmill.common.store import Decided, SubmitRow
 from taskmill.scheduler.batcher import SubmitBatcher

@@ -7,11 +7,13 @@ from collections.abc import Sequence
 import falcon.testing
 import pytest
 
-from taskmill.common.db import Database, QueryError
+from taskmill.common.db import Database
+from taskmill.common.dberrors import QueryError
 from taskmill.common.models import WorkerState
 from taskmill.common.settings import DatabaseSettings
 from taskmill.common.store import Decided, SubmitRow, WorkerStore
 from taskmill.scheduler import VERSION, SchedulerSettings, create_app
+from taskmill.testing import set_worker_state
 
 
 def test_workers_lists_the_live_fleet(api, db) -> None:
@@ -22,7 +24,7 @@ def test_workers_lists_the_live_fleet(api, db) -> None:
     second = workers.register(address="10.0.0.2:9000", capacity=2, coordinator_id="c-1")
     workers.heartbeat(second.id, free_slots=1)
     gone = workers.register(address="10.0.0.3:9000", capacity=1, coordinator_id="c-1")
-    workers.set_state(gone.id, WorkerState.DEAD)
+    set_worker_state(db, gone.id, WorkerState.DEAD)
 
     listed = api.get("/v1/workers").json["workers"]
 

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import falcon.testing
 import pytest
 
-from taskmill.common.db import Database, StatementCancelled
+from taskmill.common.db import Database
+from taskmill.common.dberrors import StatementCancelled
 from taskmill.scheduler import SchedulerSettings, create_app
 from taskmill.scheduler.app import create_database
 from taskmill.testing import admin_connection

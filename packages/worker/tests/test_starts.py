@@ -103,6 +103,8 @@ def test_a_start_recorded_by_the_claim_runs_at_once(coordinator, start_worker, w
 def test_a_refused_start_is_given_back_unrun(coordinator, start_worker, worker_stub):
     worker = start_worker(concurrency=1)
     worker_id = coordinator.wait_registered()
+    # Registering sends the live tokens once (the asker's resend): the failure is for the ask.
+    wait_for(lambda: coordinator.start_calls > 0, what="the tokens sent on registering")
     with coordinator.lock:
         coordinator.fail_starts.append(grpc.StatusCode.INVALID_ARGUMENT)
     refused = assignment("test.note", max_attempts=1)

@@ -197,11 +197,31 @@ def _stamp(stamp: Timestamp, seconds: float) -> Timestamp:
 
 
 class Held(NamedTuple):
-    """A task a worker holds, named by the token of the claim that gave it to the worker
-    (``HeldTask`` on the wire); token 0 is a worker older than tokens, which names none."""
+    """A task a worker holds, by its claim's token (``HeldTask``); 0 from workers before tokens."""
 
     task_id: str
     token: int
+
+    @classmethod
+    def from_proto(cls, message: common_pb2.HeldTask) -> Held:
+        """Reads a held task, its id made canonical; ``ValueError`` if the id is not a uuid."""
+        return cls(task_id_text(message.task_id), message.token)
+
+    def to_proto(self) -> common_pb2.HeldTask:
+        """The ``HeldTask`` message of this task."""
+        from taskmill.v1 import common_pb2  # not at the top: process children import this module
+
+        return common_pb2.HeldTask(task_id=self.task_id, token=self.token)
+
+    @staticmethod
+    def to_columns(held: Sequence[Held]) -> tuple[list[str], list[int]]:
+        """The ids and the tokens of held tasks, in one order: as ``RecordStarts`` sends them."""
+        return [task_id for task_id, _ in held], [token for _, token in held]
+
+    @classmethod
+    def from_columns(cls, task_ids: Sequence[str], tokens: Sequence[int]) -> list[Held]:
+        """Pairs what :meth:`to_columns` gives; ``ValueError`` if the lengths differ."""
+        return [cls(task_id, token) for task_id, token in zip(task_ids, tokens, strict=True)]
 
 
 class Outcome(NamedTuple):

@@ -1,11 +1,13 @@
-"""The database edge: the only module, with its ``_pgwire``, that talks to pg8000.
+"""The database edge: the only module, with its ``_pgwire`` and ``dberrors``, that talks to
+pg8000.
 
 ``Database`` keeps a small pool of connections. A connection is lent to one thread at a time
 (``with db.connection() as conn``) and every query is run by name from the ``.sql`` files.
 pg8000's exceptions, and anything else a statement raises on its way, are wrapped here, and
-nowhere else, into taskmill's own errors; a connection is kept in the pool after an error only
-when the server sent it, so that no connection is lent with an answer half read. What needs
-pg8000's internals (the socket, its buffer, the wire format) is in ``_pgwire``.
+nowhere else, into taskmill's own errors (:mod:`taskmill.common.dberrors`); a connection is kept
+in the pool after an error only when the server sent it, so that no connection is lent with an
+answer half read. What needs pg8000's internals (the socket, its buffer, the wire format) is in
+``_pgwire``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pg8000.exceptions
 import pg8000.native
 
 from taskmill.common import _pgwire
+from taskmill.common.dberrors import wrap
 from taskmill.common.errors import DatabaseError, DatabaseUnavailable
 from taskmill.common.queries import query
 from taskmill.common.settings import DatabaseSettings
@@ -32,56 +35,8 @@ logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
-#: SQLSTATE classes that mean the server or the connection went away, not that the query was bad.
-_UNAVAILABLE_SQLSTATES = ("08", "57P")
-#: SQLSTATE of a statement the server cancelled: past its ``statement_timeout``, or by an operator.
-_CANCELLED_SQLSTATE = "57014"
 #: The most one read of an idle connection takes from the socket; more waits for the next read.
 READ_AT_ONCE = 65536
-
-
-class QueryError(DatabaseError):
-    """The database rejected a query."""
-
-    def __init__(self, message: str, sqlstate: str | None = None) -> None:
-        super().__init__(message)
-        self.sqlstate = sqlstate
-
-    @property
-    def is_unique_violation(self) -> bool:
-        """Whether the query broke a unique constraint."""
-        return self.sqlstate == "23505"
-
-
-class StatementCancelled(DatabaseError):
-    """The database cancelled the statement: it ran past the pool's statement timeout, or an
-    operator cancelled it. Nothing it did was kept, and its connection stays usable."""
-
-    # Not a QueryError: nothing in the request was wrong, and the same statement may well
-    # finish once the database is less busy.
-    retryable = True
-
-
-class DriverError(DatabaseError):
-    """The database driver failed in the middle of a statement, on something other than an
-    error from the server (such as a value in the answer that Python cannot hold); the
-    connection was dropped."""
-
-
-def _wrap(exc: Exception) -> DatabaseError:
-    if isinstance(exc, pg8000.exceptions.DatabaseError) and exc.args:
-        info = exc.args[0] if isinstance(exc.args[0], dict) else {}
-        sqlstate = str(info.get("C", ""))
-        message = str(info.get("M", exc))
-        if sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
-            return DatabaseUnavailable(f"database unavailable: {message}")
-        if sqlstate == _CANCELLED_SQLSTATE:
-            return StatementCancelled(f"the database cancelled the statement: {message}")
-        return QueryError(message, sqlstate)
-    if isinstance(exc, (pg8000.exceptions.Error, OSError)):
-        return DatabaseUnavailable(f"database unavailable: {exc}")
-    return DriverError(f"the database driver failed mid-statement: {type(exc).__name__}: {exc}")
-
 
 #: TCP options that end a connection whose server vanished without closing it (a host lost,
 #: a failover that left the old address silent): after 15 s of silence, a probe every 5 s,
@@ -165,7 +120,7 @@ class Connection:
         answer that fails to parse, such as JSON nested too deep) can stop the reading halfway,
         and the next statement on the connection would read the rest of this answer as its own.
         """
-        wrapped = _wrap(exc)
+        wrapped = wrap(exc)
         if not isinstance(exc, pg8000.exceptions.DatabaseError) or isinstance(
             wrapped, DatabaseUnavailable
         ):
@@ -284,7 +239,7 @@ class Connection:
         except Exception as exc:
             # Even the server's error: it came unasked, not as the end of an answer.
             self.broken = True
-            raise _wrap(exc) from exc
+            raise wrap(exc) from exc
         except BaseException:
             self.broken = True
             raise
@@ -375,7 +330,7 @@ class Database:
             ) from exc
         except pg8000.exceptions.DatabaseError as exc:
             raise DatabaseUnavailable(
-                f"PostgreSQL at {self.settings.host}:{self.settings.port} refused: {_wrap(exc)}"
+                f"PostgreSQL at {self.settings.host}:{self.settings.port} refused: {wrap(exc)}"
             ) from exc
         return Connection(raw, prepare=self._prepare_statements)
 

@@ -149,6 +149,24 @@ def create_server(
     if security.tls and not (security.tls_cert_file and security.tls_key_file):
         # TASKMILL_TLS_CA alone is enough for a client, but a server must present a certificate.
         raise ConfigError("a TLS server needs TASKMILL_TLS_CERT and TASKMILL_TLS_KEY")
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=_server_chain(security, traced, interceptors),
+        options=_CHANNEL_OPTIONS,
+    )
+    register(server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = _bind(server, address, security)
+    server.start()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer
+
+
+def _server_chain(
+    security: GrpcSecurity, traced: bool | None, interceptors: tuple[grpc.ServerInterceptor, ...]
+) -> list[grpc.ServerInterceptor]:
+    """A server's interceptors, in order: the token check, tracing, then the caller's."""
     chain: list[grpc.ServerInterceptor] = []
     if security.cluster_token:
         chain.append(_TokenCheck(security.cluster_token))
@@ -156,14 +174,15 @@ def create_server(
         # The OpenTelemetry interceptor continues the caller's trace in a server span.
         chain.append(server_interceptor())  # type: ignore[no-untyped-call]
     chain.extend(interceptors)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=chain,
-        options=_CHANNEL_OPTIONS,
-    )
-    register(server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    return chain
+
+
+def _bind(server: grpc.Server, address: str, security: GrpcSecurity) -> int:
+    """Binds the server to ``address``, with TLS when configured; returns the bound port.
+
+    Raises:
+        ConfigError: The address cannot be bound.
+    """
     try:
         if security.tls:
             credentials = grpc.ssl_server_credentials(
@@ -183,9 +202,7 @@ def create_server(
         raise ConfigError(f"cannot listen on {address}: {exc}") from None
     if port == 0:
         raise ConfigError(f"cannot listen on {address}: the address is in use or invalid")
-    server.start()
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    return server, port, health_servicer
+    return port
 
 
 def create_channel(

@@ -136,12 +136,7 @@ def _assemble(
         service, dispatcher, listener, liveness = _parts(
             settings, db, coordinator_id, senders, client
         )
-        servicer = CoordinatorServicer(service, settings.worker_heartbeat_interval)
-        server, port, health_servicer = create_grpc_server(
-            _bind_address(settings.host, settings.port),
-            lambda s: coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, s),
-            settings.security,
-        )
+        server, port, health_servicer = _serve(settings, service)
     except BaseException:
         senders.shutdown()
         client.close_all()
@@ -170,6 +165,19 @@ def _assemble(
     )
 
 
+def _serve(
+    settings: CoordinatorSettings, service: CoordinatorService
+) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """Starts the gRPC server in front of the service layer; returns it, its port and its
+    health servicer."""
+    servicer = CoordinatorServicer(service, settings.worker_heartbeat_interval)
+    return create_grpc_server(
+        _bind_address(settings.host, settings.port),
+        lambda s: coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, s),
+        settings.security,
+    )
+
+
 def _parts(
     settings: CoordinatorSettings,
     db: Database,
@@ -183,16 +191,7 @@ def _parts(
     workers = WorkerStore(db)
     # The fleet opens and closes the client's channels as workers join and leave.
     fleet = Fleet(client)
-    dispatcher = Dispatcher(
-        tasks,
-        fleet,
-        client,
-        senders,
-        lease_seconds=settings.lease_seconds,
-        batch_size=settings.batch_size,
-        poll_interval=settings.poll_interval,
-        assign_timeout=settings.assign_timeout,
-    )
+    dispatcher = _dispatcher(settings, tasks, fleet, client, senders)
     wakers = Wakers(work=dispatcher.wake, room=dispatcher.slots_freed)
     service = CoordinatorService(
         workers,
@@ -217,3 +216,23 @@ def _parts(
         interval=settings.liveness_interval,
     )
     return service, dispatcher, listener, liveness
+
+
+def _dispatcher(
+    settings: CoordinatorSettings,
+    tasks: DispatchStore,
+    fleet: Fleet,
+    client: WorkerClient,
+    senders: ThreadPoolExecutor,
+) -> Dispatcher:
+    """The dispatch loop, as the settings tune it."""
+    return Dispatcher(
+        tasks,
+        fleet,
+        client,
+        senders,
+        lease_seconds=settings.lease_seconds,
+        batch_size=settings.batch_size,
+        poll_interval=settings.poll_interval,
+        assign_timeout=settings.assign_timeout,
+    )

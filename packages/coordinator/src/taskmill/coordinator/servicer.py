@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterable
 from typing import TypeVar
@@ -52,12 +53,12 @@ def _held(tasks: Iterable[common_pb2.HeldTask], legacy_ids: Iterable[str]) -> li
     Malformed ids are logged and left out (they go into an array literal, so each is checked
     to be a uuid)."""
     held: set[Held] = set()
-    pairs = [*((task.task_id, task.token) for task in tasks), *((i, 0) for i in legacy_ids)]
-    for value, token in pairs:
+    legacy = (common_pb2.HeldTask(task_id=task_id) for task_id in legacy_ids)
+    for task in itertools.chain(tasks, legacy):
         try:
-            held.add(Held(task_id_text(value), token))
+            held.add(Held.from_proto(task))
         except ValueError:
-            logger.warning("ignoring malformed task id %r", value)
+            logger.warning("ignoring malformed task id %r", task.task_id)
     return list(held)
 
 
@@ -135,16 +136,15 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def RecordStarts(
         self, request: coordinator_pb2.RecordStartsRequest, context: grpc.ServicerContext
     ) -> coordinator_pb2.RecordStartsResponse:
-        ids, tokens = request.asked_task_ids, request.asked_tokens
-        if len(ids) != len(tokens):
+        try:
+            asked = Held.from_columns(request.asked_task_ids, request.asked_tokens)
+        except ValueError:
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "asked_task_ids and asked_tokens differ"
             )
         refused = _call(
             context,
-            lambda: self._service.record_starts(
-                request.worker_id, request.tokens, list(zip(ids, tokens, strict=True))
-            ),
+            lambda: self._service.record_starts(request.worker_id, request.tokens, asked),
         )
         return coordinator_pb2.RecordStartsResponse(refused_tokens=refused)
 

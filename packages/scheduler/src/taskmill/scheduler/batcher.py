@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
-from taskmill.common.db import QueryError
+from taskmill.common.dberrors import QueryError
 from taskmill.common.store import Decided, SubmitRow
 from taskmill.scheduler.service import Submit
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import falcon
 
-from taskmill.common.db import StatementCancelled
+from taskmill.common.dberrors import StatementCancelled
 from taskmill.common.errors import (
     DatabaseUnavailable,
     InvalidTransition,

@@ -9,7 +9,14 @@ helpers from here. A dev-only member: no service image installs it.
 from taskmill.testing.databases import admin_connection, throwaway_server
 from taskmill.testing.pki import PKI_NAMED_HOST, tls_env
 from taskmill.testing.serving import serve_in_thread
-from taskmill.testing.stores import NewTask, Reported, Stores, claim, every_route
+from taskmill.testing.stores import (
+    NewTask,
+    Reported,
+    Stores,
+    claim,
+    every_route,
+    set_worker_state,
+)
 
 __all__ = [
     "PKI_NAMED_HOST",
@@ -20,6 +27,7 @@ __all__ = [
     "claim",
     "every_route",
     "serve_in_thread",
+    "set_worker_state",
     "throwaway_server",
     "tls_env",
 ]

@@ -19,7 +19,15 @@ from taskmill.common.attempts import Held, Report, ReportStatus
 from taskmill.common.db import Connection, Database
 from taskmill.common.errors import TaskNotFound
 from taskmill.common.jsontext import compact as _json
-from taskmill.common.models import Backoff, ServedQueue, Task, TaskError, TaskStatus
+from taskmill.common.models import (
+    Backoff,
+    ServedQueue,
+    Task,
+    TaskError,
+    TaskStatus,
+    Worker,
+    WorkerState,
+)
 from taskmill.common.store import (
     DispatchStore,
     RecoveryStore,
@@ -185,8 +193,32 @@ class Stores:
         """
         ids = {str(report.task_id): report.task_id for report in reported}
         reports = [self._with_token(r).to_report() for r in reported]
-        changed = self.reports.apply_all(reports, worker_id)
+        # The production path without its fallback of one report at a time, so that a refused
+        # report fails the test's whole batch.
+        changed = self.reports._apply(reports, worker_id).changed
         return {ids[task_id] for task_id in changed}
+
+    def recover_lost(
+        self,
+        dead_worker_ids: Sequence[str],
+        *,
+        expired_leases: bool = True,
+        started: Sequence[int] = (),
+    ) -> dict[uuid.UUID, TaskStatus]:
+        """Recovers tasks of dead workers and, with ``expired_leases``, tasks whose lease expired,
+        through the recovery statements production runs (``RecoveryStore.reap_and_recover`` and
+        ``retire``), without removing any worker.
+
+        Unstarted tasks go back to ``scheduled`` (their attempt not counted); running ones fail
+        with ``worker_lost``, or are scheduled again when the retry rule allows, and so do
+        dispatched ones whose token is among ``started`` (the removed workers' started tokens)
+        or a known worker's. Coordinators are notified of the tasks scheduled again. Returns
+        each recovered task's new status.
+        """
+        with self.db.transaction() as conn:
+            return self.recovery._recover(
+                conn, dead_worker_ids, started, expired_leases=expired_leases
+            )
 
     def held(self, *task_ids: uuid.UUID | str) -> list[Held]:
         """The tasks as their worker names them: with their current claims' tokens."""
@@ -212,6 +244,18 @@ class Stores:
                 "SELECT min(scheduled_at) FROM tasks WHERE status = 'scheduled'"
             )
         return value  # type: ignore[no-any-return]
+
+
+def set_worker_state(db: Database, worker_id: str, state: WorkerState) -> Worker | None:
+    """Changes a worker's state, which no service does (a lost or stopping worker's row is
+    deleted); ``None`` when the worker is unknown."""
+    with db.connection() as conn:
+        found = conn.execute(
+            "UPDATE workers SET state = :state WHERE id = :id RETURNING id",
+            id=worker_id,
+            state=str(state),
+        )
+    return WorkerStore(db).get(worker_id) if found else None
 
 
 def claim(stores: Stores, slots: Sequence[str], lease_seconds: float = 60.0) -> list[Task]:

@@ -194,7 +194,7 @@ class Agent:
     def _held(self) -> list[common_pb2.HeldTask]:
         """What the worker holds: its tasks, and those whose final report is unacknowledged."""
         held = {*self._executor.held(), *self._reporter.pending()}
-        return [common_pb2.HeldTask(task_id=task_id, token=token) for task_id, token in held]
+        return [task.to_proto() for task in held]
 
     def _drop_stale(self, tokens: Sequence[int]) -> None:
         if tokens:

@@ -92,7 +92,24 @@ class Worker:
             rpc_timeout=settings.rpc_timeout,
             max_backoff=settings.max_backoff,
         )
-        self.executor = Executor(
+        self.executor = self._executor(handlers, tracer_provider)
+        self.asker.on_answer(
+            self.executor.started, lambda: [*self.executor.asked(), *self.reporter.started()]
+        )
+        self.port = 0
+        self.address = ""
+        self._server: grpc.Server | None = None
+        self._agent: Agent | None = None
+        self._health: health.HealthServicer | None = None
+        self._closed = False
+
+    def _executor(
+        self, handlers: Mapping[str, Handler], tracer_provider: TracerProvider | None
+    ) -> Executor:
+        """The executor, as the settings tune it, reporting through the reporter and asking for
+        starts through the asker."""
+        settings = self.settings
+        return Executor(
             handlers,
             concurrency=settings.concurrency,
             queue_size=settings.queue_room,
@@ -103,15 +120,6 @@ class Worker:
             ask=self.asker.ask if settings.record_starts else None,
             queues=settings.queues,
         )
-        self.asker.on_answer(
-            self.executor.started, lambda: [*self.executor.asked(), *self.reporter.started()]
-        )
-        self.port = 0
-        self.address = ""
-        self._server: grpc.Server | None = None
-        self._agent: Agent | None = None
-        self._health: health.HealthServicer | None = None
-        self._closed = False
 
     @property
     def worker_id(self) -> str | None:

@@ -122,11 +122,11 @@ class StartAsker:
         worker_id = self._membership.wait(_ID_POLL_SECONDS)
         if worker_id is None:
             return 0.0  # registering again: asked under the new id
-        asked = [token for _, token in asks]
+        asked_ids, asked = Held.to_columns(asks)
         request = coordinator_pb2.RecordStartsRequest(
             worker_id=worker_id,
             tokens=sorted({*self._live(), *asked}),
-            asked_task_ids=[task_id for task_id, _ in asks],
+            asked_task_ids=asked_ids,
             asked_tokens=asked,
         )
         try:

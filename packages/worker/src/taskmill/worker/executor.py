@@ -30,8 +30,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from taskmill.common.attempts import Assignment, Held, Outcome, Report
 from taskmill.common.errors import TaskmillError
 from taskmill.worker.emitter import Emitter
-from taskmill.worker.execution import TIMEOUT, UNKNOWN_COMMAND, WORKER_SHUTDOWN
+from taskmill.worker.execution import TIMEOUT, WORKER_SHUTDOWN
 from taskmill.worker.fence import Fence
+from taskmill.worker.holding import Holding
 from taskmill.worker.job import Job, JobState, sort_out, unstarted
 from taskmill.worker.lanes import job_queue
 from taskmill.worker.registry import Handler
@@ -89,24 +90,18 @@ class Executor:
         ask: Callable[[list[Held]], None] | None = None,
         queues: Sequence[tuple[str, int]] = (),
     ) -> None:
-        self._handlers = dict(handlers)
         self._fence = fence or Fence()
         self._starts = StartRecords(ask, most=queue_size)
-        tracer = tracer or TaskTracer()
-        self._emitter = Emitter(tracer, report)
-        self._capacity = concurrency + queue_size
+        self._emitter = Emitter(tracer or TaskTracer(), report)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # for drain and stop, which wait
-        self._waiting = False  # drain or stop may be waiting on _changed
-        self._jobs: dict[str, Job] = {}  # held tasks: queued, running or overdue; not settled
-        self._queued = 0
-        self._busy = 0  # slot threads inside a handler, including ones whose task timed out
+        room = concurrency + queue_size
+        self._holding = Holding(handlers, room, self._starts, self._emitter, self._changed)
         self._children = 0  # slot threads supervising a child process
-        self._draining = False
         self._queue = job_queue(queues)
         self._watchdog: Watchdog[Job] = Watchdog(self._time_out)
         self._runner = Runner(
-            tracer,
+            self._emitter.tracer,
             self._watchdog,
             self._fence,
             process_cancel_grace,
@@ -126,12 +121,12 @@ class Executor:
     @property
     def capacity(self) -> int:
         """How many tasks the worker can hold at once."""
-        return self._capacity
+        return self._holding.capacity
 
     @property
     def handler_names(self) -> list[str]:
         """The commands this executor can run."""
-        return sorted(self._handlers)
+        return sorted(self._holding.handlers)
 
     def start(self) -> None:
         """Starts the slot threads."""
@@ -146,17 +141,9 @@ class Executor:
         thread stuck in a thread handler is left behind (slot threads are daemons).
         """
         with self._lock:
-            for job in self._jobs.values():
-                job.cancel.set()
-                job.state = JobState.DONE
-                if job.gate is not None:
-                    job.gate.set()  # a slot waiting for its start's answer stops waiting
-                if job.span is not None:
-                    message = "the worker stopped without draining"
-                    self._emitter.tracer.finish(job.span, Outcome.failed(WORKER_SHUTDOWN, message))
-            self._jobs.clear()
-            self._draining = True
-            self._waiting = True
+            self._holding.abandon()
+            self._holding.draining = True
+            self._holding.waiting = True
             self._changed.wait_for(lambda: self._children == 0, _STOP_WAIT_SECONDS)
         for _ in self._threads:
             self._queue.put(None)
@@ -165,27 +152,28 @@ class Executor:
     def free_slots(self) -> int:
         """How many more tasks the worker accepts now (0 while draining)."""
         with self._lock:
-            return self._free()
+            return self._holding.free()
 
     def held(self) -> list[Held]:
         """The tasks the worker holds, queued or running, with their assignments' tokens."""
         with self._lock:
-            return [Held(task_id, job.assignment.token) for task_id, job in self._jobs.items()]
+            jobs = self._holding.jobs
+            return [Held(task_id, job.assignment.token) for task_id, job in jobs.items()]
 
     def drop_stale(self, tokens: Collection[int]) -> int:
         """Stops the copies of tasks that are no longer this worker's (see ``fence``): a queued
         one is dropped unrun, a running one is cancelled, and nothing they report changes the
         task (their token is stale). Returns how many it found."""
         with self._lock:
-            stale = [job for job in self._jobs.values() if job.assignment.token in tokens]
+            jobs = self._holding.jobs.values()
+            stale = [job for job in jobs if job.assignment.token in tokens]
             news = [job for job in stale if not job.cancel.is_set()]  # logged once, not per beat
             for job in stale:
                 job.cancel.set()
                 if job.state is JobState.QUEUED:
-                    self._queued -= 1
-                    self._settle(job, Outcome.cancelled())
+                    self._holding.drop(job, Outcome.cancelled())
                 elif job.state is JobState.OVERDUE:
-                    self._settle(job, self._timed_out(job))
+                    self._holding.settle(job, _timed_out(job))
         for job in news:
             logger.warning(
                 "task %s attempt %d is no longer this worker's: %s",
@@ -205,17 +193,17 @@ class Executor:
             NoRoom: The new tasks of the batch exceed the free slots.
         """
         with self._lock:
-            if self._draining:
+            holding = self._holding
+            if holding.draining:
                 raise Draining()
-            fresh, replaced = sort_out(self._jobs, assignments)
-            free = self._free() + len(replaced)
+            fresh, replaced = sort_out(holding.jobs, assignments)
+            free = holding.free() + len(replaced)
             if len(fresh) > free:
                 raise NoRoom(f"the batch has {len(fresh)} new tasks but only {free} slots are free")
-            for old in replaced:
-                self._queued -= 1
-                self._settle(old, Outcome.cancelled())  # its token is stale: changes nothing
-            queued = [job for assignment in fresh if (job := self._hold(assignment))]
-            free = self._free()
+            for old in replaced:  # queued, and its token is stale: its report changes nothing
+                holding.drop(old, Outcome.cancelled())
+            queued = [job for assignment in fresh if (job := holding.hold(assignment))]
+            free = holding.free()
         # Queued once the lock is free: a slot thread woken while it is held would only wake to
         # wait for it. A job settled meanwhile (cancelled) is skipped by the slot that takes it.
         for job in queued:
@@ -232,10 +220,8 @@ class Executor:
         are given back unrun."""
         with self._lock:
             for job in self._starts.answer(recorded, refused):
-                if job.state is JobState.QUEUED:
-                    self._queued -= 1
                 if job.state is not JobState.DONE:
-                    self._settle(job, Outcome.rejected())
+                    self._holding.drop(job, Outcome.rejected())
                     logger.warning(
                         "task %s: its start could not be recorded; given back unrun",
                         job.assignment.task_id,
@@ -249,15 +235,12 @@ class Executor:
         waits for its handler, is settled ``cancelled`` at once (no retry follows a cancel).
         """
         with self._lock:
-            job = self._jobs.get(task_id)
+            job = self._holding.jobs.get(task_id)
             if job is None:
                 return False
             job.cancel.set()
-            if job.state is JobState.QUEUED:
-                self._queued -= 1
-                self._settle(job, Outcome.cancelled())
-            elif job.state is JobState.OVERDUE:
-                self._settle(job, Outcome.cancelled())
+            if job.state in (JobState.QUEUED, JobState.OVERDUE):
+                self._holding.drop(job, Outcome.cancelled())
             return True
 
     def drain(self, grace: float) -> None:
@@ -271,57 +254,22 @@ class Executor:
         """
         deadline = time.monotonic() + grace
         with self._lock:
-            self._draining = True
-            self._waiting = True  # never cleared: a stopped executor runs nothing hot
-            for job in [job for job in self._jobs.values() if unstarted(job)]:
-                if job.state is JobState.QUEUED:
-                    self._queued -= 1
-                self._settle(job, Outcome.rejected())  # never ran: given back, attempt unused
-            while self._running() and (remaining := deadline - time.monotonic()) > 0:
+            holding = self._holding
+            holding.draining = True
+            holding.waiting = True
+            for job in [job for job in holding.jobs.values() if unstarted(job)]:
+                holding.drop(job, Outcome.rejected())  # never ran: given back, attempt unused
+            while holding.running() and (remaining := deadline - time.monotonic()) > 0:
                 self._changed.wait(remaining)
             message = f"the worker shut down before the task finished (grace {grace:g} s)"
-            for job in self._running():
+            for job in holding.running():
                 job.cancel.set()
                 if job.state is JobState.OVERDUE:
-                    self._settle(job, self._timed_out(job))
+                    holding.settle(job, _timed_out(job))
                 else:
-                    self._settle(job, Outcome.failed(WORKER_SHUTDOWN, message))
+                    holding.settle(job, Outcome.failed(WORKER_SHUTDOWN, message))
 
     # -- internals: the helpers below expect the lock held unless they take it themselves ------
-
-    def _free(self) -> int:
-        if self._draining:
-            return 0
-        return max(0, self._capacity - self._queued - self._busy)
-
-    def _running(self) -> list[Job]:
-        """The jobs in a slot: running, or past their timeout with the report waiting."""
-        return [job for job in self._jobs.values() if job.state is not JobState.QUEUED]
-
-    def _hold(self, assignment: Assignment) -> Job | None:
-        """Holds a new task; returns its job for the queue, or ``None`` when it was settled."""
-        job = Job(assignment, self._handlers.get(assignment.command))
-        self._jobs[assignment.task_id] = job
-        if job.handler is None:
-            self._emitter.begin(job)
-            message = f"no handler is registered for command {assignment.command!r}"
-            self._settle(job, Outcome.failed(UNKNOWN_COMMAND, message))
-            return None
-        job.timeout = assignment.timeout_seconds or job.handler.timeout
-        self._queued += 1
-        self._starts.hold(job)
-        return job
-
-    def _settle(self, job: Job, outcome: Outcome) -> None:
-        job.state = JobState.DONE
-        self._jobs.pop(job.assignment.task_id, None)
-        if job.asked:
-            self._starts.settled(job)
-            if job.gate is not None:
-                job.gate.set()  # a slot waiting for its start's answer stops waiting
-        self._emitter.settled(job, outcome)
-        if self._waiting:
-            self._changed.notify_all()
 
     def _time_out(self, job: Job) -> None:
         """At a thread handler's deadline: reports the timeout now if no retry can follow it,
@@ -335,7 +283,7 @@ class Executor:
             no_retry = job.cancel.is_set() or assignment.attempt >= assignment.max_attempts
             job.cancel.set()
             if no_retry:
-                self._settle(job, self._timed_out(job))
+                self._holding.settle(job, _timed_out(job))
                 return
             job.state = JobState.OVERDUE
             logger.warning(
@@ -343,9 +291,6 @@ class Executor:
                 assignment.task_id,
                 assignment.attempt,
             )
-
-    def _timed_out(self, job: Job) -> Outcome:
-        return Outcome.failed(TIMEOUT, f"the task exceeded its timeout of {job.timeout:g} s")
 
     # -- slot threads --------------------------------------------------------------------------
 
@@ -401,8 +346,9 @@ class Executor:
     def _begin(self, job: Job) -> bool:
         if job.state is not JobState.QUEUED:
             return False  # cancelled or given back while it waited
-        self._queued -= 1
-        self._busy += 1
+        holding = self._holding
+        holding.queued -= 1
+        holding.busy += 1
         job.state = JobState.RUNNING
         self._emitter.begin(job)
         if job.assignment.start_recorded:
@@ -417,14 +363,14 @@ class Executor:
         return True
 
     def _finish(self, job: Job, outcome: Outcome | None) -> None:
-        self._busy -= 1
+        self._holding.busy -= 1
         if job.state is JobState.RUNNING and outcome is not None:
             if job.started_at is not None:
                 self._starts.ran(time.time() - job.started_at)
-            self._settle(job, outcome)
+            self._holding.settle(job, outcome)
         elif job.state is JobState.OVERDUE:
             # The copy is gone now, so a retry may start; what it returned late is discarded.
-            self._settle(job, self._timed_out(job))
+            self._holding.settle(job, _timed_out(job))
         elif job.state is JobState.DONE and job.gated and job.started_at is None:
             pass  # dropped before its start was recorded: it never ran
         else:
@@ -433,3 +379,7 @@ class Executor:
                 job.assignment.task_id,
                 job.assignment.attempt,
             )
+
+
+def _timed_out(job: Job) -> Outcome:
+    return Outcome.failed(TIMEOUT, f"the task exceeded its timeout of {job.timeout:g} s")

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
+from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -176,19 +177,7 @@ def run_in_process(
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     child_cancel = context.Event()
-    process = context.Process(
-        target=_child_main,
-        args=(
-            sender,
-            handler,
-            assignment,
-            child_cancel,
-            logging.getLogger().getEffectiveLevel(),
-            traceparent,
-        ),
-        name=f"taskmill-task-{assignment.task_id}",
-        daemon=True,
-    )
+    process = _child(context, sender, handler, assignment, child_cancel, traceparent)
     try:
         process.start()
     except (pickle.PicklingError, AttributeError, TypeError, OSError) as exc:
@@ -209,3 +198,27 @@ def run_in_process(
     finally:
         _stop(process)
         receiver.close()
+
+
+def _child(
+    context: SpawnContext,
+    sender: Connection,
+    handler: Handler,
+    assignment: Assignment,
+    cancel: Any,
+    traceparent: str,
+) -> BaseProcess:
+    """The child process of one attempt, not started yet: it reports through ``sender``."""
+    return context.Process(
+        target=_child_main,
+        args=(
+            sender,
+            handler,
+            assignment,
+            cancel,
+            logging.getLogger().getEffectiveLevel(),
+            traceparent,
+        ),
+        name=f"taskmill-task-{assignment.task_id}",
+        daemon=True,
+    )

@@ -49,24 +49,6 @@ class RecoveryStore:
             started = [token for row in rows for token in row[1]]
             return self._recover(conn, [worker_id], started, expired_leases=False)
 
-    def recover_lost(
-        self,
-        dead_worker_ids: Sequence[str],
-        *,
-        expired_leases: bool = True,
-        started: Sequence[int] = (),
-    ) -> dict[uuid.UUID, TaskStatus]:
-        """Recovers tasks of dead workers and, with ``expired_leases``, tasks whose lease expired.
-
-        Unstarted tasks go back to ``scheduled`` (their attempt not counted); running ones fail
-        with ``worker_lost``, or are scheduled again when the retry rule allows, and so do
-        dispatched ones whose token is among ``started`` (the removed workers' started tokens)
-        or a known worker's. Coordinators are notified of the tasks scheduled again. Returns
-        each recovered task's new status.
-        """
-        with self._db.transaction() as conn:
-            return self._recover(conn, dead_worker_ids, started, expired_leases=expired_leases)
-
     def _recover(
         self,
         conn: Connection,

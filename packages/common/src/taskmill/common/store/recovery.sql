@@ -54,19 +54,24 @@ RETURNING id, status
 -- among its worker's started tokens (the same test as in requeue_lost_unstarted, asked again
 -- rather than trusted to what that statement left: a claim committed between the two must not
 -- be failed).
+-- The retry rule is asked once per task, as in reports.sql's mark_failed.
 UPDATE tasks SET
-    status = CASE
-        WHEN taskmill_retries(true, attempt, max_attempts, cancel_requested_at) THEN 'scheduled'
-        WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
-        ELSE 'failed' END,
+    (status, finished_at, scheduled_at, worker_id) = (
+        SELECT
+            CASE
+                WHEN retries THEN 'scheduled'
+                WHEN tasks.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                ELSE 'failed' END,
+            CASE WHEN retries THEN NULL ELSE now() END,
+            CASE WHEN retries
+                THEN taskmill_retry_at(tasks.attempt, :backoff_base, :backoff_max)
+                ELSE tasks.scheduled_at END,
+            CASE WHEN retries THEN NULL ELSE tasks.worker_id END
+        FROM (SELECT taskmill_retries(
+            true, tasks.attempt, tasks.max_attempts, tasks.cancel_requested_at
+        ) AS retries) AS rule
+    ),
     error = CAST(:error AS jsonb),
-    finished_at = CASE WHEN taskmill_retries(true, attempt, max_attempts, cancel_requested_at)
-        THEN NULL ELSE now() END,
-    scheduled_at = CASE WHEN taskmill_retries(true, attempt, max_attempts, cancel_requested_at)
-        THEN taskmill_retry_at(attempt, :backoff_base, :backoff_max)
-        ELSE scheduled_at END,
-    worker_id = CASE WHEN taskmill_retries(true, attempt, max_attempts, cancel_requested_at)
-        THEN NULL ELSE worker_id END,
     lease_expires_at = NULL
 WHERE (worker_id = ANY(CAST(:worker_ids AS text[]))
        OR (CAST(:expired_leases AS boolean) AND lease_expires_at < now()))

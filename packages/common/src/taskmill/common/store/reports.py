@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from taskmill.common.attempts import Report, ReportStatus
-from taskmill.common.db import Database, QueryError
+from taskmill.common.db import Database
+from taskmill.common.dberrors import QueryError
 from taskmill.common.errors import InvalidTransition
 from taskmill.common.models import Backoff
 
@@ -67,14 +68,14 @@ class ReportStore:
             InvalidTransition: A report's status is not one a worker reports; nothing changed.
         """
         try:
-            return self._apply(_by_status(reports), worker_id)
+            return self._apply(reports, worker_id)
         except QueryError as exc:
             if not _is_data_error(exc):
                 raise
         applied = Applied(set(), [])
         for report in (r for batch in _by_status(reports).values() for r in batch):
             try:
-                one = self._apply({report.status: [report]}, worker_id)
+                one = self._apply([report], worker_id)
             except QueryError as exc:
                 if not _is_data_error(exc):
                     raise
@@ -83,21 +84,14 @@ class ReportStore:
             applied.changed.update(one.changed)
         return applied
 
-    def apply_all(self, reports: Sequence[Report], worker_id: str | None = None) -> set[str]:
-        """Applies reports as :meth:`apply` does, but all or none of them: the first try of every
-        batch.
-
-        Returns the ids of the tasks that changed.
+    def _apply(self, reports: Sequence[Report], worker_id: str | None) -> Applied:
+        """Applies reports all or none: one transaction, a statement per status.
 
         Raises:
             InvalidTransition: A report's status is not one a worker reports; nothing changed.
             QueryError: The database refused a report; nothing changed.
         """
-        return self._apply(_by_status(reports), worker_id).changed
-
-    def _apply(
-        self, by_status: Mapping[ReportStatus, Sequence[Report]], worker_id: str | None
-    ) -> Applied:
+        by_status = _by_status(reports)
         applied = Applied(set(), [])
         with self._db.transaction() as conn:
             for status, batch in by_status.items():

@@ -50,23 +50,24 @@ SELECT string_agg(CAST(id AS text), ',') FROM changed
 
 -- name: mark_failed
 -- Fails the attempts, or schedules them again when the retry rule allows (taskmill_retries,
--- taskmill_retry_at: migration 0003).
+-- taskmill_retry_at: migration 0003). The rule is asked once per task, in the sub-select that
+-- sets the four columns it decides; the sub-select reads the row being updated, so a task a
+-- concurrent transaction changed is decided on its new values.
 WITH changed AS (
     UPDATE tasks SET
-        status = CASE WHEN taskmill_retries(
+        (status, finished_at, scheduled_at, worker_id) = (
+            SELECT
+                CASE WHEN retries THEN 'scheduled' ELSE 'failed' END,
+                CASE WHEN retries THEN NULL ELSE to_timestamp(r.at) END,
+                CASE WHEN retries
+                    THEN taskmill_retry_at(tasks.attempt, :backoff_base, :backoff_max)
+                    ELSE tasks.scheduled_at END,
+                CASE WHEN retries THEN NULL ELSE tasks.worker_id END
+            FROM (SELECT taskmill_retries(
                 r.retryable, tasks.attempt, tasks.max_attempts, tasks.cancel_requested_at
-            ) THEN 'scheduled' ELSE 'failed' END,
+            ) AS retries) AS rule
+        ),
         error = r.error,
-        finished_at = CASE WHEN taskmill_retries(
-                r.retryable, tasks.attempt, tasks.max_attempts, tasks.cancel_requested_at
-            ) THEN NULL ELSE to_timestamp(r.at) END,
-        scheduled_at = CASE WHEN taskmill_retries(
-                r.retryable, tasks.attempt, tasks.max_attempts, tasks.cancel_requested_at
-            ) THEN taskmill_retry_at(tasks.attempt, :backoff_base, :backoff_max)
-            ELSE tasks.scheduled_at END,
-        worker_id = CASE WHEN taskmill_retries(
-                r.retryable, tasks.attempt, tasks.max_attempts, tasks.cancel_requested_at
-            ) THEN NULL ELSE tasks.worker_id END,
         lease_expires_at = NULL,
         started_at = coalesce(to_timestamp(r.started_at), tasks.started_at)
     FROM jsonb_to_recordset(CAST(:reports AS jsonb)) AS r(

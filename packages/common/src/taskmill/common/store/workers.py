@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 
 from taskmill.common.db import Database
-from taskmill.common.models import DEFAULT_QUEUE, ServedQueue, Worker, WorkerState
+from taskmill.common.models import DEFAULT_QUEUE, ServedQueue, Worker
 from taskmill.common.store.literals import held_arrays, int_array
 
 
@@ -71,12 +71,6 @@ class WorkerStore:
             )
         return [int(token) for token in refused.split(",")] if refused else []
 
-    def set_state(self, worker_id: str, state: WorkerState) -> Worker | None:
-        """Changes a worker's state; ``None`` when the worker is unknown."""
-        with self._db.connection() as conn:
-            row = conn.row("set_worker_state", id=worker_id, state=str(state))
-        return None if row is None else Worker.from_row(row)
-
     def watch(self, dead_after: float, lapse: float) -> bool:
         """Records a liveness check and returns whether workers may be declared dead now.
 
@@ -98,14 +92,6 @@ class WorkerStore:
         with self._db.connection() as conn:
             row = conn.row("get_worker", id=worker_id)
         return None if row is None else Worker.from_row(row)
-
-    def of_coordinator(self, coordinator_id: str) -> list[Worker]:
-        """The active workers registered with one coordinator."""
-        with self._db.connection() as conn:
-            return [
-                Worker.from_row(row)
-                for row in conn.rows("workers_of_coordinator", coordinator_id=coordinator_id)
-            ]
 
     def adopt(self, worker_id: str, coordinator_id: str) -> Worker | None:
         """Moves a worker to another coordinator (one restarted under a new id)."""

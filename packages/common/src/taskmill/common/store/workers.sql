@@ -53,9 +53,6 @@ SELECT
     (SELECT count(*) FROM recorded),
     (SELECT coalesce(string_agg(CAST(token AS text), ','), '') FROM refused)
 
--- name: set_worker_state
-UPDATE workers SET state = :state WHERE id = :id RETURNING *
-
 -- name: watch_workers
 -- Records a liveness check and answers whether workers may be declared dead now. A break of
 -- more than :lapse seconds since the last check of any coordinator means nobody had the
@@ -76,10 +73,6 @@ SELECT * FROM workers WHERE state <> 'dead' ORDER BY registered_at, id
 
 -- name: get_worker
 SELECT * FROM workers WHERE id = :id
-
--- name: workers_of_coordinator
-SELECT * FROM workers WHERE coordinator_id = :coordinator_id AND state = 'active'
-ORDER BY registered_at, id
 
 -- name: adopt_worker
 -- A restarted coordinator takes over a worker that still heartbeats under its old id.
