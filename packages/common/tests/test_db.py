@@ -180,14 +180,3 @@ def test_a_connection_notices_a_server_that_vanished(database_url: str) -> None:
     finally:
         conn.close()
         db.close()
-
-
-def test_generic_plans_are_the_sessions_setting_from_its_start(database_url: str) -> None:
-    settings = DatabaseSettings.from_url(database_url)
-    for generic, expected in ((True, "force_generic_plan"), (False, "auto")):
-        db = Database(settings, max_connections=1, generic_plans=generic)
-        try:
-            with db.connection() as conn:
-                assert conn.execute("SHOW plan_cache_mode") == [[expected]]
-        finally:
-            db.close()

@@ -267,11 +267,6 @@ class Database:
             on locks included) before the server cancels it, raising
             :class:`StatementCancelled`; ``None`` or ``0`` for the server's own setting. Set at
             connect, in the startup message, so it costs no round trip.
-        generic_plans: Plan each prepared statement once per connection, whatever its
-            parameters (``plan_cache_mode``): for statements whose best plan does not depend on
-            their values (lookups by key, the claim's index ranges), which the server would
-            otherwise plan again on every call, when the plan for unknown values looks dearer
-            than the plans for the values seen. Set in the startup message, like the timeout.
     """
 
     def __init__(
@@ -283,7 +278,6 @@ class Database:
         connect_timeout: float = 5.0,
         prepare_statements: bool = False,
         statement_timeout: float | None = None,
-        generic_plans: bool = False,
     ) -> None:
         if statement_timeout is not None and not 0 <= statement_timeout < math.inf:
             raise ValueError(
@@ -296,8 +290,6 @@ class Database:
             if statement_timeout
             else {}
         )
-        if generic_plans:
-            self._server_settings["plan_cache_mode"] = "force_generic_plan"
         self.max_connections = max_connections
         self._prepare_statements = prepare_statements
         self._application_name = application_name

@@ -110,14 +110,12 @@ def create_server(
         SchemaError: The schema is not the one this version expects.
     """
     # Prepared statements: each hot query is parsed once per connection and then costs one round
-    # trip instead of three. Planned once, too: the claim's plan is its index ranges whatever
-    # the values, and planning it again on each call cost more than running it.
+    # trip instead of three.
     db = Database(
         settings.database,
         max_connections=24,
         application_name="taskmill-coordinator",
         prepare_statements=True,
-        generic_plans=True,
     )
     try:
         prepare_schema(db, migrate=settings.migrate)

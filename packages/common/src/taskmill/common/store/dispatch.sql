@@ -9,20 +9,29 @@
 -- queue's room is counted only under its row's lock (:locked, taken by lock_limited_queues
 -- before this statement, whose snapshot then sees every claim committed before): without it, a
 -- limited lane takes nothing and the answer says the lock is needed.
-WITH lane AS (
+WITH arg AS MATERIALIZED (
+    -- The parameters, read once here: estimates that do not depend on their values keep the
+    -- plan the same for every claim, so the server keeps the one plan (plan_cache_mode auto)
+    -- instead of planning each claim again for its values, which cost more than running it.
+    SELECT
+        CAST(:queues AS text[]) AS queues, CAST(:weights AS integer[]) AS weights,
+        CAST(:commands AS text[]) AS commands, CAST(:slots AS integer) AS slots,
+        CAST(:locked AS boolean) AS locked
+),
+lane AS (
     SELECT
         l.name, l.weight, l.ord, q.max_concurrency IS NOT NULL AS limited,
         CASE
             WHEN q.paused THEN 0
-            WHEN q.max_concurrency IS NULL THEN CAST(:slots AS integer)
-            WHEN NOT CAST(:locked AS boolean) THEN 0
+            WHEN q.max_concurrency IS NULL THEN arg.slots
+            WHEN NOT arg.locked THEN 0
             ELSE greatest(0, q.max_concurrency - (
                 SELECT count(*) FROM tasks AS f
                 WHERE f.queue = l.name AND f.status IN ('dispatched', 'running')
             ))
         END AS room
-    FROM unnest(CAST(:queues AS text[]), CAST(:weights AS integer[]))
-        WITH ORDINALITY AS l(name, weight, ord)
+    FROM arg
+    CROSS JOIN unnest(arg.queues, arg.weights) WITH ORDINALITY AS l(name, weight, ord)
     LEFT JOIN queues AS q ON q.name = l.name
 )
 
@@ -34,7 +43,7 @@ WITH lane AS (
 candidate AS (
     SELECT c.id, c.priority, c.scheduled_at, c.seq, lane.name AS lane
     FROM lane
-    CROSS JOIN unnest(CAST(:commands AS text[])) AS handler(command)
+    CROSS JOIN unnest((SELECT commands FROM arg)) AS handler(command)
     CROSS JOIN LATERAL (
         SELECT id, priority, scheduled_at, seq FROM tasks
         WHERE status = 'scheduled' AND queue = lane.name AND command = handler.command
@@ -49,7 +58,7 @@ due AS (
     SELECT id, lane, row_number() OVER (ORDER BY priority DESC, scheduled_at, seq) AS n
     FROM candidate
     ORDER BY n
-    LIMIT :slots
+    LIMIT (SELECT slots FROM arg)
 )
 
 -- name: _claim_turns
@@ -64,7 +73,7 @@ due AS (
 candidate AS (
     SELECT c.id, c.priority, c.scheduled_at, c.seq, lane.ord, lane.weight, lane.room
     FROM lane
-    CROSS JOIN unnest(CAST(:commands AS text[])) AS handler(command)
+    CROSS JOIN unnest((SELECT commands FROM arg)) AS handler(command)
     CROSS JOIN LATERAL (
         SELECT id, priority, scheduled_at, seq FROM tasks
         WHERE status = 'scheduled' AND queue = lane.name AND command = handler.command
@@ -85,14 +94,14 @@ turn AS (
     WHERE rank <= room
     ORDER BY turn, ord, rank
     -- Twice the slots: spares for the tasks another claim holds.
-    LIMIT 2 * CAST(:slots AS integer)
+    LIMIT (SELECT 2 * slots FROM arg)
 ),
 locked AS (
     SELECT tasks.id, turn.ord, turn.turn, turn.rank
     FROM turn JOIN tasks ON tasks.id = turn.id
     WHERE tasks.status = 'scheduled'
     ORDER BY turn.turn, turn.ord, turn.rank
-    LIMIT :slots
+    LIMIT (SELECT slots FROM arg)
     FOR UPDATE OF tasks SKIP LOCKED
 ),
 due AS (
@@ -170,7 +179,7 @@ SELECT
         -- The statement's snapshot still shows the claimed tasks scheduled.
         SELECT CAST(extract(epoch FROM min(next.scheduled_at) - clock_timestamp()) AS float8)
         FROM lane
-        CROSS JOIN unnest(CAST(:commands AS text[])) AS handler(command)
+        CROSS JOIN unnest((SELECT commands FROM arg)) AS handler(command)
         CROSS JOIN LATERAL (
             SELECT t.scheduled_at FROM tasks AS t
             WHERE t.status = 'scheduled' AND t.queue = lane.name
