@@ -20,7 +20,7 @@ WITH arg AS MATERIALIZED (
 ),
 lane AS (
     SELECT
-        l.name, l.weight, l.ord, q.max_concurrency IS NOT NULL AS limited,
+        l.name, l.weight, l.ord, arg.commands, q.max_concurrency IS NOT NULL AS limited,
         CASE
             WHEN q.paused THEN 0
             WHEN q.max_concurrency IS NULL THEN arg.slots
@@ -36,36 +36,31 @@ lane AS (
 )
 
 -- name: _claim_one_lane
--- The due tasks of a route with one queue, most urgent first: each command's range of
--- tasks_claim_idx locked as it is read (SKIP LOCKED: another coordinator's claim takes others),
--- then the first :slots of them all.
+-- The due tasks of a route with one queue, most urgent first: the queue's range of
+-- tasks_claim_idx, locked as it is read (SKIP LOCKED: another coordinator's claim takes
+-- others), its tasks of commands the route cannot run passed over.
 ,
-candidate AS (
-    SELECT c.id, c.priority, c.scheduled_at, c.seq, lane.name AS lane
+due AS (
+    SELECT c.id, lane.name AS lane, row_number() OVER (
+        ORDER BY c.priority DESC, c.scheduled_at, c.seq
+    ) AS n
     FROM lane
-    CROSS JOIN unnest((SELECT commands FROM arg)) AS handler(command)
     CROSS JOIN LATERAL (
         SELECT id, priority, scheduled_at, seq FROM tasks
-        WHERE status = 'scheduled' AND queue = lane.name AND command = handler.command
+        WHERE status = 'scheduled' AND queue = lane.name AND command = ANY(lane.commands)
           AND scheduled_at <= now()
         ORDER BY priority DESC, scheduled_at, seq
         LIMIT lane.room
         FOR UPDATE SKIP LOCKED
     ) AS c
     WHERE lane.room > 0
-),
-due AS (
-    SELECT id, lane, row_number() OVER (ORDER BY priority DESC, scheduled_at, seq) AS n
-    FROM candidate
-    ORDER BY n
-    LIMIT (SELECT slots FROM arg)
 )
 
 -- name: _claim_turns
 -- The due tasks of a route with several queues, fair between them: the k-th task of a queue of
 -- weight w comes in turn (k - 1) / w, and within a turn the queues go in the round's order;
--- within a queue, priority then due time. Each (queue, command) range of tasks_claim_idx is
--- read without locks, and only the tasks chosen are locked, in turn order, skipping those
+-- within a queue, priority then due time. Each queue's range of tasks_claim_idx is read
+-- without locks, and only the tasks chosen are locked, in turn order, skipping those
 -- another coordinator's claim holds: locked as they were read, every queue's range would be
 -- locked for a claim that takes a share of each (a lock is a write). Queues are told apart by
 -- their place in the round (ord), an integer, cheaper to sort by than their names.
@@ -73,10 +68,9 @@ due AS (
 candidate AS (
     SELECT c.id, c.priority, c.scheduled_at, c.seq, lane.ord, lane.weight, lane.room
     FROM lane
-    CROSS JOIN unnest((SELECT commands FROM arg)) AS handler(command)
     CROSS JOIN LATERAL (
         SELECT id, priority, scheduled_at, seq FROM tasks
-        WHERE status = 'scheduled' AND queue = lane.name AND command = handler.command
+        WHERE status = 'scheduled' AND queue = lane.name AND command = ANY(lane.commands)
           AND scheduled_at <= now()
         ORDER BY priority DESC, scheduled_at, seq
         LIMIT lane.room
@@ -179,11 +173,10 @@ SELECT
         -- The statement's snapshot still shows the claimed tasks scheduled.
         SELECT CAST(extract(epoch FROM min(next.scheduled_at) - clock_timestamp()) AS float8)
         FROM lane
-        CROSS JOIN unnest((SELECT commands FROM arg)) AS handler(command)
         CROSS JOIN LATERAL (
             SELECT t.scheduled_at FROM tasks AS t
             WHERE t.status = 'scheduled' AND t.queue = lane.name
-              AND t.command = handler.command AND t.id NOT IN (SELECT id FROM due)
+              AND t.command = ANY(lane.commands) AND t.id NOT IN (SELECT id FROM due)
             ORDER BY t.scheduled_at
             LIMIT 1
         ) AS next

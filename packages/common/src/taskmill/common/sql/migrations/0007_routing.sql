@@ -18,10 +18,11 @@ CREATE TABLE queues (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
--- The claim looks up each (queue, command) pair a worker can run, in claim order; the due
--- question asks the same pairs for their earliest scheduled time.
+-- The claim reads each of a worker's queues in claim order, passing over the tasks of
+-- commands it cannot run (see dispatch.sql); the due question asks the same queues for their
+-- earliest scheduled time.
 DROP INDEX tasks_claim_idx;
-CREATE INDEX tasks_claim_idx ON tasks (queue, command, priority DESC, scheduled_at, seq)
+CREATE INDEX tasks_claim_idx ON tasks (queue, priority DESC, scheduled_at, seq)
     WHERE status = 'scheduled';
 DROP INDEX tasks_due_idx;
-CREATE INDEX tasks_due_idx ON tasks (queue, command, scheduled_at) WHERE status = 'scheduled';
+CREATE INDEX tasks_due_idx ON tasks (queue, scheduled_at) WHERE status = 'scheduled';
