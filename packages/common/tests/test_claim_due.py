@@ -198,7 +198,7 @@ _ECHO_LANES = {
     "commands": "{echo}",
     "slots": 512,
     "lease_seconds": LEASE,
-    "locked": False,
+    "locked": "{}",
 }
 
 

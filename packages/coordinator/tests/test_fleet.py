@@ -77,9 +77,9 @@ def test_plan_shares_are_the_first_slots_of_the_round_robin(seed: int) -> None:
 def test_plan_starts_after_the_worker_served_last(fleet: Fleet) -> None:
     for name in "abc":
         fleet.add(_worker(name, 2))
-    fleet.served(ROUTE, "b")
+    fleet.served(ROUTE, "b", {"default": 1})
     assert _sizes(_shares(fleet, 4)) == [("c", 2), ("a", 1), ("b", 1)]  # c, a, b, c
-    fleet.served(ROUTE, "c")
+    fleet.served(ROUTE, "c", {"default": 1})
     assert _sizes(_shares(fleet, 1)) == [("a", 1)]
     fleet.remove("c")
     assert _sizes(_shares(fleet, 3)) == [("a", 2), ("b", 1)]  # a, b, a
@@ -250,16 +250,40 @@ def test_workers_that_run_different_tasks_are_planned_apart(fleet: Fleet) -> Non
         (Route(mail, ("echo", "send")), [("b", 2), ("d", 1)]),
         (Route(ROUTE.queues, ("echo",)), [("c", 2)]),
     ]
-    assert [plan.turn for plan in plans] == [0, 0, 0]
-    fleet.served(Route(mail, ("echo", "send")), "b")
+    fleet.served(Route(mail, ("echo", "send")), "b", {"mail": 1})
     again = fleet.plan(3)
-    assert [plan.turn for plan in again] == [1, 1, 1]
-    assert _sizes(again[1].shares) == [("d", 1), ("b", 2)]  # the route's rotation, its own
+    # The round starts after the route served last, and that route after the worker it
+    # served last.
+    assert [plan.route.commands for plan in again] == [
+        ("echo",),
+        ("echo", "send"),
+        ("echo", "send"),
+    ]
+    assert _sizes(again[2].shares) == [("d", 1), ("b", 2)]
 
 
-def test_a_route_rotates_its_queues_each_turn() -> None:
-    route = Route((ServedQueue("a"), ServedQueue("b", 3), ServedQueue("c")), ("echo",))
-    assert [q.name for q in route.rotated(0).queues] == ["a", "b", "c"]
-    assert [q.name for q in route.rotated(1).queues] == ["b", "c", "a"]
-    assert [q.name for q in route.rotated(5).queues] == ["c", "a", "b"]
-    assert route.rotated(1).queues[2] == ServedQueue("a", 1)
+def test_a_routes_queues_take_turns_by_weight_across_rounds(fleet: Fleet) -> None:
+    # Claims of one slot each: the weights hold across them, not only within one claim.
+    route = Route((ServedQueue("a", 3), ServedQueue("b")), ("echo",))
+    fleet.add(_worker("w", 1, handlers=("echo",), queues=route.queues))
+    firsts = []
+    for _ in range(40):
+        [plan] = fleet.plan(1)
+        first = plan.queues[0].name
+        firsts.append(first)
+        fleet.served(route, "w", {first: 1})
+    assert firsts.count("a") == 30
+    assert "b" in firsts[:4]  # b's first turn comes within a's three
+
+
+def test_a_queue_back_from_a_quiet_spell_shares_rather_than_takes_all(fleet: Fleet) -> None:
+    route = Route((ServedQueue("a"), ServedQueue("b")), ("echo",))
+    fleet.add(_worker("w", 1, handlers=("echo",), queues=route.queues))
+    for _ in range(50):  # only a has tasks: b takes nothing
+        fleet.served(route, "w", {"a": 1})
+    firsts = []
+    for _ in range(10):
+        [plan] = fleet.plan(1)
+        firsts.append(plan.queues[0].name)
+        fleet.served(route, "w", {plan.queues[0].name: 1})
+    assert firsts.count("b") <= 6

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from taskmill.common.models import TaskStatus
+from taskmill.common.store import QueueStore
 
 
 def _commands(worker) -> list[tuple[str, str]]:
@@ -91,3 +92,39 @@ def test_a_route_that_learns_of_a_limit_sends_every_task_it_claims(harness) -> N
         worker.report(worker.assignments[done].task_id, TaskStatus.SUCCEEDED, result={})
     assert sorted(a.task_id for a in worker.assignments) == sorted(map(str, ids))
     assert worker.overfilled == 0
+
+
+def test_a_full_limited_queue_waits_for_a_finish_without_claiming_again(harness) -> None:
+    # The loop would otherwise claim over and over while the queue is at its cap: its next
+    # round is the slow poll's (a minute here), and a task of the queue finishing wakes it.
+    coordinator = harness.coordinator(poll_interval=60.0)
+    with harness.db.connection() as conn:
+        conn.execute("INSERT INTO queues (name, max_concurrency) VALUES ('few', 1)")
+    first, second = harness.submit(2, command="echo", queue="few")
+    worker = harness.worker(coordinator, capacity=4, queues=["few"])
+    harness.wait_until(lambda: len(worker.assignments) == 1, what="the first task")
+    dispatcher = coordinator.dispatcher
+    # At rest: no backlog to claim again for at once, but a finish of the full queue to wake for.
+    harness.wait_until(lambda: dispatcher._capped and not dispatcher._backlog, what="rest")
+    worker.report(worker.assignments[0].task_id, TaskStatus.SUCCEEDED, result={})
+    harness.wait_until(lambda: len(worker.assignments) == 2, what="the second task")
+    assert {a.task_id for a in worker.assignments} == {str(first), str(second)}
+
+
+def test_a_resumed_queue_is_dispatched_at_once(harness) -> None:
+    # The slow poll is a minute: only the resume's notification can bring the task out.
+    coordinator = harness.coordinator(poll_interval=60.0)
+    harness.wait_until(coordinator.listener.listening.is_set)
+    queues = QueueStore(harness.db)
+    queues.set_paused("held", True)
+    worker = harness.worker(coordinator, capacity=4, queues=["held", "default"])
+    [held] = harness.submit(1, command="echo", queue="held")
+    [other] = harness.submit(1, command="echo")
+    harness.wait_until(lambda: len(worker.assignments) == 1, what="the other queue's task")
+    assert worker.assignments[0].task_id == str(other)
+    queues.set_paused("held", False)
+    harness.wait_until(lambda: len(worker.assignments) == 2, what="the resumed task")
+    assert worker.assignments[1].task_id == str(held)
+    queues.set_limit("held", 1)
+    queues.set_limit("held", None)  # no task waits: nothing to send, nothing broken
+    assert len(worker.assignments) == 2

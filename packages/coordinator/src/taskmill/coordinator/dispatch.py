@@ -18,9 +18,10 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import replace
+from dataclasses import dataclass, field
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -99,8 +100,10 @@ class Dispatcher:
         self._round = threading.Lock()
         # Whether the last claim filled every slot, so more tasks may be waiting for room.
         self._backlog = True
-        # The routes with a limited queue, whose claims take its lock first.
+        # The routes with a limited queue, whose claims take its lock first; and whether the
+        # last round found a limited queue full (its tasks wait for one of it to finish).
         self._limited: set[Route] = set()
+        self._capped = False
 
     def wake(self) -> None:
         """Asks for a round now (tasks were submitted or given back, or a worker has room)."""
@@ -109,8 +112,9 @@ class Dispatcher:
             self._timer.notify()
 
     def slots_freed(self) -> None:
-        """Asks for a round if tasks may be waiting for the room that just opened."""
-        if self._backlog:
+        """Asks for a round if tasks may be waiting for the room that just opened, or a
+        finished task may have made room in a full limited queue."""
+        if self._backlog or self._capped:
             self.wake()
 
     def submitted(self, count: int | None = None, conn: Connection | None = None) -> None:
@@ -181,7 +185,8 @@ class Dispatcher:
     def _claim(self, wanted: int | None, conn: Connection | None) -> tuple[float, list[Batch]]:
         """Claims due tasks for the workers with room, route by route, and reserves their slots.
 
-        Returns how long the loop may sleep before the next round, and each worker's batch.
+        Returns how long the loop may sleep before the next round, and each worker's batch. A
+        submit's round stops once it has claimed as many tasks as were submitted.
         """
         limit = self._batch_size if wanted is None else max(1, min(wanted, self._batch_size))
         plans = self._fleet.plan(limit)
@@ -189,39 +194,54 @@ class Dispatcher:
             # Nobody has room: tasks may be waiting for the next slot that frees.
             self._backlog = True
             return self._poll_interval, []
-        backlog, sleep, batches = False, self._poll_interval, []
+        round_ = _Round(self._poll_interval)
         for plan in plans:
-            claim = self._claim_route(plan, conn)
+            try:
+                claim, again = self._claim_route(plan, conn)
+            except TaskmillError as exc:
+                # The other routes' claims stand: their tasks are reserved and must be sent.
+                logger.warning("claim for %s failed: %s", plan.route.queues, exc.message)
+                round_.sleep = min(round_.sleep, 1.0)
+                continue
             slots = sum(share.size for share in plan.shares)
             # Every slot filled: more may be waiting. A submit's round that got as many slots as
             # it asked for leaves the flag as it was (anything else still due shows in
-            # next_due_in). A full limited queue waits for a task of it to finish.
+            # next_due_in).
             full = len(claim.tasks) == slots
-            backlog |= claim.capped or (
+            round_.backlog |= again or (
                 full and (wanted is None or slots < wanted or self._backlog)
             )
-            sleep = min(sleep, self._sleep_after(claim))
+            round_.capped |= claim.capped
+            round_.sleep = min(round_.sleep, self._sleep_after(claim))
             if claim.tasks:
-                self._fleet.served(plan.route, claim.tasks[-1].worker_id)
-                batches += self._reserve(claim.tasks)
-        self._backlog = backlog
-        return (0.0 if backlog else sleep), batches
+                taken = Counter(task.queue for task in claim.tasks)
+                self._fleet.served(plan.route, claim.tasks[-1].worker_id, taken)
+                round_.batches += self._reserve(claim.tasks)
+                if wanted is not None and sum(map(len, (b for _, b in round_.batches))) >= wanted:
+                    break
+        self._backlog, self._capped = round_.backlog, round_.capped
+        return (0.0 if round_.backlog else round_.sleep), round_.batches
 
-    def _claim_route(self, plan: Plan, conn: Connection | None) -> Claim:
+    def _claim_route(self, plan: Plan, conn: Connection | None) -> tuple[Claim, bool]:
         """Claims for one route, under the locks of its limited queues when it has any (learnt
-        from a claim's answer: a claim without them takes nothing from a limited queue)."""
-        route = plan.route.rotated(plan.turn)
+        from a claim's answer: a claim without them takes nothing from a limited queue).
+
+        Returns the claim, and whether another round should follow at once: a claim that just
+        learnt of a limit spent the shares on what it could take, and the rest waits for it.
+        """
+        route = plan.route._replace(queues=plan.queues)
         locked = plan.route in self._limited
         claim = self._tasks.claim_due(route, plan.shares, self._lease_seconds, conn, locked=locked)
         if claim.limited and not locked:
             self._limited.add(plan.route)
             if not claim.tasks:
-                return self._tasks.claim_due(route, plan.shares, self._lease_seconds, locked=True)
-            # The shares are spent on what it took: the next round, at once, takes the rest.
-            return replace(claim, capped=True)
+                return self._tasks.claim_due(
+                    route, plan.shares, self._lease_seconds, locked=True
+                ), False
+            return claim, True
         if locked and not claim.limited:
             self._limited.discard(plan.route)
-        return claim
+        return claim, False
 
     def _sleep_after(self, claim: Claim) -> float:
         if claim.next_due_in is None:
@@ -333,6 +353,16 @@ class Dispatcher:
             logger.warning("could not give back %d tasks: %s", len(ids), exc.message)
         self.wake()
         return reason
+
+
+@dataclass
+class _Round:
+    """What a round's claims found, route by route."""
+
+    sleep: float
+    backlog: bool = False
+    capped: bool = False
+    batches: list[Batch] = field(default_factory=list)
 
 
 def _dispatch_span(task: ClaimedTask, worker_id: str) -> Span:

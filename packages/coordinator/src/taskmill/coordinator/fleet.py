@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
-from taskmill.common.models import Worker
+from taskmill.common.models import ServedQueue, Worker
 from taskmill.common.store import Route, Share
+from taskmill.coordinator.turns import Turns
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +39,12 @@ _MAX_MISSES = 3
 
 
 class Plan(NamedTuple):
-    """One route's part of a round: the workers that share it, with their shares, and how
-    many rounds the route has had (its queues' order turns by one each round, so no queue
-    always comes first in a tie: see ``Route.rotated``)."""
+    """One route's part of a round: the workers that share it, with their shares, and the
+    route's queues in the order this round's claim visits them (see ``turns.py``)."""
 
     route: Route
     shares: list[Share]
-    turn: int
+    queues: tuple[ServedQueue, ...]
 
 
 class Connections(Protocol):
@@ -99,10 +101,11 @@ class Fleet:
         self._connections = connections
         self._lock = threading.Lock()
         self._workers: dict[str, _Entry] = {}
-        # Per route: the worker a round gave a task to last, and how many rounds it has had
-        # (its queues' order turns by one each round).
+        # Per route: the worker a round gave a task to last. And the route served last: the
+        # next round starts after it, so a task several routes can run goes to each in turn.
         self._last_served: dict[Route, str] = {}
-        self._rounds: dict[Route, int] = {}
+        self._last_route: Route | None = None
+        self._turns = Turns()
 
     # -- membership --------------------------------------------------------------------------
 
@@ -167,30 +170,38 @@ class Fleet:
         with self._lock:
             routes: dict[Route, list[_Entry]] = {}
             for entry in self._workers.values():
+                routes.setdefault(entry.route, [])
                 if entry.room > 0:
-                    routes.setdefault(entry.route, []).append(entry)
+                    routes[entry.route].append(entry)
+            self._forget_gone(set(routes))
+            order = _after(list(routes), self._last_route)
             plans = []
-            for route, entries in routes.items():
-                ids = [entry.id for entry in entries]
-                last = self._last_served.get(route)
-                start = ids.index(last) + 1 if last in ids else 0
-                order = entries[start:] + entries[:start]
-                turn = self._rounds.get(route, 0)
-                self._rounds[route] = turn + 1
-                rooms = [(entry.id, entry.room) for entry in order]
-                idle = {entry.id: entry.idle for entry in order}
+            for route in order:
+                if not routes[route]:
+                    continue
+                entries = _after(routes[route], self._last_served.get(route), key=_entry_id)
+                rooms = [(entry.id, entry.room) for entry in entries]
+                idle = {entry.id: entry.idle for entry in entries}
                 shares = [
                     Share(worker_id, count, min(count, idle[worker_id]))
                     for worker_id, count in _round_robin(rooms, limit)
                 ]
-                plans.append(Plan(route, shares, turn))
+                plans.append(Plan(route, shares, self._turns.order(route)))
         return plans
 
-    def served(self, route: Route, worker_id: str) -> None:
-        """Records the last worker a round gave a task of a route; the route's next round
-        starts after it."""
+    def served(self, route: Route, worker_id: str, taken: Mapping[str, int]) -> None:
+        """Records what a round gave a route: ``taken`` tasks of each queue, the last to
+        ``worker_id``. The route's next round starts after that worker, the next round after
+        that route, and its queues' credits grow (see ``turns.py``)."""
         with self._lock:
             self._last_served[route] = worker_id
+            self._last_route = route
+            self._turns.given(route, taken)
+
+    def _forget_gone(self, routes: set[Route]) -> None:
+        for route in [route for route in self._last_served if route not in routes]:
+            del self._last_served[route]
+        self._turns.forget(routes)
 
     # -- accounting --------------------------------------------------------------------------
 
@@ -277,6 +288,17 @@ class Fleet:
             entry.free = max(0, free_slots - unlisted)
             entry.blocked = False
             return entry.room > 0
+
+
+def _entry_id(entry: _Entry) -> str:
+    return entry.id
+
+
+def _after(items: list[T], last: object, key: Callable[[T], object] | None = None) -> list[T]:
+    """``items`` turned to start after ``last`` (as they are when ``last`` is not among them)."""
+    keys: list[object] = [key(item) if key is not None else item for item in items]
+    start = keys.index(last) + 1 if last in keys else 0
+    return items[start:] + items[:start]
 
 
 def _round_robin(rooms: list[tuple[str, int]], limit: int) -> list[tuple[str, int]]:

@@ -28,12 +28,6 @@ class Route(NamedTuple):
     queues: tuple[ServedQueue, ...]
     commands: tuple[str, ...]
 
-    def rotated(self, by: int) -> Route:
-        """The same route with its queues' order turned ``by`` places, so no queue always
-        comes first in a tie."""
-        turn = by % len(self.queues) if self.queues else 0
-        return self._replace(queues=self.queues[turn:] + self.queues[:turn])
-
 
 class Share(NamedTuple):
     """One worker's part of a claim: how many tasks it takes, and how many of those go to its
@@ -147,7 +141,7 @@ class DispatchStore:
             "commands": text_array(route.commands),
             "slots": slots,
             "lease_seconds": lease_seconds,
-            "locked": locked,
+            "locked": "{}",
         }
         lent: AbstractContextManager[Connection]
         if locked:
@@ -156,7 +150,8 @@ class DispatchStore:
             lent = nullcontext(conn) if conn is not None else self._db.connection()
         with lent as claiming:
             if locked:
-                claiming.run("lock_limited_queues", queues=lanes["queues"])
+                names = claiming.run("lock_limited_queues", queues=lanes["queues"])
+                lanes["locked"] = text_array([name for [name] in names])
             [[claimed, next_due_in, limited, capped]] = _run_claim(
                 claiming, len(route.queues) > 1, shares, lanes
             )

@@ -4,11 +4,12 @@
 -- name: _claim_lanes
 -- The tasks a claim takes, for workers that serve the same queues with the same handlers (one
 -- route: see Route). Each queue is a lane: its weight, its place in this round's order (the
--- coordinator rotates it), and how many tasks it may still take: none while paused, its
--- max_concurrency less its tasks in flight when limited, else the whole claim. A limited
--- queue's room is counted only under its row's lock (:locked, taken by lock_limited_queues
--- before this statement, whose snapshot then sees every claim committed before): without it, a
--- limited lane takes nothing and the answer says the lock is needed.
+-- coordinator orders the queues by what each was given against its weight), and how many
+-- tasks it may still take: none while paused, its max_concurrency less its tasks in flight
+-- when limited, else the whole claim. A limited queue's room is counted only under its row's
+-- lock (:locked names the rows lock_limited_queues locked before this statement, whose
+-- snapshot then sees every claim committed before): without it (a limit set since), a limited
+-- lane takes nothing and the answer says the lock is needed.
 WITH arg AS MATERIALIZED (
     -- The parameters, read once here: estimates that do not depend on their values keep the
     -- plan the same for every claim, so the server keeps the one plan (plan_cache_mode auto)
@@ -16,7 +17,7 @@ WITH arg AS MATERIALIZED (
     SELECT
         CAST(:queues AS text[]) AS queues, CAST(:weights AS integer[]) AS weights,
         CAST(:commands AS text[]) AS commands, CAST(:slots AS integer) AS slots,
-        CAST(:locked AS boolean) AS locked
+        CAST(:locked AS text[]) AS locked
 ),
 lane AS (
     SELECT
@@ -24,7 +25,7 @@ lane AS (
         CASE
             WHEN q.paused THEN 0
             WHEN q.max_concurrency IS NULL THEN arg.slots
-            WHEN NOT arg.locked THEN 0
+            WHEN NOT l.name = ANY(arg.locked) THEN 0
             ELSE greatest(0, q.max_concurrency - (
                 SELECT count(*) FROM tasks AS f
                 WHERE f.queue = l.name AND f.status IN ('dispatched', 'running')

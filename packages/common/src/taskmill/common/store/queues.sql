@@ -68,13 +68,24 @@ steered AS (SELECT name, paused, max_concurrency FROM queues WHERE name = :name)
 
 -- name: set_queue_paused
 -- A queue's row is made the first time an operator steers it; the claim reads paused and
--- max_concurrency from it (see dispatch.sql's _claim_lanes).
-INSERT INTO queues (name, paused) VALUES (:name, :paused)
-ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, updated_at = now()
+-- max_concurrency from it (see dispatch.sql's _claim_lanes). Every coordinator is told, as of
+-- a submit of an unknown count (a full round), so a resumed queue's tasks start at once.
+WITH steered AS (
+    INSERT INTO queues (name, paused) VALUES (:name, :paused)
+    ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, updated_at = now()
+    RETURNING 1
+)
+SELECT pg_notify('taskmill_submitted', '') FROM steered
 
 -- name: set_queue_limit
-INSERT INTO queues (name, max_concurrency) VALUES (:name, :max_concurrency)
-ON CONFLICT (name) DO UPDATE SET max_concurrency = EXCLUDED.max_concurrency, updated_at = now()
+-- As set_queue_paused: a raised or removed limit lets tasks start at once.
+WITH steered AS (
+    INSERT INTO queues (name, max_concurrency) VALUES (:name, :max_concurrency)
+    ON CONFLICT (name) DO UPDATE SET
+        max_concurrency = EXCLUDED.max_concurrency, updated_at = now()
+    RETURNING 1
+)
+SELECT pg_notify('taskmill_submitted', '') FROM steered
 
 -- name: get_task_waiting
 -- A task, and for a scheduled, due one the first of the reasons that holds it, in the order
