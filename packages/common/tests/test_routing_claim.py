@@ -146,3 +146,25 @@ def test_concurrent_locked_claims_never_exceed_the_limit(store: Stores) -> None:
     with store.db.connection() as conn:
         [[in_flight]] = conn.execute("SELECT count(*) FROM tasks WHERE status = 'dispatched'")
     assert in_flight == 7
+
+
+def test_a_limit_above_the_slots_claims_only_the_slots(store: Stores) -> None:
+    _insert(store, *_burst("a", 10))
+    _steer(store, "a", limit=5)
+    route = _route("a")
+    lean = store.dispatch.claim_due(route, [Share("w-1", 1)], LEASE, locked=True)
+    pair = store.dispatch.claim_due(route, [Share("w-1", 1), Share("w-2", 1)], LEASE, locked=True)
+    assert (len(lean.tasks), len(pair.tasks)) == (1, 2)
+    with store.db.connection() as conn:
+        rows = conn.execute(
+            "SELECT worker_id, count(*) FROM tasks WHERE status = 'dispatched'"
+            " GROUP BY 1 ORDER BY 1"
+        )
+    assert rows == [["w-1", 2], ["w-2", 1]]
+
+
+def test_a_paused_limited_queue_is_not_waited_for(store: Stores) -> None:
+    _insert(store, *_burst("a", 3))
+    _steer(store, "a", paused=True, limit=5)
+    claim = _claim(store, _route("a"), 5, locked=True)
+    assert (claim.tasks, claim.next_due_in, claim.capped) == ([], None, False)

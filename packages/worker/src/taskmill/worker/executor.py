@@ -91,7 +91,7 @@ class Executor:
         queues: Sequence[tuple[str, int]] = (),
     ) -> None:
         self._fence = fence or Fence()
-        self._starts = StartRecords(ask, most=queue_size)
+        self._starts = StartRecords(ask, most=queue_size, queues=queues)
         self._emitter = Emitter(tracer or TaskTracer(), report)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # for drain and stop, which wait

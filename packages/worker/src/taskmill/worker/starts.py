@@ -14,13 +14,18 @@ A start is asked for when a slot takes the task (the asks of all slots that beca
 the last call was in flight go in one call), and the slot waits for the answer: a round trip,
 a millisecond or a few, which is little against a task of 50 ms or more (``SHORT_TASK_SECONDS``,
 on a moving average of run times). For shorter tasks that wait would be a large part of each,
-so the starts of the next ``window`` queued tasks are asked for ahead of the slots. The window
-opens when a slot had to wait for a start the window held back, widens by a quarter each time,
-narrows by one after a window's worth of slots found their start recorded, and shuts when
-tasks grow long; it stays near the tasks a worker starts in one round trip. The price: a
-worker killed fails, besides the tasks its slots held, the queued tasks whose start was asked
-ahead (``worker_lost``, like a running one), at most a window of them, and only while its
-tasks are short; its other queued tasks go to another worker unharmed, as does everything a
+so the starts of the next ``window`` queued tasks are asked for ahead of the slots, in the
+order the slots will take them. The window opens when a slot had to wait for a start the window
+held back, widens by a quarter each time, narrows by one after a window's worth of slots found
+their start recorded, and shuts when tasks grow long; it stays near the tasks a worker starts in
+one round trip. Only tasks still queued count in it. A worker serving several queues takes turns
+between their lanes (``lanes.py``), so it keeps a window per lane, over that lane's next tasks
+(first in first out within a lane): each lane's stays near the tasks the slots take from it in
+one round trip, and a lane whose tasks are taken as they come (a light queue beside another's
+backlog) has them asked as they come, rather than widening a window over the backlog. The
+price: a worker killed fails, besides the tasks its slots held, the queued tasks whose start was
+asked ahead (``worker_lost``, like a running one), at most its windows' worth, and only while
+its tasks are short; its other queued tasks go to another worker unharmed, as does everything a
 live worker gives back itself (a drain). And one small write per call.
 
 Not thread-safe: the executor calls it with its lock held.
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 from taskmill.common.attempts import Held
 from taskmill.worker.job import Job, JobState
@@ -41,6 +46,21 @@ from taskmill.worker.job import Job, JobState
 SHORT_TASK_SECONDS = 0.05
 
 
+class _Lane:
+    """The jobs of one lane of the executor's queue (the only one of a worker serving one queue)
+    whose start is asked ahead, and its window."""
+
+    __slots__ = ("ahead", "hits", "unasked", "window")
+
+    def __init__(self) -> None:
+        # Gated and queued, not asked, in queue order; jobs taken or settled meanwhile are
+        # dropped as they come up.
+        self.unasked: deque[Job] = deque()
+        self.ahead: set[Job] = set()  # asked ahead and still queued
+        self.window = 0
+        self.hits = 0  # slots in a row that found their job's start recorded
+
+
 class StartRecords:
     """Records the starts of the tasks that may run at most once before they run.
 
@@ -48,24 +68,34 @@ class StartRecords:
         ask: Sends the tasks whose start must be recorded, the answer coming back to
             :meth:`answer`; ``None`` starts every task at once (nothing to record them with).
         most: The largest window: how many queued tasks may have their start asked for ahead
-            of a slot (how many tasks the worker may hold).
+            of a slot in a lane (how many tasks the worker may hold).
+        queues: The task queues served, as the executor's queue is given them (``lanes.py``):
+            two or more have a lane each, and so a window each (their weights do not matter:
+            each window follows the pace its lane is taken at).
     """
 
-    def __init__(self, ask: Callable[[list[Held]], None] | None, *, most: int) -> None:
+    def __init__(
+        self,
+        ask: Callable[[list[Held]], None] | None,
+        *,
+        most: int,
+        queues: Sequence[tuple[str, int]] = (),
+    ) -> None:
         self._ask = ask
         self._most = most
-        self._window = 0
-        self._hits = 0  # slots in a row that found their job's start recorded
         self._run_time: float | None = None  # a moving average of handlers' run times
-        self._unasked: deque[Job] = deque()  # gated and queued, in queue order, not asked
-        self._ahead: deque[Job] = deque()  # asked while queued, in queue order
+        self._lane = _Lane()  # the one lane of a worker serving one queue
+        self._lanes: dict[str, _Lane] | None = {} if len(queues) > 1 else None  # by queue
         self._waiting: dict[int, Job] = {}  # asked, not answered, by token
         self._held: set[int] = set()  # the tokens of the jobs asked for and not yet settled
 
     @property
     def window(self) -> int:
-        """How many queued tasks may have their start asked for ahead of a slot now."""
-        return self._window
+        """How many queued tasks may have their start asked for ahead of a slot now (in all
+        lanes)."""
+        if self._lanes is None:
+            return self._lane.window
+        return sum(lane.window for lane in self._lanes.values())
 
     def hold(self, job: Job) -> None:
         """Takes a newly queued job: one that may run only once waits for its start, asked
@@ -78,20 +108,24 @@ class StartRecords:
         if assignment.attempt < assignment.max_attempts:
             return  # a retry follows a lost worker anyway: no need to wait
         job.gated = True
-        self._unasked.append(job)
-        self._fill([])
+        lane = self._lane_of(job)
+        lane.unasked.append(job)
+        self._fill(lane, [])
         job.deferred = not job.asked
 
     def begin(self, job: Job) -> None:
         """A slot took the job: asks for its start unless asked already, adapts the window,
         and asks for the next queued jobs' starts."""
         asks: list[Held] = []
-        if not job.asked:
+        lane = self._lane_of(job)
+        if job.asked:
+            lane.ahead.discard(job)
+        else:
             self._take(job, asks)
         if not job.recorded:
             job.gate = threading.Event()  # made only for a slot that waits: it costs
-        self._adapt(job)
-        self._fill(asks)
+        self._adapt(lane, job)
+        self._fill(lane, asks)
 
     @property
     def asked(self) -> list[int]:
@@ -101,6 +135,7 @@ class StartRecords:
     def settled(self, job: Job) -> None:
         """Forgets a settled job (its reports, until acknowledged, keep its token live)."""
         self._held.discard(job.assignment.token)
+        self._lane_of(job).ahead.discard(job)  # one settled while queued: cancelled, given back
 
     def answer(self, recorded: Collection[int], refused: Collection[int]) -> list[Job]:
         """Opens the gates of the jobs whose start is recorded; returns the refused ones, for the
@@ -118,31 +153,45 @@ class StartRecords:
         previous = self._run_time
         self._run_time = seconds if previous is None else previous + (seconds - previous) / 8
 
-    def _adapt(self, job: Job) -> None:
-        """Widens the window when a slot waits for a start that the window held back, while
-        tasks are short (the wait is then a large part of each); narrows it slowly while slots
-        find their start recorded, and shuts it while tasks are long."""
-        if self._run_time is None or self._run_time >= SHORT_TASK_SECONDS:
-            self._window = 0  # a round trip is little against the run: strict, queue intact
-        elif job.recorded:
-            self._hits += 1
-            if self._hits >= self._window > 0:
-                self._window -= 1
-                self._hits = 0
-        elif job.deferred:
-            self._hits = 0
-            self._window = min(self._most, self._window + max(1, self._window // 4))
+    def _lane_of(self, job: Job) -> _Lane:
+        lanes = self._lanes
+        if lanes is None:
+            return self._lane
+        lane = lanes.get(job.assignment.queue)
+        if lane is None:
+            lane = lanes[job.assignment.queue] = _Lane()
+        return lane
 
-    def _fill(self, asks: list[Held]) -> None:
-        """Asks for starts (``asks`` and more) until ``window`` queued jobs have theirs asked."""
-        ahead, unasked = self._ahead, self._unasked
-        while ahead and ahead[0].state is not JobState.QUEUED:
-            ahead.popleft()  # taken by a slot, or settled (cancelled, dropped, given back)
-        while unasked and len(ahead) < self._window:
-            job = unasked.popleft()
+    def _adapt(self, lane: _Lane, job: Job) -> None:
+        """Widens the job's lane's window when a slot waits for a start that the window held
+        back, while tasks are short (the wait is then a large part of each); narrows it slowly
+        while slots find their start recorded, and shuts every window while tasks are long."""
+        if self._run_time is None or self._run_time >= SHORT_TASK_SECONDS:
+            lane.window = 0  # a round trip is little against the run: strict, queue intact
+            if self._lanes:  # the run times are the worker's: every lane's shuts
+                for other in self._lanes.values():
+                    other.window = 0
+        elif job.recorded:
+            lane.hits += 1
+            if lane.hits >= lane.window > 0:
+                lane.window -= 1
+                lane.hits = 0
+        elif job.deferred:
+            lane.hits = 0
+            lane.window = min(self._most, lane.window + max(1, lane.window // 4))
+
+    def _fill(self, lane: _Lane, asks: list[Held]) -> None:
+        """Asks for starts (``asks`` and more) until ``window`` queued jobs of the lane have
+        theirs asked."""
+        ahead, unasked = lane.ahead, lane.unasked
+        while unasked:
+            job = unasked[0]
             if job.state is JobState.QUEUED and not job.asked:
-                ahead.append(job)
+                if len(ahead) >= lane.window:
+                    break
+                ahead.add(job)
                 self._take(job, asks)
+            unasked.popleft()  # asked now, or taken by a slot or settled since it was queued
         if asks:
             assert self._ask is not None
             self._ask(asks)  # one hand-over for all: the asker's wake-up costs

@@ -20,20 +20,25 @@ WITH arg AS MATERIALIZED (
         CAST(:locked AS text[]) AS locked
 ),
 lane AS (
-    SELECT
-        l.name, l.weight, l.ord, arg.commands, q.max_concurrency IS NOT NULL AS limited,
-        CASE
-            WHEN q.paused THEN 0
-            WHEN q.max_concurrency IS NULL THEN arg.slots
-            WHEN NOT l.name = ANY(arg.locked) THEN 0
-            ELSE greatest(0, q.max_concurrency - (
+    -- free: what a limited queue may still start (NULL when not limited, or not locked);
+    -- room: what this claim may take of it, at most the claim's slots.
+    SELECT *, CASE
+        WHEN paused THEN 0
+        WHEN NOT limited THEN slots
+        ELSE least(slots, coalesce(free, 0))
+    END AS room
+    FROM (
+        SELECT
+            l.name, l.weight, l.ord, arg.commands, arg.slots, coalesce(q.paused, false) AS paused,
+            q.max_concurrency IS NOT NULL AS limited,
+            CASE WHEN l.name = ANY(arg.locked) THEN greatest(0, q.max_concurrency - (
                 SELECT count(*) FROM tasks AS f
                 WHERE f.queue = l.name AND f.status IN ('dispatched', 'running')
-            ))
-        END AS room
-    FROM arg
-    CROSS JOIN unnest(arg.queues, arg.weights) WITH ORDINALITY AS l(name, weight, ord)
-    LEFT JOIN queues AS q ON q.name = l.name
+            )) END AS free
+        FROM arg
+        CROSS JOIN unnest(arg.queues, arg.weights) WITH ORDINALITY AS l(name, weight, ord)
+        LEFT JOIN queues AS q ON q.name = l.name
+    ) AS steered
 )
 
 -- name: _claim_one_lane
@@ -139,7 +144,7 @@ claimed AS (
     FROM unnest(
         (SELECT task_ids FROM round), (SELECT worker_ids FROM round), (SELECT started FROM round)
     ) AS slot(id, worker_id, started)
-    WHERE tasks.id = slot.id
+    WHERE tasks.id = slot.id AND slot.worker_id IS NOT NULL
     RETURNING tasks.*
 )
 
@@ -181,13 +186,14 @@ SELECT
             ORDER BY t.scheduled_at
             LIMIT 1
         ) AS next
-        WHERE NOT lane.limited AND lane.room > 0
-           OR lane.room > (SELECT count(*) FROM due WHERE due.lane = lane.name)
+        WHERE lane.room > 0
+          AND (NOT lane.limited OR lane.free > (SELECT count(*) FROM due WHERE due.lane = lane.name))
     ),
     (SELECT coalesce(bool_or(limited), false) FROM lane),
     (
-        SELECT coalesce(bool_or(room <= (SELECT count(*) FROM due WHERE due.lane = lane.name)),
-            false)
+        SELECT coalesce(bool_or(
+            coalesce(free, 0) <= (SELECT count(*) FROM due WHERE due.lane = lane.name)
+        ), false)
         FROM lane WHERE limited
     )
 FROM claimed JOIN due USING (id)
