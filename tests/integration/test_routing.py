@@ -337,10 +337,12 @@ def test_max_concurrency_holds_across_two_coordinators(cluster: Cluster) -> None
     coordinators = [cluster.start_coordinator(*COORDINATOR_FLAGS) for _ in range(2)]
     limited = _ok(cluster, "PUT", "/v1/queues/limited", {"max_concurrency": LIMIT})
     assert limited["max_concurrency"] == LIMIT, limited
-    # 8 slots over two workers, one at each coordinator: without the limit, far more than 3
-    # would run at once.
+    # 4 slots over two workers, one at each coordinator, none queued: without the limit, 4
+    # would run at once, and neither coordinator's worker can hold all 3 the limit allows.
     for n, coordinator in enumerate(coordinators):
-        fleet.start_worker(coordinator, f"w{n}", "limited", "hold", "--concurrency", "4")
+        fleet.start_worker(
+            coordinator, f"w{n}", "limited", "hold", "--concurrency", "2", "--queue-size", "0"
+        )
     tasks = cluster.submit_batch(
         [{"command": "hold", "queue": "limited", "payload": {"seconds": 0.3}} for _ in range(30)]
     )
