@@ -168,3 +168,17 @@ def test_a_paused_limited_queue_is_not_waited_for(store: Stores) -> None:
     _steer(store, "a", paused=True, limit=5)
     claim = _claim(store, _route("a"), 5, locked=True)
     assert (claim.tasks, claim.next_due_in, claim.capped) == ([], None, False)
+
+
+def test_a_submits_claim_answers_its_tasks_alone_or_runs_in_full(store: Stores) -> None:
+    _insert(store, *_burst("a", 2), *_burst("a", 1, minutes_ago=-60))
+    route = _route("a")
+    lean = store.dispatch.claim_due(route, [Share("w-1", 1)], LEASE, wanted=1)
+    assert (_names(lean), lean.complete, lean.next_due_in) == ([("a", 0)], False, None)
+    full = store.dispatch.claim_due(route, [Share("w-1", 1)], LEASE)
+    assert (_names(full), full.complete) == ([("a", 1)], True)
+    assert full.next_due_in is not None and full.next_due_in > 3000  # the one due in an hour
+    # Nothing due: the lean claim took nothing, and the full one says when the next is due.
+    empty = store.dispatch.claim_due(route, [Share("w-1", 1)], LEASE, wanted=1)
+    assert (empty.tasks, empty.complete) == ([], True)
+    assert empty.next_due_in is not None and empty.next_due_in > 3000

@@ -345,9 +345,9 @@ def test_a_submit_claims_only_as_many_slots_as_it_brought(harness, monkeypatch) 
     plans: list[list[Share]] = []
     claim_due = store.claim_due
 
-    def recording(route, shares, lease_seconds, conn=None, *, locked=False):
+    def recording(route, shares, lease_seconds, conn=None, *, locked=False, wanted=None):
         plans.append(list(shares))
-        return claim_due(route, shares, lease_seconds, conn, locked=locked)
+        return claim_due(route, shares, lease_seconds, conn, locked=locked, wanted=wanted)
 
     monkeypatch.setattr(store, "claim_due", recording)
     harness.submit(1)

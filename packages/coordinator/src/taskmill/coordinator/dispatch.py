@@ -197,7 +197,7 @@ class Dispatcher:
         round_ = _Round(self._poll_interval)
         for plan in plans:
             try:
-                claim, again = self._claim_route(plan, conn)
+                claim, again = self._claim_route(plan, conn, wanted)
             except TaskmillError as exc:
                 # The other routes' claims stand: their tasks are reserved and must be sent.
                 logger.warning("claim for %s failed: %s", plan.route.queues, exc.message)
@@ -211,7 +211,12 @@ class Dispatcher:
             round_.backlog |= again or (
                 full and (wanted is None or slots < wanted or self._backlog)
             )
-            round_.capped |= claim.capped
+            # A lean submit's claim that took less than its slots asked nothing else: the
+            # loop's next round, at once, asks.
+            round_.backlog |= not claim.complete and not full
+            # A submit's claim that took all it came for did not ask whether a limited queue
+            # is full: what the last complete claim said stands.
+            round_.capped |= claim.capped if claim.complete else self._capped
             round_.sleep = min(round_.sleep, self._sleep_after(claim))
             if claim.tasks:
                 taken = Counter(task.queue for task in claim.tasks)
@@ -222,7 +227,9 @@ class Dispatcher:
         self._backlog, self._capped = round_.backlog, round_.capped
         return (0.0 if round_.backlog else round_.sleep), round_.batches
 
-    def _claim_route(self, plan: Plan, conn: Connection | None) -> tuple[Claim, bool]:
+    def _claim_route(
+        self, plan: Plan, conn: Connection | None, wanted: int | None = None
+    ) -> tuple[Claim, bool]:
         """Claims for one route, under the locks of its limited queues when it has any (learnt
         from a claim's answer: a claim without them takes nothing from a limited queue).
 
@@ -231,7 +238,9 @@ class Dispatcher:
         """
         route = plan.route._replace(queues=plan.queues)
         locked = plan.route in self._limited
-        claim = self._tasks.claim_due(route, plan.shares, self._lease_seconds, conn, locked=locked)
+        claim = self._tasks.claim_due(
+            route, plan.shares, self._lease_seconds, conn, locked=locked, wanted=wanted
+        )
         if claim.limited and not locked:
             self._limited.add(plan.route)
             if not claim.tasks:

@@ -90,12 +90,15 @@ class Claim:
         limited: Whether one of the route's queues has a ``max_concurrency``: its claims must
             be ``locked`` (a claim without the lock takes nothing from it).
         capped: Whether a limited queue is full, so a task finishing may let another start.
+        complete: Whether ``next_due_in``, ``limited`` and ``capped`` were asked: a submit's
+            claim that took all it came for skips them (``None``, ``False``, ``False``).
     """
 
     tasks: list[ClaimedTask]
     next_due_in: float | None
     limited: bool = False
     capped: bool = False
+    complete: bool = True
 
 
 class DispatchStore:
@@ -113,9 +116,14 @@ class DispatchStore:
         conn: Connection | None = None,
         *,
         locked: bool = False,
+        wanted: int | None = None,
     ) -> Claim:
         """Claims due tasks for workers of one route, returning only what an assignment needs,
         and when the next task still scheduled is due.
+
+        ``wanted``, for a submit's round, is how many tasks were submitted: a lean claim of one
+        queue for one worker then first runs without the next-due answer and the limit flags,
+        and only when it took nothing runs again in full (see ``Claim.complete``).
 
         ``shares`` are the workers in round-robin order, each with how many tasks it takes:
         ``[("a", 1), ("b", 3), ("c", 2)]`` has the slots ``a, b, c, b, c, b``. The first
@@ -152,6 +160,15 @@ class DispatchStore:
             if locked:
                 names = claiming.run("lock_limited_queues", queues=lanes["queues"])
                 lanes["locked"] = text_array([name for [name] in names])
+            if wanted is not None and not locked and _for_submit(route, shares, slots):
+                [[taken, *_]] = claiming.run(
+                    "claim_due_for_submit",
+                    worker_id=shares[0].worker_id,
+                    started=bool(shares[0].started),
+                    **lanes,
+                )
+                if taken:
+                    return Claim(list(map(ClaimedTask._make, taken)), None, complete=False)
             [[claimed, next_due_in, limited, capped]] = _run_claim(
                 claiming, len(route.queues) > 1, shares, lanes
             )
@@ -236,3 +253,9 @@ def _run_claim(
             **lanes,
         )
     return conn.run("claim_due_assignments" + turns, shares=_json(list(shares)), **lanes)
+
+
+def _for_submit(route: Route, shares: Sequence[Share], slots: int) -> bool:
+    """Whether a submit's claim may first run lean (claim_due_for_submit): one queue, one
+    worker whose tasks all start in the claim, or none."""
+    return len(route.queues) == 1 and len(shares) == 1 and shares[0].started in (0, slots)

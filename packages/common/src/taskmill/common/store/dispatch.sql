@@ -198,6 +198,19 @@ SELECT
     )
 FROM claimed JOIN due USING (id)
 
+-- name: _claim_answer_taken
+-- _claim_answer's tasks alone, for a submit's claim (claim_due_for_submit): the next-due
+-- answer and the limit flags are a good part of a claim of one task, and a submit's round
+-- needs them only when it did not take all it came for (then the full claim runs).
+SELECT
+    json_agg(json_build_array(
+        id, worker_id, command, CAST(payload AS text), attempt, max_attempts, timeout_seconds,
+        queue, trace_context, extract(epoch FROM scheduled_at), extract(epoch FROM lease_expires_at),
+        claim_token, status = 'running'
+    ) ORDER BY due.n),
+    CAST(NULL AS float8), false, false
+FROM claimed JOIN due USING (id)
+
 -- name: claim_due_assignments
 -- The coordinator's claim, made cheap for pg8000 at both ends, which cost the coordinator more
 -- CPU than the rest of its dispatch. The workers come as one JSON array of [worker id, tasks it
@@ -226,6 +239,13 @@ FROM claimed JOIN due USING (id)
 -- include: _claim_one_lane
 -- include: _claim_for_worker
 -- include: _claim_answer
+
+-- name: claim_due_for_submit
+-- claim_due_for_worker for a submit's round on a route of one queue, answering the tasks only.
+-- include: _claim_lanes
+-- include: _claim_one_lane
+-- include: _claim_for_worker
+-- include: _claim_answer_taken
 
 -- name: claim_due_assignments_in_turns
 -- claim_due_assignments for a route with several queues.
