@@ -77,9 +77,9 @@ def test_plan_shares_are_the_first_slots_of_the_round_robin(seed: int) -> None:
 def test_plan_starts_after_the_worker_served_last(fleet: Fleet) -> None:
     for name in "abc":
         fleet.add(_worker(name, 2))
-    fleet.served(ROUTE, "b", {"default": 1})
+    fleet.served(ROUTE, "b", ["default"])
     assert _sizes(_shares(fleet, 4)) == [("c", 2), ("a", 1), ("b", 1)]  # c, a, b, c
-    fleet.served(ROUTE, "c", {"default": 1})
+    fleet.served(ROUTE, "c", ["default"])
     assert _sizes(_shares(fleet, 1)) == [("a", 1)]
     fleet.remove("c")
     assert _sizes(_shares(fleet, 3)) == [("a", 2), ("b", 1)]  # a, b, a
@@ -250,7 +250,7 @@ def test_workers_that_run_different_tasks_are_planned_apart(fleet: Fleet) -> Non
         (Route(mail, ("echo", "send")), [("b", 2), ("d", 1)]),
         (Route(ROUTE.queues, ("echo",)), [("c", 2)]),
     ]
-    fleet.served(Route(mail, ("echo", "send")), "b", {"mail": 1})
+    fleet.served(Route(mail, ("echo", "send")), "b", ["mail"])
     again = fleet.plan(3)
     # The round starts after the route served last, and that route after the worker it
     # served last.
@@ -271,7 +271,7 @@ def test_a_routes_queues_take_turns_by_weight_across_rounds(fleet: Fleet) -> Non
         [plan] = fleet.plan(1)
         first = plan.queues[0].name
         firsts.append(first)
-        fleet.served(route, "w", {first: 1})
+        fleet.served(route, "w", [first])
     assert firsts.count("a") == 30
     assert "b" in firsts[:4]  # b's first turn comes within a's three
 
@@ -280,10 +280,10 @@ def test_a_queue_back_from_a_quiet_spell_shares_rather_than_takes_all(fleet: Fle
     route = Route((ServedQueue("a"), ServedQueue("b")), ("echo",))
     fleet.add(_worker("w", 1, handlers=("echo",), queues=route.queues))
     for _ in range(50):  # only a has tasks: b takes nothing
-        fleet.served(route, "w", {"a": 1})
+        fleet.served(route, "w", ["a"])
     firsts = []
     for _ in range(10):
         [plan] = fleet.plan(1)
         firsts.append(plan.queues[0].name)
-        fleet.served(route, "w", {plan.queues[0].name: 1})
+        fleet.served(route, "w", [plan.queues[0].name])
     assert firsts.count("b") <= 6

@@ -18,7 +18,6 @@ import logging
 import math
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -219,10 +218,11 @@ class Dispatcher:
             round_.capped |= claim.capped if claim.complete else self._capped
             round_.sleep = min(round_.sleep, self._sleep_after(claim))
             if claim.tasks:
-                taken = Counter(task.queue for task in claim.tasks)
-                self._fleet.served(plan.route, claim.tasks[-1].worker_id, taken)
+                queues = (task.queue for task in claim.tasks)
+                self._fleet.served(plan.route, claim.tasks[-1].worker_id, queues)
                 round_.batches += self._reserve(claim.tasks)
-                if wanted is not None and sum(map(len, (b for _, b in round_.batches))) >= wanted:
+                round_.claimed += len(claim.tasks)
+                if wanted is not None and round_.claimed >= wanted:
                     break
         self._backlog, self._capped = round_.backlog, round_.capped
         return (0.0 if round_.backlog else round_.sleep), round_.batches
@@ -371,6 +371,7 @@ class _Round:
     sleep: float
     backlog: bool = False
     capped: bool = False
+    claimed: int = 0
     batches: list[Batch] = field(default_factory=list)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, TypeVar
 
@@ -130,6 +130,10 @@ class Fleet:
         """Forgets a worker and closes its connection; ``False`` when it was not known."""
         with self._lock:
             entry = self._workers.pop(worker_id, None)
+            if entry is not None and all(e.route != entry.route for e in self._workers.values()):
+                # The last worker of its route: the route's turns go with it.
+                self._last_served.pop(entry.route, None)
+                self._turns.forget(entry.route)
         if entry is None:
             return False
         if self._connections is not None:
@@ -170,16 +174,11 @@ class Fleet:
         with self._lock:
             routes: dict[Route, list[_Entry]] = {}
             for entry in self._workers.values():
-                routes.setdefault(entry.route, [])
                 if entry.room > 0:
-                    routes[entry.route].append(entry)
-            self._forget_gone(set(routes))
-            order = _after(list(routes), self._last_route)
+                    routes.setdefault(entry.route, []).append(entry)
             plans = []
-            for route in order:
-                if not routes[route]:
-                    continue
-                entries = _after(routes[route], self._last_served.get(route), key=_entry_id)
+            for route in _after(list(routes), self._last_route):
+                entries = _after(routes[route], self._last_served.get(route), lambda e: e.id)
                 rooms = [(entry.id, entry.room) for entry in entries]
                 idle = {entry.id: entry.idle for entry in entries}
                 shares = [
@@ -189,19 +188,14 @@ class Fleet:
                 plans.append(Plan(route, shares, self._turns.order(route)))
         return plans
 
-    def served(self, route: Route, worker_id: str, taken: Mapping[str, int]) -> None:
-        """Records what a round gave a route: ``taken`` tasks of each queue, the last to
+    def served(self, route: Route, worker_id: str, queues: Iterable[str]) -> None:
+        """Records what a round gave a route: a task of each of ``queues``, the last to
         ``worker_id``. The route's next round starts after that worker, the next round after
         that route, and its queues' credits grow (see ``turns.py``)."""
         with self._lock:
             self._last_served[route] = worker_id
             self._last_route = route
-            self._turns.given(route, taken)
-
-    def _forget_gone(self, routes: set[Route]) -> None:
-        for route in [route for route in self._last_served if route not in routes]:
-            del self._last_served[route]
-        self._turns.forget(routes)
+            self._turns.given(route, queues)
 
     # -- accounting --------------------------------------------------------------------------
 
@@ -288,10 +282,6 @@ class Fleet:
             entry.free = max(0, free_slots - unlisted)
             entry.blocked = False
             return entry.room > 0
-
-
-def _entry_id(entry: _Entry) -> str:
-    return entry.id
 
 
 def _after(items: list[T], last: object, key: Callable[[T], object] | None = None) -> list[T]:

@@ -12,7 +12,8 @@ shares the slots again rather than takes them all until its credit catches up.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable
 
 from taskmill.common.models import ServedQueue
 from taskmill.common.store import Route
@@ -32,9 +33,13 @@ class Turns:
         ranked = sorted(enumerate(route.queues), key=lambda q: (credits.get(q[1].name, 0.0), q[0]))
         return tuple(queue for _, queue in ranked)
 
-    def given(self, route: Route, taken: Mapping[str, int]) -> None:
-        """Records what a claim gave each of the route's queues."""
-        if len(route.queues) < 2 or not taken:
+    def given(self, route: Route, queues: Iterable[str]) -> None:
+        """Records what a claim gave the route's queues: a task of each of ``queues``
+        (counted only for a route of several queues: one queue has no turns to keep)."""
+        if len(route.queues) < 2:
+            return
+        taken = Counter(queues)
+        if not taken:
             return
         credits = self._credits.setdefault(route, {})
         floor = min(credits.get(name, 0.0) for name in taken)
@@ -45,8 +50,6 @@ class Turns:
             else:
                 credits[name] = max(credit, floor)
 
-    def forget(self, routes: set[Route]) -> None:
-        """Drops the credits of routes no worker has any more."""
-        for route in list(self._credits):
-            if route not in routes:
-                del self._credits[route]
+    def forget(self, route: Route) -> None:
+        """Drops the credits of a route no worker has any more."""
+        self._credits.pop(route, None)

@@ -160,17 +160,15 @@ class DispatchStore:
             if locked:
                 names = claiming.run("lock_limited_queues", queues=lanes["queues"])
                 lanes["locked"] = text_array([name for [name] in names])
-            if wanted is not None and not locked and _for_submit(route, shares, slots):
-                [[taken, *_]] = claiming.run(
-                    "claim_due_for_submit",
-                    worker_id=shares[0].worker_id,
-                    started=bool(shares[0].started),
-                    **lanes,
-                )
-                if taken:
-                    return Claim(list(map(ClaimedTask._make, taken)), None, complete=False)
+            if wanted is not None and not locked:
+                lean = _statement(route, shares, slots, submit=True)
+                if lean == "claim_due_for_submit":
+                    [[taken, *_]] = _run_claim(claiming, lean, shares, lanes)
+                    if taken:
+                        return Claim(list(map(ClaimedTask._make, taken)), None, complete=False)
+            statement = _statement(route, shares, slots, submit=False)
             [[claimed, next_due_in, limited, capped]] = _run_claim(
-                claiming, len(route.queues) > 1, shares, lanes
+                claiming, statement, shares, lanes
             )
         return Claim(
             list(map(ClaimedTask._make, claimed or ())),
@@ -238,24 +236,23 @@ class DispatchStore:
             return [row[0] for row in conn.run("cancel_requested_for_worker", worker_id=worker_id)]
 
 
+def _statement(route: Route, shares: Sequence[Share], slots: int, *, submit: bool) -> str:
+    """The claim statement that fits: a route of several queues takes them in turns (see
+    _claim_turns); a claim for one worker whose tasks all start, or none, is the lean one, and
+    for a submit's round of one queue the leaner still (claim_due_for_submit)."""
+    if len(shares) != 1 or shares[0].started not in (0, slots):
+        return "claim_due_assignments" + ("_in_turns" if len(route.queues) > 1 else "")
+    if len(route.queues) > 1:
+        return "claim_due_for_worker_in_turns"
+    return "claim_due_for_submit" if submit else "claim_due_for_worker"
+
+
 def _run_claim(
-    conn: Connection, in_turns: bool, shares: Sequence[Share], lanes: dict[str, Any]
+    conn: Connection, statement: str, shares: Sequence[Share], lanes: dict[str, Any]
 ) -> list[list[Any]]:
-    """Runs the claim statement that fits: a route of several queues takes them in turns (see
-    _claim_turns), and a claim for one worker whose tasks all start, or none, is the lean one."""
-    turns = "_in_turns" if in_turns else ""
-    slots = lanes["slots"]
-    if len(shares) == 1 and shares[0].started in (0, slots):
-        return conn.run(
-            "claim_due_for_worker" + turns,
-            worker_id=shares[0].worker_id,
-            started=bool(shares[0].started),
-            **lanes,
-        )
-    return conn.run("claim_due_assignments" + turns, shares=_json(list(shares)), **lanes)
-
-
-def _for_submit(route: Route, shares: Sequence[Share], slots: int) -> bool:
-    """Whether a submit's claim may first run lean (claim_due_for_submit): one queue, one
-    worker whose tasks all start in the claim, or none."""
-    return len(route.queues) == 1 and len(shares) == 1 and shares[0].started in (0, slots)
+    """Runs a claim statement: a round robin takes the shares, a lean one its worker."""
+    if statement.startswith("claim_due_assignments"):
+        return conn.run(statement, shares=_json(list(shares)), **lanes)
+    return conn.run(
+        statement, worker_id=shares[0].worker_id, started=bool(shares[0].started), **lanes
+    )
